@@ -1,0 +1,16 @@
+//! keyport: owns a platform's connections to third-party accounts.
+//!
+//! The host does the OAuth mechanics, stores secrets encrypted, keeps tokens fresh and makes
+//! authenticated calls on a connection's behalf. Everything that differs between providers lives
+//! in connectors: WebAssembly components built against the WIT contract in `wit/`, run by
+//! [`runtime`] and kept by [`registry`].
+
+pub mod api;
+pub mod cli;
+pub mod registry;
+pub mod runtime;
+
+/// The built-in connectors, compiled from `connectors/` by the build script.
+pub mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_connectors.rs"));
+}

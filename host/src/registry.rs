@@ -1,0 +1,77 @@
+//! The loaded connectors, by id.
+//!
+//! Readers take a snapshot ([`Registry::get`]) without locking; a load replaces the whole map
+//! atomically, so a call in flight keeps the version it started with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::runtime::{Connector, LoadError, Runtime};
+
+/// Where a connector came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Shipped inside the binary.
+    Builtin,
+    /// Loaded from a file or an upload.
+    Uploaded,
+}
+
+/// A connector and where it came from.
+#[derive(Debug)]
+pub struct Entry {
+    /// The loaded component.
+    pub connector: Connector,
+    /// Its origin.
+    pub source: Source,
+}
+
+/// Loaded connectors by id.
+#[derive(Default)]
+pub struct Registry {
+    map: ArcSwap<BTreeMap<String, Arc<Entry>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads the connectors shipped in the binary.
+    pub async fn load_builtins(&self, runtime: &Runtime) -> Result<(), (String, LoadError)> {
+        for (name, bytes) in crate::builtin::BUILTIN {
+            let connector = runtime
+                .load(bytes)
+                .await
+                .map_err(|e| (name.to_string(), e))?;
+            tracing::info!(connector = %connector.manifest().id, version = %connector.manifest().version, "loaded built-in connector");
+            self.insert(connector, Source::Builtin);
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces a connector (atomic swap).
+    pub fn insert(&self, connector: Connector, source: Source) {
+        let id = connector.manifest().id.clone();
+        let entry = Arc::new(Entry { connector, source });
+        self.map.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.insert(id.clone(), entry.clone());
+            m
+        });
+    }
+
+    /// The connector with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.map.load().get(id).cloned()
+    }
+
+    /// All connectors, ordered by id.
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        self.map.load().values().cloned().collect()
+    }
+}

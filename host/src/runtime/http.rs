@@ -1,0 +1,351 @@
+//! The single implementation of the `http` import.
+//!
+//! Order of checks for each request (any failure answers `http-error.denied` and nothing is sent):
+//! imports enabled for this call → per-call request budget → no guest `Authorization`, `Cookie`,
+//! `Proxy-Authorization` or `Host` header → URL resolved against the API base URL → egress rules
+//! ([`super::egress`]) on the URL as written → endpoint overrides applied → egress address rule
+//! on the rewritten URL and, through the client's resolver, on every address it connects to →
+//! credential added → sent with no redirects, no proxy, connect and total timeouts → body read up
+//! to the cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::bindings::keyport::connector::http::{
+    Host, HttpError, Method, Request, Response, SecretRef,
+};
+use super::egress::{self, Denied};
+use super::{CredentialPlacement, HostState, RuntimeConfig, SecretKind};
+
+/// The HTTP client shared by all calls: no redirects, no proxies, our resolver.
+pub(super) fn client(config: &RuntimeConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(config.limits.connect_timeout)
+        .timeout(config.limits.request_timeout)
+        .user_agent(concat!("keyport/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(CheckedResolver {
+            allow_loopback: config.allow_loopback,
+        }))
+        .build()?)
+}
+
+/// Resolves names and keeps only the addresses the egress policy allows, so the connection is
+/// made to a checked address.
+struct CheckedResolver {
+    allow_loopback: bool,
+}
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusal = None;
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match egress::check_addr(a.ip(), allow_loopback) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refusal.get_or_insert(e);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = refusal
+                    .map(|d| d.0)
+                    .unwrap_or_else(|| "no addresses".into());
+                return Err(Box::new(Denied(format!(
+                    "{host} resolves to a refused address: {why}"
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+const FORBIDDEN_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "host"];
+
+impl Host for HostState {
+    async fn send(&mut self, request: Request) -> Result<Response, HttpError> {
+        let id = self
+            .manifest
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        let result = self.send_checked(request).await;
+        if let Err(HttpError::Denied(why)) = &result {
+            tracing::warn!(connector = %id, reason = %why, "connector request refused");
+        }
+        result
+    }
+}
+
+impl HostState {
+    async fn send_checked(&mut self, request: Request) -> Result<Response, HttpError> {
+        let denied = |s: String| HttpError::Denied(s);
+        if !self.imports_enabled {
+            return Err(denied("http is not available in this hook".into()));
+        }
+        let Some(manifest) = self.manifest.clone() else {
+            return Err(denied(
+                "http is not available before the manifest is loaded".into(),
+            ));
+        };
+        if self.requests_sent >= self.runtime.config.limits.max_requests_per_call {
+            return Err(denied(format!(
+                "at most {} requests per call",
+                self.runtime.config.limits.max_requests_per_call
+            )));
+        }
+        self.requests_sent += 1;
+        for (name, _) in &request.headers {
+            let lower = name.to_ascii_lowercase();
+            if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+                return Err(denied(format!(
+                    "connectors may not set the {name} header; the host adds the credential"
+                )));
+            }
+        }
+
+        let env = self.env.clone();
+        let allow_loopback = self.runtime.config.allow_loopback;
+        let url = resolve_url(&request.url, env.api_base_url.as_deref()).map_err(denied)?;
+        let granted: Vec<String> = match &env.granted_hosts {
+            Some(g) => manifest
+                .egress_hosts
+                .iter()
+                .filter(|h| g.iter().any(|x| x.eq_ignore_ascii_case(h)))
+                .cloned()
+                .collect(),
+            None => manifest.egress_hosts.clone(),
+        };
+        egress::check_url(&url, &granted, allow_loopback).map_err(|d| denied(d.0))?;
+
+        // Admin-configured rewrites (self-hosted instances, tests); the rewritten target must
+        // still pass the address rule.
+        let mut url = url;
+        if let Some((from, to)) = env
+            .endpoint_overrides
+            .iter()
+            .find(|(from, _)| url.as_str().starts_with(from.as_str()))
+        {
+            let rewritten = format!("{to}{}", &url.as_str()[from.len()..]);
+            url = url::Url::parse(&rewritten)
+                .map_err(|e| denied(format!("bad endpoint override: {e}")))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(denied("endpoint overrides must be http(s) URLs".into()));
+            }
+            if let Some(ip) = literal_ip(&url) {
+                egress::check_addr(ip, allow_loopback).map_err(|d| denied(d.0))?;
+            }
+        }
+
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in manifest.api_headers.iter().chain(request.headers.iter()) {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| denied(format!("invalid header name {name:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| denied(format!("invalid value for header {name}")))?;
+            headers.append(name, value);
+        }
+        let mut body = request.body;
+        if request.authenticate {
+            let Some(credential) = env.credential.as_ref() else {
+                return Err(denied("this call has no credential to add".into()));
+            };
+            match &manifest.credential {
+                CredentialPlacement::Bearer => {
+                    headers.insert(
+                        reqwest::header::AUTHORIZATION,
+                        sensitive(&format!("Bearer {}", credential.expose()))?,
+                    );
+                }
+                CredentialPlacement::Header((name, prefix)) => {
+                    let name =
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            denied("the manifest's credential header name is invalid".into())
+                        })?;
+                    headers.insert(
+                        name,
+                        sensitive(&format!("{prefix}{}", credential.expose()))?,
+                    );
+                }
+                CredentialPlacement::Query(param) => {
+                    url.query_pairs_mut()
+                        .append_pair(param, credential.expose());
+                }
+                CredentialPlacement::BasicUsername => {
+                    use base64::Engine;
+                    let b = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:", credential.expose()));
+                    headers.insert(
+                        reqwest::header::AUTHORIZATION,
+                        sensitive(&format!("Basic {b}"))?,
+                    );
+                }
+            }
+        }
+        if !request.form_secrets.is_empty() {
+            let mut form = body.take().unwrap_or_default();
+            for (field, which) in &request.form_secrets {
+                let kind = match which {
+                    SecretRef::AccessToken => SecretKind::AccessToken,
+                    SecretRef::RefreshToken => SecretKind::RefreshToken,
+                    SecretRef::ApiKey => SecretKind::ApiKey,
+                    SecretRef::ClientId => SecretKind::ClientId,
+                    SecretRef::ClientSecret => SecretKind::ClientSecret,
+                };
+                let value = env
+                    .form_secrets
+                    .get(&kind)
+                    .ok_or_else(|| denied(format!("this call has no {kind:?} to add")))?;
+                if !form.is_empty() {
+                    form.push(b'&');
+                }
+                let pair: String = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair(field, value.expose())
+                    .finish();
+                form.extend_from_slice(pair.as_bytes());
+            }
+            body = Some(form);
+        }
+
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+            Method::Head => reqwest::Method::HEAD,
+        };
+        tracing::debug!(
+            connector = %manifest.id,
+            method = %method,
+            host = url.host_str().unwrap_or_default(),
+            path = url.path(),
+            "connector request"
+        );
+        let mut req = self.runtime.http.request(method, url).headers(headers);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let response = req.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "set-cookie")
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let cap = self.runtime.config.limits.max_response_bytes;
+        if response.content_length().is_some_and(|n| n as usize > cap) {
+            return Err(HttpError::TooLarge(cap as u64));
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport_error)?;
+            if body.len() + chunk.len() > cap {
+                return Err(HttpError::TooLarge(cap as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, HttpError> {
+    let mut v = reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| HttpError::Denied("the credential cannot be sent in a header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn literal_ip(url: &url::Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(v4.into()),
+        url::Host::Ipv6(v6) => Some(v6.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// An absolute URL, or a path resolved against the API base URL.
+pub(super) fn resolve_url(raw: &str, base: Option<&str>) -> Result<url::Url, String> {
+    match url::Url::parse(raw) {
+        Ok(u) => Ok(u),
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            let base = base.filter(|b| !b.is_empty()).ok_or_else(|| {
+                format!("relative URL {raw:?} but the connection has no API base URL")
+            })?;
+            let base = url::Url::parse(base).map_err(|e| format!("invalid API base URL: {e}"))?;
+            base.join(raw.trim_start_matches('/'))
+                .map_err(|e| format!("invalid URL {raw:?}: {e}"))
+        }
+        Err(e) => Err(format!("invalid URL {raw:?}: {e}")),
+    }
+}
+
+/// Maps a client error to the contract's error, keeping the egress refusal when that was the cause.
+/// The message never includes the URL (it may carry a credential as a query parameter).
+fn transport_error(e: reqwest::Error) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(d) = s.downcast_ref::<Denied>() {
+            return HttpError::Denied(d.0.clone());
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        return HttpError::Timeout;
+    }
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    HttpError::Transport(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_url;
+
+    #[test]
+    fn relative_urls_resolve_against_the_base() {
+        let base = Some("https://slack.com/api/");
+        assert_eq!(
+            resolve_url("auth.test", base).unwrap().as_str(),
+            "https://slack.com/api/auth.test"
+        );
+        assert_eq!(
+            resolve_url("/auth.test", base).unwrap().as_str(),
+            "https://slack.com/api/auth.test"
+        );
+        assert_eq!(
+            resolve_url("https://x.com/a", base).unwrap().as_str(),
+            "https://x.com/a"
+        );
+        assert!(resolve_url("auth.test", None).is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Manifest validation: what a connector's `describe` must return to be loaded, and its JSON view.
+//!
+//! | field | rule |
+//! |---|---|
+//! | id | `[a-z0-9][a-z0-9-]*`, at most 63 characters |
+//! | display-name, version | not empty |
+//! | api-base-url | an http(s) URL (placeholders `{field}` allowed), host covered by `egress-hosts` |
+//! | egress-hosts | valid patterns (see [`super::egress`]) |
+//! | oauth2 URLs | http(s) URLs; scope separator not empty |
+//! | scopes | names not empty, unique |
+//! | config-schema | JSON, an object schema, valid against the JSON Schema meta-schema, compilable |
+
+use super::egress;
+use super::{AuthScheme, Manifest};
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ManifestError {
+    /// The manifest field.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> ManifestError {
+    ManifestError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Fills `{field}` placeholders with a neutral value, to check a template's syntax.
+fn sample(template: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push('x');
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn check_url(field: &str, value: &str) -> Result<url::Url, ManifestError> {
+    let u = url::Url::parse(&sample(value))
+        .map_err(|e| err(field, format!("{value:?} is not a URL ({e})")))?;
+    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+        return Err(err(
+            field,
+            format!("{value:?} must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(u)
+}
+
+/// Checks a manifest against the rules in this module's table.
+pub fn validate_manifest(m: &Manifest) -> Result<(), ManifestError> {
+    let id_ok = !m.id.is_empty()
+        && m.id.len() <= 63
+        && m.id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !m.id.starts_with('-');
+    if !id_ok {
+        return Err(err(
+            "id",
+            format!("{:?} must be 1-63 characters of a-z, 0-9 and '-'", m.id),
+        ));
+    }
+    if m.display_name.trim().is_empty() {
+        return Err(err("display-name", "must not be empty"));
+    }
+    if m.version.trim().is_empty() {
+        return Err(err("version", "must not be empty (use semver, e.g. 0.1.0)"));
+    }
+    for h in &m.egress_hosts {
+        if !egress::valid_pattern(h) {
+            return Err(err(
+                "egress-hosts",
+                format!(
+                    "{h:?} is not a host name or a `*.domain` pattern (no scheme, port or path)"
+                ),
+            ));
+        }
+    }
+    if !m.api_base_url.is_empty() {
+        let u = check_url("api-base-url", &m.api_base_url)?;
+        let host = u.host_str().unwrap_or_default();
+        if !m.api_base_url.contains('{') && !egress::host_allowed(host, &m.egress_hosts) {
+            return Err(err(
+                "api-base-url",
+                format!("host {host} is not in egress-hosts; add it there"),
+            ));
+        }
+    }
+    if let AuthScheme::Oauth2(o) = &m.auth {
+        check_url("auth.authorize-url", &o.authorize_url)?;
+        check_url("auth.token-url", &o.token_url)?;
+        if let Some(u) = &o.refresh_url {
+            check_url("auth.refresh-url", u)?;
+        }
+        if let Some(u) = &o.revoke_url {
+            check_url("auth.revoke-url", u)?;
+        }
+        if o.scope_separator.is_empty() {
+            return Err(err(
+                "auth.scope-separator",
+                "must not be empty (usually \" \" or \",\")",
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &m.scopes {
+        if s.name.trim().is_empty() {
+            return Err(err("scopes", "a scope has an empty name"));
+        }
+        if !seen.insert(&s.name) {
+            return Err(err("scopes", format!("scope {:?} is listed twice", s.name)));
+        }
+    }
+    config_schema(&m.config_schema)?;
+    Ok(())
+}
+
+/// Parses and checks a config schema.
+pub fn config_schema(text: &str) -> Result<serde_json::Value, ManifestError> {
+    let field = "config-schema";
+    let schema: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| err(field, format!("is not valid JSON: {e}")))?;
+    if !schema.is_object() {
+        return Err(err(field, "must be a JSON object (a JSON Schema)"));
+    }
+    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+        return Err(err(
+            field,
+            "must describe an object: add \"type\": \"object\"",
+        ));
+    }
+    jsonschema::meta::validate(&schema).map_err(|e| {
+        err(
+            field,
+            format!("is not a valid JSON Schema: {e} (at {})", e.instance_path()),
+        )
+    })?;
+    jsonschema::validator_for(&schema)
+        .map_err(|e| err(field, format!("cannot be compiled: {e}")))?;
+    Ok(schema)
+}
+
+/// A loaded connector's manifest as the JSON API shows it: the manifest's fields (snake_case),
+/// the config schema as a JSON object rather than a string, plus `auth_kind`, `contract` and `hash`.
+pub fn manifest_json(connector: &super::Connector) -> serde_json::Value {
+    let m = connector.manifest();
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "config_schema".into(),
+            serde_json::from_str(&m.config_schema).unwrap_or_default(),
+        );
+        let kind = match m.auth {
+            AuthScheme::Oauth2(_) => "oauth2",
+            AuthScheme::ApiKey(_) => "api-key",
+        };
+        obj.insert("auth_kind".into(), kind.into());
+        obj.insert("contract".into(), connector.contract().into());
+        obj.insert("hash".into(), connector.hash().into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_sampled() {
+        assert_eq!(
+            sample("https://{subdomain}.example.com/{x}/y"),
+            "https://x.example.com/x/y"
+        );
+    }
+
+    #[test]
+    fn schemas() {
+        assert!(
+            config_schema(
+                r#"{"type":"object","properties":{"a":{"type":"string","default":"x"}}}"#
+            )
+            .is_ok()
+        );
+        let e =
+            config_schema(r#"{"type":"object","properties":{"a":{"type":"strnig"}}}"#).unwrap_err();
+        assert!(e.message.contains("not a valid JSON Schema"), "{e}");
+        assert!(
+            config_schema("{")
+                .unwrap_err()
+                .message
+                .contains("not valid JSON")
+        );
+        assert!(
+            config_schema(r#"{"type":"string"}"#)
+                .unwrap_err()
+                .message
+                .contains("object")
+        );
+    }
+}

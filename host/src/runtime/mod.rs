@@ -1,0 +1,696 @@
+//! The connector runtime: the one module that knows wasmtime.
+//!
+//! It owns the process's single [`wasmtime::Engine`], turns component bytes into a
+//! pre-instantiated [`Component`] (compiled once, cached on disk by content hash), and runs each
+//! call in a fresh `Store` with:
+//!
+//! | limit | how | on breach |
+//! |---|---|---|
+//! | time | epoch interruption, deadline per call ([`Limits::call_timeout`]) | the call fails with [`CallError::Deadline`] |
+//! | memory | a per-store limiter ([`Limits::memory_bytes`]) | the call fails with [`CallError::MemoryLimit`] |
+//! | egress | the single `http.send` implementation ([`egress`]) | the guest gets `http-error.denied` |
+//! | output | stdout/stderr captured, capped, sent to the host log | excess bytes are dropped |
+//!
+//! WASI p2 is linked because Rust guests import it through std, but with an empty context: no
+//! preopened directories, no environment, no arguments, no sockets, no name lookups.
+//!
+//! Everything wasmtime-specific (its `Error` type, its config) stays here; callers see
+//! [`LoadError`] and [`CallError`].
+
+pub mod egress;
+mod http;
+mod manifest;
+mod stdio;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use manifest::{ManifestError, config_schema, manifest_json, validate_manifest};
+
+pub use self::bindings::keyport::connector::types::{
+    Account, AuthScheme, CallContext, Classification, ConnectorError, CredentialPlacement,
+    ErrorKind, FieldError, Manifest, Oauth2, ResponseView, Scope, TokenSet,
+};
+
+/// Host bindings for `keyport:connector@0.1.0`.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "connector",
+        imports: { default: async },
+        exports: { default: async },
+        additional_derives: [serde::Serialize],
+    });
+}
+
+use bindings::ConnectorPre;
+
+/// The contract versions this host loads.
+pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0"];
+
+/// Resource limits for connector calls.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget of one call, including its HTTP requests.
+    pub call_timeout: Duration,
+    /// Linear memory a call may use.
+    pub memory_bytes: usize,
+    /// Largest response body `http.send` hands to a guest.
+    pub max_response_bytes: usize,
+    /// Requests one call may send.
+    pub max_requests_per_call: usize,
+    /// Connect timeout of `http.send`.
+    pub connect_timeout: Duration,
+    /// Total timeout of one `http.send`.
+    pub request_timeout: Duration,
+    /// Bytes of guest stdout/stderr kept per call (each).
+    pub max_output_bytes: usize,
+    /// Calls running at once (pool size).
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            max_response_bytes: 8 << 20,
+            max_requests_per_call: 16,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            max_output_bytes: 16 << 10,
+            max_concurrent_calls: 128,
+        }
+    }
+}
+
+/// How the runtime is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Limits of every call.
+    pub limits: Limits,
+    /// Lets connectors reach loopback addresses over plain HTTP (local development and tests).
+    pub allow_loopback: bool,
+}
+
+/// Failure to turn bytes into a usable connector.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a WebAssembly binary.
+    #[error(
+        "not a WebAssembly file (the first bytes are not `\\0asm`); build the connector with `cargo build --release --target wasm32-wasip2`"
+    )]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component; build for the `wasm32-wasip2` target (not wasm32-unknown-unknown or wasm32-wasip1)"
+    )]
+    CoreModule,
+    /// Compilation or validation by wasmtime failed.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component does not implement the contract.
+    #[error("the component does not implement the keyport:connector@0.1.0 `connector` world: {0}")]
+    WrongWorld(String),
+    /// `describe` failed.
+    #[error("calling `describe` failed: {0}")]
+    Describe(#[from] CallError),
+    /// The manifest is invalid.
+    #[error("invalid manifest: {0}")]
+    Manifest(#[from] ManifestError),
+}
+
+/// A call into a connector that failed on the host side (the guest's own errors are results).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its deadline.
+    #[error("the connector did not finish within {0:?} and was stopped")]
+    Deadline(Duration),
+    /// The call asked for more memory than allowed.
+    #[error("the connector exceeded its memory limit of {0} bytes and was stopped")]
+    MemoryLimit(usize),
+    /// The guest trapped (panic, unreachable, out-of-bounds access).
+    #[error("the connector crashed: {0}")]
+    Trap(String),
+    /// The host could not run the call.
+    #[error("the host could not run the connector: {0}")]
+    Host(String),
+}
+
+/// A loaded connector: compiled, pre-instantiated, its manifest read and validated.
+pub struct Connector {
+    pre: ConnectorPre<HostState>,
+    runtime: Arc<RuntimeInner>,
+    manifest: Manifest,
+    access: Option<Arc<ManifestAccess>>,
+    hash: String,
+    contract: &'static str,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("id", &self.manifest.id)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// What a call may do and on whose behalf: built by the caller, never visible to the guest.
+#[derive(Clone, Default)]
+pub struct CallEnv {
+    /// The connection's credential (access token or API key), added by the host.
+    pub credential: Option<Secret>,
+    /// Secrets a guest may ask to have appended to a form body (`form-secrets`).
+    pub form_secrets: HashMap<SecretKind, Secret>,
+    /// The API base URL with placeholders filled; relative request URLs resolve against it.
+    pub api_base_url: Option<String>,
+    /// Egress hosts the admin granted; `None` means all the manifest declares.
+    pub granted_hosts: Option<Vec<String>>,
+    /// URL prefix rewrites (self-hosted provider instances, tests): `(from, to)`.
+    pub endpoint_overrides: Vec<(String, String)>,
+}
+
+/// The secrets the host can add for a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecretKind {
+    /// The connection's access token.
+    AccessToken,
+    /// The connection's refresh token.
+    RefreshToken,
+    /// The connection's API key.
+    ApiKey,
+    /// The provider app's client id.
+    ClientId,
+    /// The provider app's client secret.
+    ClientSecret,
+}
+
+/// A secret string: redacted in `Debug`, zeroed on drop.
+#[derive(Clone)]
+pub struct Secret(Arc<zeroize::Zeroizing<String>>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Arc::new(zeroize::Zeroizing::new(value.into())))
+    }
+    /// The value; keep it out of logs and errors.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The runtime: engine, linker, HTTP client, epoch ticker.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    http: reqwest::Client,
+    slots: Semaphore,
+    pooling: bool,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Epoch tick: the granularity of deadlines.
+const TICK: Duration = Duration::from_millis(5);
+
+impl Runtime {
+    /// Sets up the engine (pooling allocator when the machine allows it), the linker with an
+    /// empty WASI and the keyport imports, and the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let limits = &config.limits;
+        let (engine, pooling) = match Engine::new(&engine_config(limits, true)) {
+            Ok(engine) => (engine, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable on this machine; using on-demand allocation");
+                let engine = Engine::new(&engine_config(limits, false)).map_err(to_anyhow)?;
+                (engine, false)
+            }
+        };
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        bindings::Connector::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(to_anyhow)?;
+
+        let http = http::client(&config)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("keyport-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        if config.allow_loopback {
+            tracing::warn!(
+                "KEYPORT_ALLOW_LOOPBACK is on: connectors may reach loopback addresses over plain HTTP. \
+                 Use this for local development and tests only."
+            );
+        }
+        let slots = Semaphore::new(limits.max_concurrent_calls);
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                config,
+                http,
+                slots,
+                pooling,
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.inner.pooling
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Validates, compiles (or loads from cache), pre-instantiates and describes a component.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Connector, LoadError> {
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm);
+        }
+        // Core modules are version 1 (layer 0); components carry layer 1 in bytes 6..8.
+        if bytes[6..8] == [0, 0] {
+            return Err(LoadError::CoreModule);
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(bytes, &hash)?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            LoadError::WrongWorld(format!(
+                "{} (connectors may import only keyport:connector/http, keyport:connector/log and WASI p2)",
+                flatten(&e)
+            ))
+        })?;
+        let pre = ConnectorPre::new(pre).map_err(|e| LoadError::WrongWorld(flatten(&e)))?;
+        let mut connector = Connector {
+            pre,
+            runtime: self.inner.clone(),
+            manifest: placeholder_manifest(),
+            access: None,
+            hash,
+            contract: CONTRACT_VERSIONS[0],
+        };
+        let manifest = connector.describe().await?;
+        validate_manifest(&manifest)?;
+        connector.access = Some(Arc::new(ManifestAccess {
+            id: manifest.id.clone(),
+            egress_hosts: manifest.egress_hosts.clone(),
+            credential: manifest.credential.clone(),
+            api_headers: manifest.api_headers.clone(),
+        }));
+        connector.manifest = manifest;
+        Ok(connector)
+    }
+
+    fn compile(&self, bytes: &[u8], hash: &str) -> Result<Component, LoadError> {
+        let engine = &self.inner.engine;
+        let Some(dir) = &self.inner.config.cache_dir else {
+            return Component::new(engine, bytes).map_err(|e| LoadError::Invalid(flatten(&e)));
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+        let path = dir.join(format!(
+            "{hash}-{:016x}.cwasm",
+            std::hash::Hasher::finish(&h)
+        ));
+        if path.exists() {
+            // SAFETY: files in the cache directory are written only by `Component::serialize`
+            // below, named by the source's hash and this engine's compatibility hash.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+                }
+            }
+        }
+        let component =
+            Component::new(engine, bytes).map_err(|e| LoadError::Invalid(flatten(&e)))?;
+        match component.serialize() {
+            Ok(compiled) => {
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                if let Err(e) =
+                    std::fs::write(&tmp, compiled).and_then(|_| std::fs::rename(&tmp, &path))
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not serialize the compiled component"),
+        }
+        Ok(component)
+    }
+}
+
+fn engine_config(limits: &Limits, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let n = limits.max_concurrent_calls as u32;
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memory_size(limits.memory_bytes)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+fn placeholder_manifest() -> Manifest {
+    Manifest {
+        id: String::new(),
+        display_name: String::new(),
+        version: String::new(),
+        description: String::new(),
+        icon: String::new(),
+        docs_url: None,
+        auth: AuthScheme::ApiKey(bindings::keyport::connector::types::ApiKey {
+            label: String::new(),
+            help: String::new(),
+        }),
+        credential: CredentialPlacement::Bearer,
+        scopes: Vec::new(),
+        api_base_url: String::new(),
+        api_headers: Vec::new(),
+        egress_hosts: Vec::new(),
+        config_schema: String::new(),
+    }
+}
+
+/// wasmtime's error rendered with its causes, for messages.
+fn flatten(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+/// Per-store state: WASI's empty context, limits, and what this call may do.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    env: Arc<CallEnv>,
+    manifest: Option<Arc<ManifestAccess>>,
+    runtime: Arc<RuntimeInner>,
+    imports_enabled: bool,
+    requests_sent: usize,
+    log_lines: usize,
+}
+
+/// The manifest facts `http.send` needs.
+pub(crate) struct ManifestAccess {
+    id: String,
+    egress_hosts: Vec<String>,
+    credential: CredentialPlacement,
+    api_headers: Vec<(String, String)>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct MemoryLimiter {
+    max: usize,
+    exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.exceeded = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded",
+                self.max
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl bindings::keyport::connector::types::Host for HostState {}
+
+impl bindings::keyport::connector::log::Host for HostState {
+    async fn log(&mut self, level: bindings::keyport::connector::log::Level, message: String) {
+        use bindings::keyport::connector::log::Level;
+        if !self.imports_enabled || self.log_lines >= 200 {
+            return;
+        }
+        self.log_lines += 1;
+        let id = self.manifest.as_ref().map(|m| m.id.as_str()).unwrap_or("?");
+        let message: String = message.chars().take(2048).collect();
+        match level {
+            Level::Trace => {
+                tracing::trace!(target: "keyport::connector", connector = id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "keyport::connector", connector = id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "keyport::connector", connector = id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "keyport::connector", connector = id, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "keyport::connector", connector = id, "{message}")
+            }
+        }
+    }
+}
+
+/// How much of the host a call may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Imports {
+    Enabled,
+    /// `http` and `log` refuse: for hooks that see secrets.
+    Disabled,
+}
+
+impl Connector {
+    /// The validated manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// SHA-256 of the component bytes, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+    /// The contract version the component implements.
+    pub fn contract(&self) -> &'static str {
+        self.contract
+    }
+
+    /// Runs one call in a fresh store, under the deadline and memory limit.
+    async fn call<R, F>(&self, env: Arc<CallEnv>, imports: Imports, f: F) -> Result<R, CallError>
+    where
+        F: for<'a> FnOnce(
+                &'a bindings::Connector,
+                &'a mut Store<HostState>,
+            ) -> std::pin::Pin<
+                Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
+            > + Send,
+        R: Send,
+    {
+        let rt = &self.runtime;
+        let limits = &rt.config.limits;
+        let _slot = rt
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| CallError::Host("runtime shut down".into()))?;
+        let (out, err) = (
+            stdio::CappedPipe::new(limits.max_output_bytes),
+            stdio::CappedPipe::new(limits.max_output_bytes),
+        );
+        let state = HostState {
+            wasi: WasiCtx::builder()
+                .stdout(out.clone())
+                .stderr(err.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max: limits.memory_bytes,
+                exceeded: false,
+            },
+            env,
+            manifest: self.access.clone(),
+            runtime: rt.clone(),
+            imports_enabled: imports == Imports::Enabled,
+            requests_sent: 0,
+            log_lines: 0,
+        };
+        let mut store = Store::new(&rt.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let timeout = limits.call_timeout;
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            f(&instance, &mut store).await
+        };
+        // The epoch deadline stops guest code; the wall-clock timeout also covers time spent
+        // waiting in host calls (HTTP), with a little slack so the trap wins when both apply.
+        let result = tokio::time::timeout(timeout + TICK * 4, run).await;
+        let id = self.manifest.id.as_str();
+        for (stream, pipe) in [("stdout", &out), ("stderr", &err)] {
+            if let Some(text) = pipe.take() {
+                tracing::info!(target: "keyport::connector", connector = id, stream, "{text}");
+            }
+        }
+        match result {
+            Err(_) => Err(CallError::Deadline(timeout)),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                if store.data().limiter.exceeded {
+                    return Err(CallError::MemoryLimit(limits.memory_bytes));
+                }
+                match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => Err(CallError::Deadline(timeout)),
+                    Some(trap) => Err(CallError::Trap(format!("{trap} ({})", first_line(&e)))),
+                    None => Err(CallError::Trap(flatten(&e))),
+                }
+            }
+        }
+    }
+
+    /// `describe`: the manifest as the component returns it (unvalidated).
+    pub async fn describe(&self) -> Result<Manifest, CallError> {
+        self.call(Arc::new(CallEnv::default()), Imports::Disabled, |c, s| {
+            Box::pin(c.call_describe(s))
+        })
+        .await
+    }
+
+    /// `lookup-account` for a connection: `env` carries its credential and base URL.
+    pub async fn lookup_account(
+        &self,
+        env: CallEnv,
+        ctx: CallContext,
+    ) -> Result<Result<Account, ConnectorError>, CallError> {
+        self.call(Arc::new(env), Imports::Enabled, move |c, s| {
+            Box::pin(async move { c.call_lookup_account(s, &ctx).await })
+        })
+        .await
+    }
+
+    /// `validate-config` on a JSON object.
+    pub async fn validate_config(&self, config: &str) -> Result<Vec<FieldError>, CallError> {
+        let config = config.to_owned();
+        self.call(
+            Arc::new(CallEnv::default()),
+            Imports::Disabled,
+            move |c, s| Box::pin(async move { c.call_validate_config(s, &config).await }),
+        )
+        .await
+    }
+
+    /// The `parse-token-response` hook, with `http` and `log` disabled.
+    pub async fn parse_token_response(
+        &self,
+        status: u16,
+        body: Vec<u8>,
+    ) -> Result<Option<Result<TokenSet, ConnectorError>>, CallError> {
+        self.call(
+            Arc::new(CallEnv::default()),
+            Imports::Disabled,
+            move |c, s| {
+                Box::pin(async move { c.call_parse_token_response(s, status, &body).await })
+            },
+        )
+        .await
+    }
+
+    /// The `classify-response` hook.
+    pub async fn classify_response(
+        &self,
+        response: ResponseView,
+    ) -> Result<Option<Classification>, CallError> {
+        self.call(
+            Arc::new(CallEnv::default()),
+            Imports::Disabled,
+            move |c, s| Box::pin(async move { c.call_classify_response(s, &response).await }),
+        )
+        .await
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let s = flatten(e);
+    s.lines().next().unwrap_or_default().to_string()
+}
