@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::connections::{Service, ServiceConfig};
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig, manifest_json};
+use crate::store::Store;
+use crate::vault::KeyRing;
 
 /// keyport: owns your platform's connections to third-party accounts.
 #[derive(Debug, Parser)]
@@ -25,6 +28,49 @@ enum Command {
     /// Work with connector components.
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// Apply database migrations and exit.
+    Migrate(StorageArgs),
+    /// Manage master keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every stored secret under the active master key (resumable).
+    Rotate(StorageArgs),
+}
+
+/// Where data lives: shared by `serve`, `migrate` and `keys`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded database, the development key file and the compiled-connector cache.
+    #[arg(long, env = "KEYPORT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Database URL: `sqlite:PATH` or `postgres://user@host/db`. Default: SQLite in the data directory.
+    #[arg(long, env = "KEYPORT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Master keys as `kid:base64key[,kid:base64key…]` (32-byte keys). Overrides the key file.
+    #[arg(long, env = "KEYPORT_MASTER_KEYS", hide_env_values = true)]
+    pub master_keys: Option<String>,
+    /// The master key id used for new secrets (default: the first in KEYPORT_MASTER_KEYS).
+    #[arg(long, env = "KEYPORT_MASTER_KEY_ACTIVE")]
+    pub master_key_active: Option<String>,
+    /// Key file (JSON `{"active": "kid", "keys": {"kid": "base64"}}`). Default: master-keys.json in the data directory.
+    #[arg(long, env = "KEYPORT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("keyport.db").display()))
+    }
+
+    fn embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,23 +88,21 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KEYPORT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Directory for the embedded database, keys and the compiled-connector cache.
-    #[arg(long, env = "KEYPORT_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The URL users reach keyport at (OAuth redirect URIs are built from it). Default: http://LISTEN.
+    #[arg(long, env = "KEYPORT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// A directory of connector components (`*.wasm`) to load at start, besides the built-in ones.
+    #[arg(long, env = "KEYPORT_CONNECTORS_DIR")]
+    pub connectors_dir: Option<PathBuf>,
+    /// Comma-separated origins that `return_to` may point at, besides the public URL.
+    #[arg(long, env = "KEYPORT_RETURN_TO_ALLOWLIST", value_delimiter = ',')]
+    pub return_to_allowlist: Vec<String>,
     /// Let connectors reach loopback addresses over plain HTTP. For local development and tests
     /// only: it weakens the egress policy.
     #[arg(long, env = "KEYPORT_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub allow_loopback: bool,
-}
-
-impl Default for ServeArgs {
-    fn default() -> Self {
-        ServeArgs {
-            listen: ([127, 0, 0, 1], 8080).into(),
-            data_dir: "data".into(),
-            allow_loopback: false,
-        }
-    }
 }
 
 /// Entry point of the binary.
@@ -80,6 +124,8 @@ pub fn main() -> ExitCode {
             None => serve(ServeArgs::parse_from_env()).await,
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Connector(ConnectorCommand::Check { file })) => check(file).await,
+            Some(Command::Migrate(storage)) => migrate(storage).await,
+            Some(Command::Keys(KeysCommand::Rotate(storage))) => rotate(storage).await,
         }
     });
     match result {
@@ -112,16 +158,115 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Starts the service and runs until Ctrl-C or SIGTERM.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+/// Opens the database (creating the data directory for the embedded default) and migrates it.
+async fn open_store(storage: &StorageArgs) -> anyhow::Result<Store> {
+    if storage.embedded() {
+        std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {e}; pass --data-dir or set KEYPORT_DATA_DIR",
+                storage.data_dir.display()
+            )
+        })?;
+    }
+    let url = storage.database_url();
+    let store = Store::connect(&url).await.map_err(|e| {
         anyhow::anyhow!(
-            "cannot create the data directory {}: {e}; pass --data-dir or set KEYPORT_DATA_DIR",
-            args.data_dir.display()
+            "cannot open the database: {e}; check --database-url / KEYPORT_DATABASE_URL"
         )
     })?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Loads the master keys: KEYPORT_MASTER_KEYS, else the key file; the embedded default creates a
+/// development key file on first start.
+fn load_keys(storage: &StorageArgs) -> anyhow::Result<KeyRing> {
+    if let Some(spec) = &storage.master_keys {
+        return Ok(KeyRing::parse(spec, storage.master_key_active.as_deref())?);
+    }
+    let path = storage
+        .key_file
+        .clone()
+        .unwrap_or_else(|| storage.data_dir.join("master-keys.json"));
+    if path.exists() {
+        return Ok(KeyRing::read_file(&path)?);
+    }
+    if storage.key_file.is_none() && storage.embedded() {
+        let ring = KeyRing::generate_file(&path)?;
+        tracing::warn!(file = %path.display(), kid = ring.active(), "generated a DEVELOPMENT master key file");
+        eprintln!(
+            "\n  WARNING: keyport generated a development master key at {}.\n  Every stored secret is encrypted with it: back it up, or set KEYPORT_MASTER_KEYS for production.\n",
+            path.display()
+        );
+        return Ok(ring);
+    }
+    anyhow::bail!(
+        "no master keys: set KEYPORT_MASTER_KEYS=kid:<32 bytes base64> (e.g. `k1:$(openssl rand -base64 32)`) or KEYPORT_KEY_FILE"
+    )
+}
+
+/// Refuses to run with stored secrets sealed under keys that are not loaded.
+async fn check_keys(store: &Store, ring: &KeyRing) -> anyhow::Result<()> {
+    let missing: Vec<String> = store
+        .secret_key_ids()
+        .await?
+        .into_iter()
+        .filter(|k| !ring.has(k))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "stored secrets are encrypted with master key(s) {} that are not loaded; add them to KEYPORT_MASTER_KEYS or the key file (keyport never starts with secrets it cannot decrypt)",
+            missing
+                .iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Sets up the admin token: KEYPORT_ADMIN_TOKEN, or one generated and printed once.
+async fn admin_token(store: &Store, embedded: bool) -> anyhow::Result<()> {
+    use crate::api::auth::ADMIN_TOKEN_HASH;
+    if let Ok(token) = std::env::var("KEYPORT_ADMIN_TOKEN") {
+        if token.len() < 16 {
+            anyhow::bail!("KEYPORT_ADMIN_TOKEN must be at least 16 characters");
+        }
+        store
+            .put_setting(ADMIN_TOKEN_HASH, &crate::oauth::hash(&token))
+            .await?;
+        return Ok(());
+    }
+    if store.setting(ADMIN_TOKEN_HASH).await?.is_some() {
+        return Ok(());
+    }
+    if !embedded {
+        anyhow::bail!("set KEYPORT_ADMIN_TOKEN (at least 16 characters) to protect the API");
+    }
+    let token = format!("kpa_{}", crate::vault::random_hex(24));
+    if store
+        .init_setting(ADMIN_TOKEN_HASH, &crate::oauth::hash(&token))
+        .await?
+    {
+        eprintln!(
+            "\n  Admin token (shown once, store it now): {token}\n  Use it as `Authorization: Bearer <token>`.\n"
+        );
+    }
+    Ok(())
+}
+
+/// Starts the service and runs until Ctrl-C or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let storage = &args.storage;
+    let store = open_store(storage).await?;
+    let ring = Arc::new(load_keys(storage)?);
+    check_keys(&store, &ring).await?;
+    store.ensure_workspace("default", "Default").await?;
+    admin_token(&store, storage.embedded()).await?;
+
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(args.data_dir.join("cache").join("components")),
+        cache_dir: Some(storage.data_dir.join("cache").join("components")),
         allow_loopback: args.allow_loopback,
         ..Default::default()
     })?;
@@ -130,9 +275,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .load_builtins(&runtime)
         .await
         .map_err(|(name, e)| anyhow::anyhow!("built-in connector {name} failed to load: {e}"))?;
-    let app = crate::api::router(crate::api::AppState {
-        registry: registry.clone(),
-    });
+    if let Some(dir) = &args.connectors_dir {
+        registry.load_dir(&runtime, dir).await?;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -142,11 +287,122 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    url::Url::parse(&public_url)
+        .map_err(|e| anyhow::anyhow!("KEYPORT_PUBLIC_URL {public_url:?} is not a URL: {e}"))?;
+    let service = Arc::new(Service::new(
+        store,
+        ring,
+        registry.clone(),
+        ServiceConfig {
+            public_url: public_url.clone(),
+            return_to_allowlist: args.return_to_allowlist.clone(),
+            allow_loopback: args.allow_loopback,
+        },
+    )?);
+    let background = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.run_due_lookups().await {
+                    tracing::warn!(error = %e, "account lookup retries failed");
+                }
+                let _ = service
+                    .store
+                    .purge_flows(crate::store::now_ms() - 24 * 3600 * 1000)
+                    .await;
+            }
+        })
+    };
+    let app = crate::api::router(crate::api::AppState {
+        registry: registry.clone(),
+        service,
+    });
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
-    eprintln!("\n  keyport is running. Open http://{addr}/ in a browser.\n");
+    eprintln!("\n  keyport is running. Open {public_url}/ in a browser.\n");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    background.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyport migrate`.
+async fn migrate(storage: StorageArgs) -> anyhow::Result<ExitCode> {
+    open_store(&storage).await?;
+    eprintln!(
+        "ok: the database at {} is up to date",
+        redact_url(&storage.database_url())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `keyport keys rotate`: re-encrypts every secret not under the active key, in batches that
+/// commit one by one, so an interrupted run resumes where it stopped.
+async fn rotate(storage: StorageArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&storage).await?;
+    let ring = load_keys(&storage)?;
+    check_keys(&store, &ring).await?;
+    let active = ring.active().to_string();
+    let total = store.count_secrets_not_under(&active).await?;
+    let already = store.count_secrets().await? - total;
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "re-encrypting {bar:40} {pos}/{len} secrets ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut done, mut raced) = (0u64, 0u64);
+    loop {
+        let batch = store.secrets_not_under(&active, 500).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for row in &batch {
+            let ctx = crate::vault::Context {
+                workspace: &row.workspace_id,
+                row: &row.owner_id,
+                field: &row.field,
+            };
+            let plain = ring.open(&row.ciphertext, ctx)?;
+            let sealed = ring.seal(&plain, ctx);
+            if store.replace_secret(row, &active, &sealed).await? {
+                done += 1;
+            } else {
+                raced += 1;
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "ok: re-encrypted {done} secret(s) under key {active:?}; {already} were already under it; {raced} changed concurrently and were re-read"
+    );
+    let left = store.count_secrets_not_under(&active).await?;
+    if left > 0 {
+        anyhow::bail!(
+            "{left} secret(s) are still under other keys; run `keyport keys rotate` again"
+        );
+    }
+    eprintln!("Keys other than {active:?} can now be removed from the configuration.");
     Ok(ExitCode::SUCCESS)
 }
 

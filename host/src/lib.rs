@@ -7,8 +7,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod connections;
+pub mod oauth;
 pub mod registry;
 pub mod runtime;
+pub mod store;
+pub mod vault;
 
 /// The built-in connectors, compiled from `connectors/` by the build script.
 pub mod builtin {

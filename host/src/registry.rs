@@ -16,7 +16,9 @@ use crate::runtime::{Connector, LoadError, Runtime};
 pub enum Source {
     /// Shipped inside the binary.
     Builtin,
-    /// Loaded from a file or an upload.
+    /// Loaded from the connectors directory.
+    Directory,
+    /// Uploaded through the admin API.
     Uploaded,
 }
 
@@ -52,6 +54,45 @@ impl Registry {
             self.insert(connector, Source::Builtin);
         }
         Ok(())
+    }
+
+    /// Loads every `*.wasm` in a directory (sorted by name). A broken file is reported with its
+    /// reason and skipped; the others still load.
+    pub async fn load_dir(
+        &self,
+        runtime: &Runtime,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<usize> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the connectors directory {}: {e}",
+                    dir.display()
+                )
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        files.sort();
+        let mut loaded = 0;
+        for path in files {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read connector");
+                    continue;
+                }
+            };
+            match runtime.load(&bytes).await {
+                Ok(c) => {
+                    tracing::info!(file = %path.display(), connector = %c.manifest().id, "loaded connector");
+                    self.insert(c, Source::Directory);
+                    loaded += 1;
+                }
+                Err(e) => tracing::error!(file = %path.display(), error = %e, "connector rejected"),
+            }
+        }
+        Ok(loaded)
     }
 
     /// Adds or replaces a connector (atomic swap).

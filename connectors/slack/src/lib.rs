@@ -127,11 +127,15 @@ impl Connector for Slack {
 fn valid_channel(channel: &str) -> bool {
     if let Some(name) = channel.strip_prefix('#') {
         return !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
     }
     channel.len() >= 9
         && matches!(channel.as_bytes()[0], b'C' | b'G' | b'D')
-        && channel.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// Slack answers HTTP 200 with `ok: false` for errors; map its codes to kinds.
@@ -144,7 +148,10 @@ fn check_ok(body: &Value) -> Result<(), Error> {
         "invalid_auth" | "not_authed" | "token_expired" => {
             Error::unauthorized(format!("Slack rejected the token ({code})"))
         }
-        "token_revoked" | "account_inactive" | "invalid_refresh_token" | "app_uninstalled"
+        "token_revoked"
+        | "account_inactive"
+        | "invalid_refresh_token"
+        | "app_uninstalled"
         | "org_login_required" => Error::revoked(format!(
             "Slack says the authorization is no longer valid ({code}); reconnect the workspace"
         )),
@@ -188,7 +195,11 @@ fn parse_token(body: &[u8]) -> Result<TokenSet, Error> {
     set.refresh_token = src["refresh_token"].as_str().map(str::to_owned);
     set.expires_in = src["expires_in"].as_u64();
     set.scopes = src["scope"].as_str().map(|s| {
-        s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     });
     let mut metadata = json!({
         "team_id": v["team"]["id"],
@@ -203,7 +214,9 @@ fn parse_token(body: &[u8]) -> Result<TokenSet, Error> {
     if let Some(user_scope) = user["scope"].as_str() {
         metadata["user_scopes"] = Value::String(user_scope.into());
     }
-    metadata.as_object_mut().map(|m| m.retain(|_, v| !v.is_null()));
+    metadata
+        .as_object_mut()
+        .map(|m| m.retain(|_, v| !v.is_null()));
     set.metadata = metadata.to_string();
     Ok(set)
 }

@@ -1,16 +1,23 @@
-//! The HTTP surface: JSON API under `/api/v1`, health, and the start page.
+//! The HTTP surface: JSON API under `/api/v1`, the OAuth endpoints, health, and the start page.
 //!
-//! Errors are `{"error": {"code", "message"}}` with a message that says what to do.
+//! Errors are `{"error": {"code", "message"}}` with a message that says what to do. Request bodies
+//! are capped at 256 KiB.
+
+pub mod auth;
+mod connections;
+mod oauth;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::connections::{Error as ServiceError, Service};
 use crate::registry::Registry;
 use crate::runtime::manifest_json;
 
@@ -19,6 +26,8 @@ use crate::runtime::manifest_json;
 pub struct AppState {
     /// Loaded connectors.
     pub registry: Arc<Registry>,
+    /// The connection lifecycle.
+    pub service: Arc<Service>,
 }
 
 /// An API error, rendered once here.
@@ -27,26 +36,95 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    fields: Vec<(String, String)>,
 }
 
 impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: vec![],
+        }
+    }
     /// 404 with a message.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found",
-            message: message.into(),
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    /// From a store error (logged; the client gets a generic message).
+    pub fn from_store(e: crate::store::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            ServiceError::BadRequest(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            ServiceError::Invalid { fields, .. } => ApiError {
+                fields,
+                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            },
+            ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::Upstream(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "provider_error", message)
+            }
+            ServiceError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.fields.is_empty() {
+            error["fields"] = self
+                .fields
+                .iter()
+                .map(|(p, m)| json!({"path": p, "message": m}))
+                .collect();
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// `Json` whose rejections are API errors that say what is wrong with the body.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid JSON body: {}",
+                e.body_text()
+            ))),
+        }
     }
 }
 
@@ -57,7 +135,56 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/connectors", get(list_connectors))
         .route("/api/v1/connectors/{id}", get(get_connector))
+        .route(
+            "/api/v1/workspaces",
+            post(connections::create_workspace).get(connections::list_workspaces),
+        )
+        .route("/api/v1/api-keys", post(connections::create_api_key))
+        .route(
+            "/api/v1/provider-apps/{connector}",
+            put(connections::put_provider_app).get(connections::get_provider_app),
+        )
+        .route(
+            "/api/v1/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/api/v1/connections/oauth/start",
+            post(connections::start_oauth),
+        )
+        .route(
+            "/api/v1/connections/{id}",
+            get(connections::get)
+                .patch(connections::patch)
+                .delete(connections::delete),
+        )
+        .route(
+            "/api/v1/connections/{id}/config",
+            get(connections::config_get).post(connections::config_post),
+        )
+        .route(
+            "/api/v1/connections/{id}/refresh",
+            post(connections::refresh),
+        )
+        .route(
+            "/api/v1/connections/{id}/reconnect",
+            post(connections::reconnect),
+        )
+        .route("/api/v1/connections/{id}/revoke", post(connections::revoke))
+        .route(
+            "/api/v1/connections/{id}/dependents",
+            get(connections::dependents),
+        )
+        .route(
+            "/api/v1/connections/{id}/dependents/{dep}",
+            put(connections::add_dependent).delete(connections::remove_dependent),
+        )
+        .route("/api/v1/connections/{id}/audit", get(connections::audit))
+        .route("/oauth/launch/{token}", get(oauth::launch))
+        .route("/oauth/callback", get(oauth::callback))
+        .route("/oauth/done", get(oauth::done))
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
+        .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
 

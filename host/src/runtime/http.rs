@@ -22,15 +22,28 @@ use super::{CredentialPlacement, HostState, RuntimeConfig, SecretKind};
 
 /// The HTTP client shared by all calls: no redirects, no proxies, our resolver.
 pub(super) fn client(config: &RuntimeConfig) -> anyhow::Result<reqwest::Client> {
+    outbound_client(
+        config.allow_loopback,
+        config.limits.connect_timeout,
+        config.limits.request_timeout,
+    )
+}
+
+/// An HTTP client for calls to providers (connectors' `http.send`, OAuth token requests): no
+/// redirects, no proxies, connect and total timeouts, and a resolver that refuses private,
+/// link-local and (without `allow_loopback`) loopback addresses.
+pub fn outbound_client(
+    allow_loopback: bool,
+    connect_timeout: std::time::Duration,
+    total_timeout: std::time::Duration,
+) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(config.limits.connect_timeout)
-        .timeout(config.limits.request_timeout)
+        .connect_timeout(connect_timeout)
+        .timeout(total_timeout)
         .user_agent(concat!("keyport/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(CheckedResolver {
-            allow_loopback: config.allow_loopback,
-        }))
+        .dns_resolver(Arc::new(CheckedResolver { allow_loopback }))
         .build()?)
 }
 

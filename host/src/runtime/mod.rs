@@ -19,6 +19,8 @@
 
 pub mod egress;
 mod http;
+
+pub use http::outbound_client;
 mod manifest;
 mod stdio;
 
@@ -37,9 +39,39 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub use manifest::{ManifestError, config_schema, manifest_json, validate_manifest};
 
 pub use self::bindings::keyport::connector::types::{
-    Account, AuthScheme, CallContext, Classification, ConnectorError, CredentialPlacement,
-    ErrorKind, FieldError, Manifest, Oauth2, ResponseView, Scope, TokenSet,
+    Account, ApiKey, AuthScheme, CallContext, Classification, ClientAuth, ConnectorError,
+    CredentialPlacement, ErrorKind, FieldError, Manifest, Oauth2, ResponseView, Scope, TokenBody,
+    TokenPaths, TokenSet,
 };
+
+/// A standard OAuth 2 scheme, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_oauth2() -> Oauth2 {
+    Oauth2 {
+        authorize_url: "https://idp.example/authorize".into(),
+        token_url: "https://idp.example/token".into(),
+        refresh_url: None,
+        revoke_url: None,
+        issuer: None,
+        iss_required: false,
+        scope_separator: " ".into(),
+        pkce: true,
+        client_auth: ClientAuth::Body,
+        token_body: TokenBody::Form,
+        authorize_params: vec![],
+        token_params: vec![],
+        refresh_params: vec![],
+        token_paths: TokenPaths {
+            access_token: vec![],
+            refresh_token: vec![],
+            expires_in: vec![],
+            refresh_token_expires_in: vec![],
+            scope: vec![],
+            token_type: vec![],
+            metadata: vec![],
+        },
+    }
+}
 
 /// Host bindings for `keyport:connector@0.1.0`.
 mod bindings {
@@ -414,7 +446,7 @@ fn placeholder_manifest() -> Manifest {
         description: String::new(),
         icon: String::new(),
         docs_url: None,
-        auth: AuthScheme::ApiKey(bindings::keyport::connector::types::ApiKey {
+        auth: AuthScheme::ApiKey(ApiKey {
             label: String::new(),
             help: String::new(),
         }),
@@ -627,6 +659,15 @@ impl Connector {
                 }
             }
         }
+    }
+
+    /// A fresh store and instance, no call: the fixed cost under every call (benchmarks).
+    #[doc(hidden)]
+    pub async fn instantiate_only(&self) -> Result<(), CallError> {
+        self.call(Arc::new(CallEnv::default()), Imports::Disabled, |_, _| {
+            Box::pin(async { Ok(()) })
+        })
+        .await
     }
 
     /// `describe`: the manifest as the component returns it (unvalidated).

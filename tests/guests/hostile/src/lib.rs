@@ -18,11 +18,15 @@ struct Hostile;
 
 impl Connector for Hostile {
     fn describe() -> Manifest {
-        Manifest::api_key("hostile", "Hostile", "Misbehaves on purpose, for the sandbox tests.")
-            .api_base_url("https://api.example.com/")
-            .egress_host("api.example.com")
-            .egress_host("localhost")
-            .egress_host("127.0.0.1")
+        Manifest::api_key(
+            "hostile",
+            "Hostile",
+            "Misbehaves on purpose, for the sandbox tests.",
+        )
+        .api_base_url("https://api.example.com/")
+        .egress_host("api.example.com")
+        .egress_host("localhost")
+        .egress_host("127.0.0.1")
     }
 
     fn lookup_account(ctx: &CallContext) -> Result<Account, Error> {
@@ -47,12 +51,20 @@ impl Connector for Hostile {
                 Ok(Account::new(r.status.to_string(), r.text()))
             }
             "auth-header" => {
-                http::get("me").header("Authorization", "Bearer stolen").send()?;
-                Ok(Account::new("sent", "the host let a guest Authorization header through"))
+                http::get("me")
+                    .header("Authorization", "Bearer stolen")
+                    .send()?;
+                Ok(Account::new(
+                    "sent",
+                    "the host let a guest Authorization header through",
+                ))
             }
             "cookie-header" => {
                 http::get("me").header("cookie", "session=1").send()?;
-                Ok(Account::new("sent", "the host let a guest Cookie header through"))
+                Ok(Account::new(
+                    "sent",
+                    "the host let a guest Cookie header through",
+                ))
             }
             "probe" => Ok(Account::new("probe", probe(ctx).to_string())),
             "stdout" => {
@@ -70,10 +82,18 @@ impl Connector for Hostile {
 fn probe(ctx: &CallContext) -> serde_json::Value {
     let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     let args: Vec<String> = std::env::args().collect();
-    let root = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.to_string());
-    let cwd = std::fs::read_dir(".").map(|d| d.count()).map_err(|e| e.to_string());
-    let passwd = std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.to_string());
-    let tcp = std::net::TcpStream::connect("127.0.0.1:5432").map(|_| "connected").map_err(|e| e.to_string());
+    let root = std::fs::read_dir("/")
+        .map(|d| d.count())
+        .map_err(|e| e.to_string());
+    let cwd = std::fs::read_dir(".")
+        .map(|d| d.count())
+        .map_err(|e| e.to_string());
+    let passwd = std::fs::read("/etc/passwd")
+        .map(|b| b.len())
+        .map_err(|e| e.to_string());
+    let tcp = std::net::TcpStream::connect("127.0.0.1:5432")
+        .map(|_| "connected")
+        .map_err(|e| e.to_string());
     let dns = std::net::ToSocketAddrs::to_socket_addrs("localhost:80")
         .map(|a| a.count())
         .map_err(|e| e.to_string());

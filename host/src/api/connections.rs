@@ -1,0 +1,407 @@
+//! `/api/v1` handlers for workspaces, API keys, provider apps and connections.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, ApiJson, AppState};
+use crate::connections::{CreateApiKey, Patch, ProviderAppInput, StartOAuth, rfc3339, view};
+use crate::store::{ApiKeyRow, ConnectionFilter, now_ms};
+
+type R<T> = Result<T, ApiError>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWorkspace {
+    id: String,
+    name: Option<String>,
+}
+
+pub async fn create_workspace(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(w): ApiJson<NewWorkspace>,
+) -> R<impl IntoResponse> {
+    caller.require_admin()?;
+    if w.id.is_empty()
+        || w.id.len() > 64
+        || !w
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "workspace id: 1-64 characters of letters, digits, '-' and '_'",
+        ));
+    }
+    let store = &s.service.store;
+    if store
+        .workspace_exists(&w.id)
+        .await
+        .map_err(ApiError::from_store)?
+    {
+        return Err(crate::connections::Error::Conflict(format!(
+            "workspace {:?} already exists",
+            w.id
+        ))
+        .into());
+    }
+    store
+        .ensure_workspace(&w.id, w.name.as_deref().unwrap_or(&w.id))
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": w.id, "name": w.name.unwrap_or(w.id.clone())})),
+    ))
+}
+
+pub async fn list_workspaces(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    caller.require_admin()?;
+    let list = s
+        .service
+        .store
+        .workspaces()
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(
+        json!({"workspaces": list.into_iter().map(|(id, name, at)| json!({"id": id, "name": name, "created_at": rfc3339(at)})).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    name: String,
+    workspace: Option<String>,
+}
+
+pub async fn create_api_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(k): ApiJson<NewApiKey>,
+) -> R<impl IntoResponse> {
+    caller.require_admin()?;
+    let ws = k.workspace.unwrap_or(caller.workspace);
+    let store = &s.service.store;
+    if !store
+        .workspace_exists(&ws)
+        .await
+        .map_err(ApiError::from_store)?
+    {
+        return Err(ApiError::not_found(format!("no workspace {ws:?}")));
+    }
+    let key = format!("kp_{}", crate::vault::random_hex(24));
+    let row = ApiKeyRow {
+        id: format!("key_{}", crate::vault::random_hex(8)),
+        workspace_id: ws.clone(),
+        name: k.name,
+        key_hash: crate::oauth::hash(&key),
+        permissions: "[]".into(),
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    store
+        .insert_api_key(&row)
+        .await
+        .map_err(ApiError::from_store)?;
+    store
+        .audit(
+            &ws,
+            None,
+            "api_key.created",
+            &caller.actor.0,
+            &json!({"id": row.id, "name": row.name}),
+        )
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": row.id, "workspace": ws, "name": row.name, "key": key, "note": "Store this key now: it is shown only once."}),
+        ),
+    ))
+}
+
+pub async fn put_provider_app(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(connector): Path<String>,
+    ApiJson(input): ApiJson<ProviderAppInput>,
+) -> R<Json<Value>> {
+    Ok(Json(
+        s.service
+            .put_provider_app(
+                &caller.workspace,
+                &caller.actor,
+                &connector,
+                input,
+                caller.admin,
+            )
+            .await?,
+    ))
+}
+
+pub async fn get_provider_app(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(connector): Path<String>,
+) -> R<Json<Value>> {
+    Ok(Json(
+        s.service
+            .provider_app_view(&caller.workspace, &connector)
+            .await?,
+    ))
+}
+
+pub async fn start_oauth(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<StartOAuth>,
+) -> R<impl IntoResponse> {
+    let started = s
+        .service
+        .start_oauth(&caller.workspace, &caller.actor, req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateApiKey>,
+) -> R<impl IntoResponse> {
+    let c = s
+        .service
+        .create_api_key(&caller.workspace, &caller.actor, req)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&c))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    connector: Option<String>,
+    status: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> R<Json<Value>> {
+    if let Some(st) = &q.status {
+        if !["pending", "active", "expired", "error", "revoked"].contains(&st.as_str()) {
+            return Err(ApiError::bad_request(
+                "status must be one of pending, active, expired, error, revoked",
+            ));
+        }
+    }
+    let rows = s
+        .service
+        .store
+        .connections(
+            &caller.workspace,
+            &ConnectionFilter {
+                connector: q.connector,
+                status: q.status,
+            },
+        )
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(
+        json!({"connections": rows.iter().map(view).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<Json<Value>> {
+    Ok(Json(view(&s.service.get(&caller.workspace, &id).await?)))
+}
+
+pub async fn patch(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(p): ApiJson<Patch>,
+) -> R<Json<Value>> {
+    Ok(Json(view(
+        &s.service
+            .patch(&caller.workspace, &caller.actor, &id, p)
+            .await?,
+    )))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<StatusCode> {
+    s.service
+        .delete(&caller.workspace, &caller.actor, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query-string overrides are strings; a JSON body keeps types.
+pub async fn config_get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+) -> R<Json<Value>> {
+    let overrides: serde_json::Map<String, Value> =
+        q.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    Ok(Json(
+        json!({"config": s.service.effective_config(&caller.workspace, &id, &Value::Object(overrides)).await?}),
+    ))
+}
+
+pub async fn config_post(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(overrides): ApiJson<Value>,
+) -> R<Json<Value>> {
+    if !overrides.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object of config overrides",
+        ));
+    }
+    Ok(Json(
+        json!({"config": s.service.effective_config(&caller.workspace, &id, &overrides).await?}),
+    ))
+}
+
+pub async fn refresh(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<Json<Value>> {
+    Ok(Json(view(
+        &s.service
+            .refresh(&caller.workspace, &caller.actor, &id)
+            .await?,
+    )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectBody {
+    scopes: Option<Vec<String>>,
+    return_to: Option<String>,
+}
+
+pub async fn reconnect(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> R<Json<Value>> {
+    let b: ReconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReconnectBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let started = s
+        .service
+        .reconnect(
+            &caller.workspace,
+            &caller.actor,
+            &id,
+            b.scopes.as_deref().unwrap_or(&[]),
+            b.return_to,
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(started).unwrap_or_default()))
+}
+
+pub async fn revoke(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<Json<Value>> {
+    let (c, provider_error) = s
+        .service
+        .revoke(&caller.workspace, &caller.actor, &id)
+        .await?;
+    let mut v = view(&c);
+    v["provider_revocation"] = match provider_error {
+        None => json!({"ok": true}),
+        Some(e) => {
+            json!({"ok": false, "message": format!("The provider's revocation failed ({e}); keyport deleted the stored credentials anyway.")})
+        }
+    };
+    Ok(Json(v))
+}
+
+pub async fn dependents(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<Json<Value>> {
+    s.service.get(&caller.workspace, &id).await?;
+    let deps = s
+        .service
+        .store
+        .dependents(&caller.workspace, &id)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(
+        json!({"dependents": deps.into_iter().map(|(r, at)| json!({"ref": r, "created_at": rfc3339(at)})).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn add_dependent(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, dep)): Path<(String, String)>,
+) -> R<StatusCode> {
+    let created = s
+        .service
+        .add_dependent(&caller.workspace, &caller.actor, &id, &dep)
+        .await?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    })
+}
+
+pub async fn remove_dependent(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, dep)): Path<(String, String)>,
+) -> R<StatusCode> {
+    s.service
+        .remove_dependent(&caller.workspace, &caller.actor, &id, &dep)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<Json<Value>> {
+    s.service.get(&caller.workspace, &id).await?;
+    let rows = s
+        .service
+        .store
+        .audit_events(&caller.workspace, Some(&id), 500)
+        .await
+        .map_err(ApiError::from_store)?;
+    let events: Vec<Value> = rows
+        .into_iter()
+        .map(|r| json!({"id": r.id, "action": r.action, "actor": r.actor, "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null), "created_at": rfc3339(r.created_at)}))
+        .collect();
+    Ok(Json(json!({"events": events})))
+}

@@ -1,0 +1,139 @@
+//! Browser-facing OAuth endpoints: the launch link, the callback and the done page.
+//!
+//! The callback always answers with `Cache-Control: no-store` and `Referrer-Policy: no-referrer`,
+//! and ends in a redirect to a clean URL (no code, no state) on success (O8).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::{AppState, escape};
+use crate::connections::{CallbackParams, Error as ServiceError};
+
+fn no_store(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    no_store(
+        (
+            status,
+            Html(format!(
+                "<!doctype html><html lang=en><head><meta charset=utf-8><title>{t}</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{t}</h1><p role=alert>{m}</p></body></html>",
+                t = escape(title),
+                m = escape(message)
+            )),
+        )
+            .into_response(),
+    )
+}
+
+fn error_page(e: ServiceError) -> Response {
+    let status = match e {
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServiceError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    page(status, "Connection not completed", &e.to_string())
+}
+
+/// `GET /oauth/launch/{token}`: binds the flow to this browser with a cookie, then redirects to
+/// the provider.
+pub async fn launch(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    match s.service.launch(&token).await {
+        Ok((url, cookie, value)) => {
+            let secure = if s.service.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            };
+            let set_cookie =
+                format!("{cookie}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}");
+            let mut r = (StatusCode::FOUND, [(header::LOCATION, url)]).into_response();
+            if let Ok(v) = HeaderValue::from_str(&set_cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            no_store(r)
+        }
+        Err(e) => error_page(e),
+    }
+}
+
+fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `GET /oauth/callback`.
+pub async fn callback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(p): Query<CallbackParams>,
+) -> Response {
+    match s.service.callback(p, &cookies(&headers)).await {
+        Ok(outcome) => {
+            let mut r = (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, outcome.location)],
+            )
+                .into_response();
+            if let Some(name) = outcome.clear_cookie {
+                let secure = if s.service.secure_cookies() {
+                    "; Secure"
+                } else {
+                    ""
+                };
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+                )) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+            }
+            no_store(r)
+        }
+        Err(e) => error_page(e),
+    }
+}
+
+/// `GET /oauth/done`: tells an opener window (the OAuth popup's parent) and the user how it went.
+pub async fn done(Query(q): Query<HashMap<String, String>>) -> Response {
+    let status = q.get("status").map(String::as_str).unwrap_or("unknown");
+    let conn = q.get("connection_id").map(String::as_str).unwrap_or("");
+    let message = q.get("message").cloned().unwrap_or_else(|| match status {
+        "active" => "Connected. You can close this window.".into(),
+        "pending" => {
+            "Authorized. keyport is still looking up the account; it will appear shortly.".into()
+        }
+        _ => "The connection was not completed.".into(),
+    });
+    let payload = serde_json::json!({"type": "keyport:oauth", "status": status, "connection_id": conn, "message": message});
+    let script = format!(
+        "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);}}}}catch(e){{}}</script>",
+        payload.to_string().replace('<', "\\u003c")
+    );
+    let r = no_store(
+        Html(format!(
+            "<!doctype html><html lang=en><head><meta charset=utf-8><title>keyport</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{}</h1><p role=status>{}</p>{script}</body></html>",
+            if status == "error" { "Connection not completed" } else { "Connection" },
+            escape(&message)
+        ))
+        .into_response(),
+    );
+    r
+}

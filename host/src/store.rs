@@ -1,0 +1,923 @@
+//! Persistence: one repository surface over SQLite (the embedded default) and PostgreSQL.
+//!
+//! Queries are written once with `$n` placeholders and run through sqlx's `Any` driver; the few
+//! dialect differences are branched on [`DbKind`]. Times are Unix milliseconds, JSON is TEXT.
+//!
+//! The store holds ciphertext only: it never sees a plaintext secret and never calls the vault.
+//! Every query that reads or writes a workspace's rows takes the workspace id, so one workspace's
+//! rows cannot be reached through another's.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// SQLite, embedded.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A database error.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names an unsupported database.
+    #[error("unsupported database URL {0:?}: use sqlite:PATH or postgres://…")]
+    Url(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+/// A connection row (no secrets: those are in `secrets`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ConnectionRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub connector_id: String,
+    pub name: String,
+    pub auth_kind: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub config: String,
+    pub metadata: String,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub account_email: Option<String>,
+    pub requested_scopes: String,
+    pub granted_scopes: Option<String>,
+    pub scope_narrowed: i64,
+    pub expires_at: Option<i64>,
+    pub refresh_token_expires_at: Option<i64>,
+    pub last_refreshed_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub lookup_attempts: i64,
+    pub next_lookup_at: Option<i64>,
+    pub token_version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An OAuth flow in progress.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FlowRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub connection_id: String,
+    pub connector_id: String,
+    pub state_hash: String,
+    pub launch_hash: String,
+    pub browser_hash: Option<String>,
+    pub redirect_uri: String,
+    pub requested_scopes: String,
+    pub return_to: Option<String>,
+    pub reconnect: i64,
+    pub expires_at: i64,
+    pub launched_at: Option<i64>,
+    pub consumed_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A provider app: a workspace's OAuth client for one connector.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProviderAppRow {
+    pub workspace_id: String,
+    pub connector_id: String,
+    pub client_id: String,
+    pub scopes: String,
+    pub endpoint_overrides: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An API key (hash only).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub permissions: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An audit event.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub workspace_id: String,
+    pub connection_id: Option<String>,
+    pub action: String,
+    pub actor: String,
+    pub detail: String,
+    pub created_at: i64,
+}
+
+/// A sealed secret.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SecretRow {
+    pub owner_id: String,
+    pub field: String,
+    pub workspace_id: String,
+    pub key_id: String,
+    pub ciphertext: Vec<u8>,
+}
+
+/// Filters for listing connections.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectionFilter {
+    pub connector: Option<String>,
+    pub status: Option<String>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite:path` / `sqlite://path`, or `postgres://…`). A SQLite file is
+    /// created when missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let pool = match kind {
+            DbKind::Sqlite => {
+                // Create the file, enable WAL and foreign keys, then open the Any pool on it.
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                drop(sqlx::SqlitePool::connect_with(opts).await?);
+                let sep = if url.contains('?') { '&' } else { '?' };
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 10000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&format!("{url}{sep}mode=rwc"))
+                    .await?
+            }
+            DbKind::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(Store { pool, kind })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.kind {
+            DbKind::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            DbKind::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The database kind.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// The pool, for the few callers that need a transaction.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    // ---- settings ----
+
+    /// A setting's value.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r: AnyRow| r.get::<String, _>(0)))
+    }
+
+    /// Sets a setting only if it is not set; returns whether it was written.
+    pub async fn init_setting(&self, key: &str, value: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Sets a setting.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- workspaces and API keys ----
+
+    /// Creates a workspace if it does not exist.
+    pub async fn ensure_workspace(&self, id: &str, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+            .bind(id)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a workspace exists.
+    pub async fn workspace_exists(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// All workspaces: (id, name, created_at).
+    pub async fn workspaces(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(
+            sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        )
+    }
+
+    /// Stores an API key's hash.
+    pub async fn insert_api_key(&self, row: &ApiKeyRow) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (id, workspace_id, name, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&row.id)
+            .bind(&row.workspace_id)
+            .bind(&row.name)
+            .bind(&row.key_hash)
+            .bind(&row.permissions)
+            .bind(row.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The live API key with this hash.
+    pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    // ---- provider apps ----
+
+    /// Creates or replaces a provider app.
+    pub async fn upsert_provider_app(&self, row: &ProviderAppRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO provider_apps (workspace_id, connector_id, client_id, scopes, endpoint_overrides, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (workspace_id, connector_id) DO UPDATE SET client_id = excluded.client_id,
+               scopes = excluded.scopes, endpoint_overrides = excluded.endpoint_overrides, updated_at = excluded.updated_at",
+        )
+        .bind(&row.workspace_id)
+        .bind(&row.connector_id)
+        .bind(&row.client_id)
+        .bind(&row.scopes)
+        .bind(&row.endpoint_overrides)
+        .bind(row.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A workspace's provider app for a connector.
+    pub async fn provider_app(
+        &self,
+        workspace: &str,
+        connector: &str,
+    ) -> Result<Option<ProviderAppRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM provider_apps WHERE workspace_id = $1 AND connector_id = $2",
+        )
+        .bind(workspace)
+        .bind(connector)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A workspace's provider apps.
+    pub async fn provider_apps(&self, workspace: &str) -> Result<Vec<ProviderAppRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM provider_apps WHERE workspace_id = $1 ORDER BY connector_id",
+        )
+        .bind(workspace)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- connections ----
+
+    /// Inserts a new connection.
+    pub async fn insert_connection(&self, c: &ConnectionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO connections (id, workspace_id, connector_id, name, auth_kind, status, status_reason, config,
+               metadata, requested_scopes, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&c.id)
+        .bind(&c.workspace_id)
+        .bind(&c.connector_id)
+        .bind(&c.name)
+        .bind(&c.auth_kind)
+        .bind(&c.status)
+        .bind(&c.status_reason)
+        .bind(&c.config)
+        .bind(&c.metadata)
+        .bind(&c.requested_scopes)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A workspace's connection.
+    pub async fn connection(&self, workspace: &str, id: &str) -> Result<Option<ConnectionRow>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM connections WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A workspace's connections, newest first.
+    pub async fn connections(
+        &self,
+        workspace: &str,
+        f: &ConnectionFilter,
+    ) -> Result<Vec<ConnectionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM connections WHERE workspace_id = $1
+               AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)
+             ORDER BY created_at DESC, id",
+        )
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets status and reason.
+    pub async fn set_status(
+        &self,
+        workspace: &str,
+        id: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET status = $3, status_reason = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(status)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets name and/or config.
+    pub async fn update_name_config(
+        &self,
+        workspace: &str,
+        id: &str,
+        name: &str,
+        config: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET name = $3, config = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(name)
+            .bind(config)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the account behind a connection and activates it.
+    pub async fn set_account(
+        &self,
+        workspace: &str,
+        id: &str,
+        account_id: &str,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET account_id = $3, account_name = $4, account_email = $5, status = 'active',
+               status_reason = NULL, lookup_attempts = 0, next_lookup_at = NULL, updated_at = $6
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(account_id)
+        .bind(name)
+        .bind(email)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Schedules another account lookup (after a transient failure).
+    pub async fn schedule_lookup(
+        &self,
+        workspace: &str,
+        id: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET lookup_attempts = lookup_attempts + 1, next_lookup_at = $3, status_reason = $4, updated_at = $5
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(at)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Pending connections whose account lookup is due.
+    pub async fn due_lookups(&self, now: i64, limit: i64) -> Result<Vec<ConnectionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM connections WHERE status = 'pending' AND next_lookup_at IS NOT NULL AND next_lookup_at <= $1
+             ORDER BY next_lookup_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores new tokens' metadata and sealed secrets in one transaction, bumping the token
+    /// version. `refresh` is `None` to keep the stored refresh token.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn store_tokens(
+        &self,
+        workspace: &str,
+        id: &str,
+        access: &SealedField,
+        refresh: Option<&SealedField>,
+        t: &TokenMeta,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for s in std::iter::once(access).chain(refresh) {
+            upsert_secret(&mut tx, id, workspace, s, now).await?;
+        }
+        let row = sqlx::query(
+            "UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
+               granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
+               last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8
+             WHERE workspace_id = $1 AND id = $2 RETURNING token_version",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(t.expires_at)
+        .bind(t.refresh_token_expires_at)
+        .bind(t.granted_scopes.as_deref())
+        .bind(t.scope_narrowed as i64)
+        .bind(&t.metadata)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// Sets requested scopes (reconnect with more scopes).
+    pub async fn set_requested_scopes(
+        &self,
+        workspace: &str,
+        id: &str,
+        scopes: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET requested_scopes = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(scopes)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a connection and its secrets, unless dependents exist; returns the number of
+    /// dependents that blocked it (0 means deleted).
+    pub async fn delete_connection(&self, workspace: &str, id: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM dependents WHERE workspace_id = $1 AND connection_id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if n > 0 {
+            return Ok(n);
+        }
+        sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM oauth_flows WHERE workspace_id = $1 AND connection_id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM connections WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(0)
+    }
+
+    // ---- secrets ----
+
+    /// Stores one sealed secret.
+    pub async fn put_secret(&self, owner: &str, workspace: &str, s: &SealedField) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        upsert_secret(&mut tx, owner, workspace, s, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One sealed secret.
+    pub async fn secret(
+        &self,
+        workspace: &str,
+        owner: &str,
+        field: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query("SELECT ciphertext FROM secrets WHERE workspace_id = $1 AND owner_id = $2 AND field = $3")
+            .bind(workspace)
+            .bind(owner)
+            .bind(field)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get::<Vec<u8>, _>(0)))
+    }
+
+    /// Deletes an owner's secrets (all fields, or one).
+    pub async fn delete_secrets(
+        &self,
+        workspace: &str,
+        owner: &str,
+        field: Option<&str>,
+    ) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2 AND ($3 IS NULL OR field = $3)")
+            .bind(workspace)
+            .bind(owner)
+            .bind(field)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// The key ids that sealed the stored secrets.
+    pub async fn secret_key_ids(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query("SELECT DISTINCT key_id FROM secrets ORDER BY key_id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect(),
+        )
+    }
+
+    /// Secrets not sealed under `key_id`: count.
+    pub async fn count_secrets_not_under(&self, key_id: &str) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM secrets WHERE key_id <> $1")
+                .bind(key_id)
+                .fetch_one(&self.pool)
+                .await?
+                .get(0),
+        )
+    }
+
+    /// A batch of secrets not sealed under `key_id`.
+    pub async fn secrets_not_under(&self, key_id: &str, limit: i64) -> Result<Vec<SecretRow>> {
+        Ok(sqlx::query_as(
+            "SELECT owner_id, field, workspace_id, key_id, ciphertext FROM secrets WHERE key_id <> $1
+             ORDER BY owner_id, field LIMIT $2",
+        )
+        .bind(key_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a secret only if it still has `old` ciphertext (rotation racing a refresh loses).
+    pub async fn replace_secret(&self, row: &SecretRow, new_key: &str, new: &[u8]) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE secrets SET key_id = $4, ciphertext = $5 WHERE owner_id = $1 AND field = $2 AND ciphertext = $3",
+        )
+        .bind(&row.owner_id)
+        .bind(&row.field)
+        .bind(&row.ciphertext)
+        .bind(new_key)
+        .bind(new)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// All sealed secrets (for start-up checks on small installations, use `secret_key_ids`).
+    pub async fn count_secrets(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM secrets")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    // ---- OAuth flows ----
+
+    /// Records a new flow.
+    pub async fn insert_flow(&self, f: &FlowRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO oauth_flows (id, workspace_id, connection_id, connector_id, state_hash, launch_hash, redirect_uri,
+               requested_scopes, return_to, reconnect, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&f.id)
+        .bind(&f.workspace_id)
+        .bind(&f.connection_id)
+        .bind(&f.connector_id)
+        .bind(&f.state_hash)
+        .bind(&f.launch_hash)
+        .bind(&f.redirect_uri)
+        .bind(&f.requested_scopes)
+        .bind(&f.return_to)
+        .bind(f.reconnect)
+        .bind(f.expires_at)
+        .bind(f.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Binds a flow to the browser that opened its launch link, once. Returns the flow if this
+    /// call bound it.
+    pub async fn launch_flow(
+        &self,
+        launch_hash: &str,
+        browser_hash: &str,
+        now: i64,
+    ) -> Result<Option<FlowRow>> {
+        Ok(sqlx::query_as(
+            "UPDATE oauth_flows SET browser_hash = $2, launched_at = $3
+             WHERE launch_hash = $1 AND launched_at IS NULL AND consumed_at IS NULL AND expires_at > $3
+             RETURNING *",
+        )
+        .bind(launch_hash)
+        .bind(browser_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The flow with this state hash.
+    pub async fn flow_by_state(&self, state_hash: &str) -> Result<Option<FlowRow>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM oauth_flows WHERE state_hash = $1")
+                .bind(state_hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Consumes a flow atomically; true only for the one caller that consumed it.
+    pub async fn consume_flow(&self, id: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query("UPDATE oauth_flows SET consumed_at = $2 WHERE id = $1 AND consumed_at IS NULL AND expires_at > $2")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Removes flows that expired before `before`, with their secrets.
+    pub async fn purge_flows(&self, before: i64) -> Result<u64> {
+        sqlx::query("DELETE FROM secrets WHERE owner_id IN (SELECT id FROM oauth_flows WHERE expires_at < $1)")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query("DELETE FROM oauth_flows WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    // ---- dependents ----
+
+    /// Registers a dependent (idempotent); true when it was new.
+    pub async fn add_dependent(&self, workspace: &str, connection: &str, r: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "INSERT INTO dependents (connection_id, ref, workspace_id, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (connection_id, ref) DO NOTHING",
+        )
+        .bind(connection)
+        .bind(r)
+        .bind(workspace)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Removes a dependent; true when it existed.
+    pub async fn remove_dependent(
+        &self,
+        workspace: &str,
+        connection: &str,
+        r: &str,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "DELETE FROM dependents WHERE workspace_id = $1 AND connection_id = $2 AND ref = $3",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(r)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// A connection's dependents: (ref, created_at).
+    pub async fn dependents(
+        &self,
+        workspace: &str,
+        connection: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query("SELECT ref, created_at FROM dependents WHERE workspace_id = $1 AND connection_id = $2 ORDER BY ref")
+            .bind(workspace)
+            .bind(connection)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    // ---- audit ----
+
+    /// Appends an audit event.
+    pub async fn audit(
+        &self,
+        workspace: &str,
+        connection: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(workspace)
+            .bind(connection)
+            .bind(action)
+            .bind(actor)
+            .bind(detail.to_string())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A connection's audit events, oldest first.
+    pub async fn audit_events(
+        &self,
+        workspace: &str,
+        connection: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM audit_events WHERE workspace_id = $1 AND ($2 IS NULL OR connection_id = $2) ORDER BY id LIMIT $3",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// A sealed secret ready to store.
+pub struct SealedField {
+    /// Field name.
+    pub field: &'static str,
+    /// The key id inside the ciphertext.
+    pub key_id: String,
+    /// The ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Non-secret facts of a token set.
+#[derive(Debug, Clone, Default)]
+pub struct TokenMeta {
+    pub expires_at: Option<i64>,
+    pub refresh_token_expires_at: Option<i64>,
+    pub granted_scopes: Option<String>,
+    pub scope_narrowed: bool,
+    pub metadata: String,
+}
+
+async fn upsert_secret(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
+    workspace: &str,
+    s: &SealedField,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO secrets (owner_id, field, workspace_id, key_id, ciphertext, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (owner_id, field) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext,
+           updated_at = excluded.updated_at",
+    )
+    .bind(owner)
+    .bind(s.field)
+    .bind(workspace)
+    .bind(&s.key_id)
+    .bind(&s.ciphertext)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

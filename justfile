@@ -1,0 +1,32 @@
+# keyport — convenience recipes. Everything here is plain cargo underneath.
+
+# Start the host on http://127.0.0.1:8080
+serve *ARGS:
+    cargo run -- serve {{ARGS}}
+
+# Run the whole test suite (what CI runs)
+test:
+    cargo test
+
+# Formatting and lints, as CI checks them
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
+    cargo fmt --all --manifest-path connectors/Cargo.toml
+    cargo fmt --all --manifest-path tests/guests/Cargo.toml
+
+# Build the built-in connectors for wasm32-wasip2 (cargo build does this too)
+connectors:
+    rustup target add wasm32-wasip2
+    cargo build --release --target wasm32-wasip2 --manifest-path connectors/Cargo.toml --target-dir target/wasm-guests
+
+# Validate every built-in connector with `keyport connector check`
+check-connectors: connectors
+    for f in target/wasm-guests/wasm32-wasip2/release/*.wasm; do cargo run -q -- connector check "$f" > /dev/null; done
+
+# Benchmarks (figures go to BENCHMARKS.md)
+bench:
+    cargo bench -p keyport --bench connector_calls
