@@ -1,6 +1,9 @@
 //! Shared helpers for the host's integration tests: a fake Slack and runtime set-up.
 #![allow(dead_code)]
 
+pub mod e2e;
+pub mod fake_as;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 

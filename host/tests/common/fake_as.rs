@@ -1,0 +1,143 @@
+//! A scriptable fake authorization server for the O-series tests: it counts every token request
+//! and can misbehave on demand (wrong `iss`, 307 on the token endpoint, 200-with-error, 503 on
+//! userinfo). The real-server tests use oidc-provider instead.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::{Form, Json, Router};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub struct Script {
+    /// `iss` to send: None = the server's own; Some("") = omit it.
+    pub iss: Option<String>,
+    /// Token endpoint answers 307 to /token-elsewhere.
+    pub token_redirect: bool,
+    /// Token endpoint answers this JSON with HTTP 200 instead of tokens.
+    pub token_body: Option<Value>,
+    /// Userinfo answers 503 this many times first.
+    pub userinfo_failures: usize,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub token_requests: Vec<HashMap<String, String>>,
+    pub redirected_token_requests: usize,
+    pub userinfo_requests: usize,
+    pub authorize_requests: Vec<HashMap<String, String>>,
+}
+
+#[derive(Clone)]
+pub struct FakeAs {
+    pub addr: SocketAddr,
+    pub script: Arc<Mutex<Script>>,
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl FakeAs {
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn token_requests(&self) -> usize {
+        self.seen.lock().unwrap().token_requests.len()
+    }
+}
+
+pub async fn start() -> FakeAs {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = FakeAs {
+        addr,
+        script: Arc::default(),
+        seen: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/auth", get(authorize))
+        .route("/token", post(token))
+        .route("/token-elsewhere", any(token_elsewhere))
+        .route("/me", get(userinfo))
+        .route("/token/revocation", post(|| async { StatusCode::OK }))
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    fake
+}
+
+/// Approves at once: redirects to `redirect_uri` with a code, the state and (scripted) `iss`.
+async fn authorize(State(f): State<FakeAs>, Query(q): Query<HashMap<String, String>>) -> Response {
+    f.seen.lock().unwrap().authorize_requests.push(q.clone());
+    let mut u = url::Url::parse(&q["redirect_uri"]).unwrap();
+    {
+        let mut qp = u.query_pairs_mut();
+        qp.append_pair("code", &format!("code-{}", uuid::Uuid::new_v4().simple()));
+        qp.append_pair("state", &q["state"]);
+        match f.script.lock().unwrap().iss.clone() {
+            None => {
+                qp.append_pair("iss", &f.issuer());
+            }
+            Some(s) if s.is_empty() => {}
+            Some(s) => {
+                qp.append_pair("iss", &s);
+            }
+        }
+    }
+    Redirect::to(u.as_str()).into_response()
+}
+
+async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>>) -> Response {
+    f.seen.lock().unwrap().token_requests.push(form.clone());
+    let script = f.script.lock().unwrap();
+    if script.token_redirect {
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", "/token-elsewhere")],
+        )
+            .into_response();
+    }
+    if let Some(body) = &script.token_body {
+        return Json(body.clone()).into_response();
+    }
+    Json(json!({
+        "access_token": format!("fake-at-{}", uuid::Uuid::new_v4().simple()),
+        "token_type": "Bearer",
+        "expires_in": "3600",
+        "refresh_token": format!("fake-rt-{}", uuid::Uuid::new_v4().simple()),
+        "scope": "openid offline_access",
+    }))
+    .into_response()
+}
+
+async fn token_elsewhere(State(f): State<FakeAs>) -> Response {
+    f.seen.lock().unwrap().redirected_token_requests += 1;
+    Json(json!({"access_token": "should-never-be-used", "token_type": "Bearer"})).into_response()
+}
+
+async fn userinfo(State(f): State<FakeAs>, headers: HeaderMap) -> Response {
+    let n = {
+        let mut seen = f.seen.lock().unwrap();
+        seen.userinfo_requests += 1;
+        seen.userinfo_requests
+    };
+    if n <= f.script.lock().unwrap().userinfo_failures {
+        return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+    }
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !auth.starts_with("Bearer fake-at-") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_token"})),
+        )
+            .into_response();
+    }
+    Json(json!({"sub": "fake-user-1", "name": "Fake User", "email": "fake@example.com"}))
+        .into_response()
+}
