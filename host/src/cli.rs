@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// The URL users reach keyport at (OAuth redirect URIs are built from it). Default: http://LISTEN.
     #[arg(long, env = "KEYPORT_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Where compiled connectors are cached (default: cache/components in the data directory).
+    #[arg(long, env = "KEYPORT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// A directory of connector components (`*.wasm`) to load at start, besides the built-in ones.
     #[arg(long, env = "KEYPORT_CONNECTORS_DIR")]
     pub connectors_dir: Option<PathBuf>,
@@ -266,7 +269,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     admin_token(&store, storage.embedded()).await?;
 
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(storage.data_dir.join("cache").join("components")),
+        cache_dir: Some(
+            args.cache_dir
+                .clone()
+                .unwrap_or_else(|| storage.data_dir.join("cache").join("components")),
+        ),
         allow_loopback: args.allow_loopback,
         ..Default::default()
     })?;

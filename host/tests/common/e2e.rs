@@ -141,6 +141,10 @@ impl Keyport {
             .arg("--connectors-dir")
             .arg(&connectors)
             .env("KEYPORT_ALLOW_LOOPBACK", "1")
+            .env(
+                "KEYPORT_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("keyport-component-cache"),
+            )
             .env("KEYPORT_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", &opts.rust_log)
             .env("NO_COLOR", "1")
