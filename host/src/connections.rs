@@ -446,16 +446,16 @@ impl Service {
             .iter()
             .map(|s| s.name.as_str())
             .collect();
-        if let Some(scopes) = &input.scopes {
-            if let Some(bad) = scopes.iter().find(|s| !known.contains(&s.as_str())) {
-                return Err(Error::Invalid {
-                    message: format!(
-                        "{bad:?} is not a scope of {connector}; known scopes: {}",
-                        known.join(", ")
-                    ),
-                    fields: vec![("/scopes".into(), format!("unknown scope {bad}"))],
-                });
-            }
+        if let Some(scopes) = &input.scopes
+            && let Some(bad) = scopes.iter().find(|s| !known.contains(&s.as_str()))
+        {
+            return Err(Error::Invalid {
+                message: format!(
+                    "{bad:?} is not a scope of {connector}; known scopes: {}",
+                    known.join(", ")
+                ),
+                fields: vec![("/scopes".into(), format!("unknown scope {bad}"))],
+            });
         }
         let existing = self.store.provider_app(ws, connector).await?;
         let now = now_ms();
@@ -1101,13 +1101,13 @@ impl Service {
         let config = self.effective_config(ws, &c.id, &json!({})).await?;
         let mut overrides = BTreeMap::new();
         let mut form_secrets = HashMap::new();
-        if let AuthScheme::Oauth2(_) = &m.auth {
-            if let Ok((app, secret, o)) = self.app(ws, &c.connector_id).await {
-                overrides = o;
-                form_secrets.insert(SecretKind::ClientId, Secret::new(app.client_id));
-                if let Some(s) = secret {
-                    form_secrets.insert(SecretKind::ClientSecret, s);
-                }
+        if let AuthScheme::Oauth2(_) = &m.auth
+            && let Ok((app, secret, o)) = self.app(ws, &c.connector_id).await
+        {
+            overrides = o;
+            form_secrets.insert(SecretKind::ClientId, Secret::new(app.client_id));
+            if let Some(s) = secret {
+                form_secrets.insert(SecretKind::ClientSecret, s);
             }
         }
         if let Some(cred) = &credential {
@@ -1614,39 +1614,39 @@ impl Service {
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest().clone();
         let mut provider_error = None;
-        if let AuthScheme::Oauth2(o) = &m.auth {
-            if o.revoke_url.is_some() {
-                let refresh = self.store.secret(ws, id, "refresh_token").await?;
-                let access = self.store.secret(ws, id, "access_token").await?;
-                let token = match (refresh, access) {
-                    (Some(ct), _) => Some((
-                        self.vault.open_string(&ct, ctx(ws, id, "refresh_token"))?,
-                        "refresh_token",
-                    )),
-                    (None, Some(ct)) => Some((
-                        self.vault.open_string(&ct, ctx(ws, id, "access_token"))?,
-                        "access_token",
-                    )),
-                    _ => None,
-                };
-                if let Some((token, hint)) = token {
-                    match self.app(ws, &c.connector_id).await {
-                        Ok((app, secret, overrides)) => {
-                            let config = self.effective_config(ws, id, &json!({})).await?;
-                            let call = TokenCall {
-                                http: &self.http,
-                                oauth: o,
-                                config: &config,
-                                client_id: &app.client_id,
-                                client_secret: secret.as_ref(),
-                                overrides: &overrides,
-                            };
-                            if let Err(e) = call.revoke(&token, hint).await {
-                                provider_error = Some(e.to_string());
-                            }
+        if let AuthScheme::Oauth2(o) = &m.auth
+            && o.revoke_url.is_some()
+        {
+            let refresh = self.store.secret(ws, id, "refresh_token").await?;
+            let access = self.store.secret(ws, id, "access_token").await?;
+            let token = match (refresh, access) {
+                (Some(ct), _) => Some((
+                    self.vault.open_string(&ct, ctx(ws, id, "refresh_token"))?,
+                    "refresh_token",
+                )),
+                (None, Some(ct)) => Some((
+                    self.vault.open_string(&ct, ctx(ws, id, "access_token"))?,
+                    "access_token",
+                )),
+                _ => None,
+            };
+            if let Some((token, hint)) = token {
+                match self.app(ws, &c.connector_id).await {
+                    Ok((app, secret, overrides)) => {
+                        let config = self.effective_config(ws, id, &json!({})).await?;
+                        let call = TokenCall {
+                            http: &self.http,
+                            oauth: o,
+                            config: &config,
+                            client_id: &app.client_id,
+                            client_secret: secret.as_ref(),
+                            overrides: &overrides,
+                        };
+                        if let Err(e) = call.revoke(&token, hint).await {
+                            provider_error = Some(e.to_string());
                         }
-                        Err(e) => provider_error = Some(e.to_string()),
                     }
+                    Err(e) => provider_error = Some(e.to_string()),
                 }
             }
         }

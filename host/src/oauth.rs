@@ -352,15 +352,14 @@ impl TokenCall<'_> {
             )));
         }
         // 200 with an error inside (O13).
-        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-            if v.get("ok") == Some(&Value::Bool(false))
-                || v.get("error").is_some_and(|e| e.is_string())
-            {
-                let code = v.get("error").and_then(Value::as_str).unwrap_or("error");
-                return Err(OAuthError::Provider(format!(
-                    "the revocation endpoint answered with an error ({code})"
-                )));
-            }
+        if let Ok(v) = serde_json::from_slice::<Value>(&body)
+            && (v.get("ok") == Some(&Value::Bool(false))
+                || v.get("error").is_some_and(|e| e.is_string()))
+        {
+            let code = v.get("error").and_then(Value::as_str).unwrap_or("error");
+            return Err(OAuthError::Provider(format!(
+                "the revocation endpoint answered with an error ({code})"
+            )));
         }
         Ok(())
     }
@@ -457,12 +456,12 @@ pub fn parse_token_response(
     let token_type = first(&v, &p.token_type, "token_type")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if let Some(t) = &token_type {
-        if !t.eq_ignore_ascii_case("bearer") {
-            return Err(OAuthError::Provider(format!(
-                "the token type is {t:?}; keyport supports Bearer tokens (a connector hook can read other kinds)"
-            )));
-        }
+    if let Some(t) = &token_type
+        && !t.eq_ignore_ascii_case("bearer")
+    {
+        return Err(OAuthError::Provider(format!(
+            "the token type is {t:?}; keyport supports Bearer tokens (a connector hook can read other kinds)"
+        )));
     }
     let scopes = first(&v, &p.scope, "scope")
         .or_else(|| v.get("scopes"))

@@ -179,17 +179,21 @@ async fn o4_pkce_s256_on_every_flow_and_none_for_slack() {
     let (_, launch) = start(&kp, json!({})).await;
     let callback = approve(&browser, &launch).await;
     browser.finish(&callback).await;
-    let seen = fake.seen.lock().unwrap();
-    let auth = &seen.authorize_requests[0];
+    let (auth, token) = {
+        let seen = fake.seen.lock().unwrap();
+        (
+            seen.authorize_requests[0].clone(),
+            seen.token_requests[0].clone(),
+        )
+    };
     assert_eq!(auth["code_challenge_method"], "S256");
-    let verifier = &seen.token_requests[0]["code_verifier"];
+    let verifier = &token["code_verifier"];
     let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()));
     assert_eq!(
         auth["code_challenge"], expected,
         "the verifier matches the S256 challenge"
     );
-    drop(seen);
 
     // Slack's v2 flow does not support PKCE: no challenge is sent; scopes are comma-separated (O18).
     let (s, b) = kp

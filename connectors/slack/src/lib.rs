@@ -96,13 +96,13 @@ impl Connector for Slack {
 
     fn validate_config(config: &Value) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        if let Some(channel) = config["default_channel"].as_str() {
-            if !valid_channel(channel) {
-                errors.push(FieldError::new(
+        if let Some(channel) = config["default_channel"].as_str()
+            && !valid_channel(channel)
+        {
+            errors.push(FieldError::new(
                     "/default_channel",
                     "Use #channel-name (lower case, digits, - _ .) or a channel ID such as C0123456789.",
                 ));
-            }
         }
         errors
     }
@@ -214,9 +214,9 @@ fn parse_token(body: &[u8]) -> Result<TokenSet, Error> {
     if let Some(user_scope) = user["scope"].as_str() {
         metadata["user_scopes"] = Value::String(user_scope.into());
     }
-    metadata
-        .as_object_mut()
-        .map(|m| m.retain(|_, v| !v.is_null()));
+    if let Some(m) = metadata.as_object_mut() {
+        m.retain(|_, v| !v.is_null())
+    }
     set.metadata = metadata.to_string();
     Ok(set)
 }

@@ -194,12 +194,12 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> R<Json<Value>> {
-    if let Some(st) = &q.status {
-        if !["pending", "active", "expired", "error", "revoked"].contains(&st.as_str()) {
-            return Err(ApiError::bad_request(
-                "status must be one of pending, active, expired, error, revoked",
-            ));
-        }
+    if let Some(st) = &q.status
+        && !["pending", "active", "expired", "error", "revoked"].contains(&st.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "status must be one of pending, active, expired, error, revoked",
+        ));
     }
     let rows = s
         .service

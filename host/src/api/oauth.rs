@@ -127,13 +127,13 @@ pub async fn done(Query(q): Query<HashMap<String, String>>) -> Response {
         "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);}}}}catch(e){{}}</script>",
         payload.to_string().replace('<', "\\u003c")
     );
-    let r = no_store(
+
+    no_store(
         Html(format!(
             "<!doctype html><html lang=en><head><meta charset=utf-8><title>keyport</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{}</h1><p role=status>{}</p>{script}</body></html>",
             if status == "error" { "Connection not completed" } else { "Connection" },
             escape(&message)
         ))
         .into_response(),
-    );
-    r
+    )
 }
