@@ -107,6 +107,9 @@ fn every_command_has_help() {
         &["serve", "--help"],
         &["connector", "--help"],
         &["connector", "check", "--help"],
+        &["migrate", "--help"],
+        &["keys", "--help"],
+        &["keys", "rotate", "--help"],
     ] {
         let out = keyport().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -116,11 +119,14 @@ fn every_command_has_help() {
 }
 
 /// Starts `keyport serve` on a free port; returns the child and its base URL.
-fn serve(data_dir: &std::path::Path) -> (std::process::Child, String) {
+fn serve(data_dir: &std::path::Path) -> (std::process::Child, String, Vec<String>) {
     let mut child = keyport()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env_remove("KEYPORT_ALLOW_LOOPBACK")
+        .env_remove("KEYPORT_ADMIN_TOKEN")
+        .env_remove("KEYPORT_MASTER_KEYS")
+        .env_remove("KEYPORT_DATABASE_URL")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -147,7 +153,29 @@ fn serve(data_dir: &std::path::Path) -> (std::process::Child, String) {
 #[tokio::test]
 async fn serve_reports_health_and_lists_the_builtin_connectors() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, url) = serve(data.path());
+    let (mut child, url, startup) = serve(data.path());
+    let startup = startup.join("\n");
+    // First start of the embedded default: a development key file (loudly) and an admin token, once.
+    assert!(
+        startup.contains("WARNING: keyport generated a development master key"),
+        "{startup}"
+    );
+    assert!(data.path().join("master-keys.json").exists());
+    let token = startup
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Admin token (shown once, store it now): ")
+        })
+        .expect("the admin token is printed on first start")
+        .to_string();
+    let r = reqwest::Client::new()
+        .get(format!("{url}/api/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the printed admin token works");
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
         .await
         .unwrap()
@@ -199,4 +227,46 @@ async fn serve_reports_health_and_lists_the_builtin_connectors() {
     assert!(cached >= 1);
     child.kill().unwrap();
     child.wait().unwrap();
+    // Second start: same keys and token, nothing printed again.
+    let (mut child, url, startup) = serve(data.path());
+    let startup = startup.join("\n");
+    assert!(!startup.contains("Admin token"), "{startup}");
+    assert!(
+        !startup.contains("generated a development master key"),
+        "{startup}"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{url}/api/v1/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn migrate_creates_and_updates_the_database() {
+    let data = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = keyport()
+            .args(["migrate", "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is up to date"));
+    }
+    assert!(data.path().join("keyport.db").exists());
+    let out = keyport()
+        .args(["migrate", "--database-url", "mysql://nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use sqlite:PATH or postgres://"));
 }

@@ -501,3 +501,34 @@ async fn a_transient_account_lookup_failure_leaves_the_connection_pending_and_is
     let c = kp.wait_for(&id, |c| c["status"] == "active").await;
     assert_eq!(c["account"]["display_name"], "Fake User");
 }
+
+#[tokio::test]
+async fn an_expired_token_without_a_refresh_token_becomes_expired_on_refresh() {
+    let Setup { kp, fake } = setup().await;
+    fake.script.lock().unwrap().token_body = Some(
+        json!({"access_token": "fake-at-short", "token_type": "Bearer", "expires_in": 1, "scope": "openid offline_access"}),
+    );
+    let browser = Browser::new();
+    let (id, launch) = start(&kp, json!({})).await;
+    browser.finish(&approve(&browser, &launch).await).await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, err) = kp
+        .post(&format!("/api/v1/connections/{id}/refresh"), json!({}))
+        .await;
+    assert_eq!(s, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Reconnect"),
+        "{err}"
+    );
+    let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(c["status"], "expired");
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "no refresh request without a refresh token"
+    );
+}

@@ -88,6 +88,12 @@ impl Manifest {
         self.config_schema = schema.to_string();
         self
     }
+    /// Sets the per-connection config schema from JSON text (cheaper than building a
+    /// `serde_json::Value` on every `describe`). The host checks it is a valid JSON Schema.
+    pub fn config_schema_text(mut self, schema: &str) -> Self {
+        self.config_schema = schema.into();
+        self
+    }
     /// Sets the API-key form's label and help text (API-key connectors only).
     pub fn api_key_form(mut self, label: &str, help: &str) -> Self {
         if let AuthScheme::ApiKey(key) = &mut self.auth {

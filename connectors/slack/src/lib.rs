@@ -20,6 +20,28 @@ struct Slack;
 
 const ICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 54 54"><path fill="#36C5F0" d="M19.7 0a5.4 5.4 0 1 0 0 10.8h5.4V5.4A5.4 5.4 0 0 0 19.7 0m0 14.4H5.4a5.4 5.4 0 1 0 0 10.8h14.3a5.4 5.4 0 1 0 0-10.8"/><path fill="#2EB67D" d="M54 19.7a5.4 5.4 0 1 0-10.8 0v5.4h5.4a5.4 5.4 0 0 0 5.4-5.4m-14.4 0V5.4a5.4 5.4 0 1 0-10.8 0v14.3a5.4 5.4 0 1 0 10.8 0"/><path fill="#ECB22E" d="M34.3 54a5.4 5.4 0 1 0 0-10.8h-5.4v5.4a5.4 5.4 0 0 0 5.4 5.4m0-14.4h14.3a5.4 5.4 0 1 0 0-10.8H34.3a5.4 5.4 0 1 0 0 10.8"/><path fill="#E01E5A" d="M0 34.3a5.4 5.4 0 1 0 10.8 0v-5.4H5.4A5.4 5.4 0 0 0 0 34.3m14.4 0v14.3a5.4 5.4 0 1 0 10.8 0V34.3a5.4 5.4 0 1 0-10.8 0"/></svg>"##;
 
+const CONFIG_SCHEMA: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "default_channel": {
+      "type": "string",
+      "title": "Default channel",
+      "description": "Where messages go when a workflow names no channel: #name or a channel ID (C…).",
+      "default": "#general",
+      "maxLength": 80
+    },
+    "posting_username": {
+      "type": "string",
+      "title": "Posting username",
+      "description": "Name shown on posted messages (needs chat:write.customize). Empty: the app's name.",
+      "default": "",
+      "maxLength": 80
+    }
+  }
+}"##;
+
 impl Connector for Slack {
     fn describe() -> Manifest {
         let oauth = Oauth2::new(
@@ -42,38 +64,42 @@ impl Connector for Slack {
         .api_base_url("https://slack.com/api/")
         .egress_host("slack.com")
         .scope(Scope::required("chat:write", "Post messages as the app"))
-        .scope(Scope::required("channels:read", "List public channels and their basic info"))
-        .scope(Scope::required("team:read", "Read the workspace's name, domain and icon"))
-        .scope(Scope::optional("chat:write.customize", "Post with a custom username and avatar"))
-        .scope(Scope::optional("groups:read", "List private channels the app was added to"))
-        .scope(Scope::optional("users:read", "List people in the workspace"))
-        .scope(Scope::optional("users:read.email", "Read people's email addresses"))
-        .scope(Scope::optional("channels:history", "Read messages in public channels"))
+        .scope(Scope::required(
+            "channels:read",
+            "List public channels and their basic info",
+        ))
+        .scope(Scope::required(
+            "team:read",
+            "Read the workspace's name, domain and icon",
+        ))
+        .scope(Scope::optional(
+            "chat:write.customize",
+            "Post with a custom username and avatar",
+        ))
+        .scope(Scope::optional(
+            "groups:read",
+            "List private channels the app was added to",
+        ))
+        .scope(Scope::optional(
+            "users:read",
+            "List people in the workspace",
+        ))
+        .scope(Scope::optional(
+            "users:read.email",
+            "Read people's email addresses",
+        ))
+        .scope(Scope::optional(
+            "channels:history",
+            "Read messages in public channels",
+        ))
         .scope(
-            Scope::optional("search:read", "Search messages and files as the installing user")
-                .in_param("user_scope"),
+            Scope::optional(
+                "search:read",
+                "Search messages and files as the installing user",
+            )
+            .in_param("user_scope"),
         )
-        .config_schema(json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "default_channel": {
-                    "type": "string",
-                    "title": "Default channel",
-                    "description": "Where messages go when a workflow names no channel: #name or a channel ID (C…).",
-                    "default": "#general",
-                    "maxLength": 80
-                },
-                "posting_username": {
-                    "type": "string",
-                    "title": "Posting username",
-                    "description": "Name shown on posted messages (needs chat:write.customize). Empty: the app's name.",
-                    "default": "",
-                    "maxLength": 80
-                }
-            }
-        }))
+        .config_schema_text(CONFIG_SCHEMA)
     }
 
     fn lookup_account(_ctx: &CallContext) -> Result<Account, Error> {

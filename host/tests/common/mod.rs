@@ -91,3 +91,75 @@ pub fn ctx(config: Value) -> keyport::runtime::CallContext {
         metadata: "{}".into(),
     }
 }
+
+/// Serves an axum app on 127.0.0.1 and returns its base URL.
+pub async fn serve_fake(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Runs an OAuth connect through `keyport serve`: start, launch, follow the fake provider's
+/// authorize redirect, finish the callback. Returns (connection id, keyport's final redirect).
+pub async fn oauth_connect(kp: &e2e::Keyport, connector: &str, extra: Value) -> (String, String) {
+    let mut body = serde_json::json!({"connector": connector});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let (s, started) = kp.post("/api/v1/connections/oauth/start", body).await;
+    assert_eq!(s, 201, "{started}");
+    let id = started["connection_id"].as_str().unwrap().to_string();
+    let browser = e2e::Browser::new();
+    let (s, loc, body) = browser
+        .get(started["authorize_url"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 302, "{body}");
+    let (s, loc, body) = browser.get(&loc.unwrap()).await;
+    assert!(
+        (300..400).contains(&s),
+        "the fake provider approves with a redirect: {s} {body}"
+    );
+    let done = browser.finish(&loc.unwrap()).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    (id, done.location.unwrap())
+}
+
+/// Sets a provider app (client credentials and endpoint overrides to a fake).
+pub async fn provider_app(
+    kp: &e2e::Keyport,
+    connector: &str,
+    overrides: &[(&str, &str)],
+    oauth: bool,
+) {
+    let map: serde_json::Map<String, Value> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    let mut body = serde_json::json!({"endpoint_overrides": map});
+    if oauth {
+        body["client_id"] = "client-123".into();
+        body["client_secret"] = "client-secret-456".into();
+    }
+    let (s, b) = kp
+        .put(&format!("/api/v1/provider-apps/{connector}"), body)
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// Redirects to `redirect_uri` with a code and the state (what a consenting user's provider does).
+pub fn approve(
+    q: &std::collections::HashMap<String, String>,
+    code: &str,
+    iss: Option<&str>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut u = url::Url::parse(&q["redirect_uri"]).unwrap();
+    u.query_pairs_mut()
+        .append_pair("code", code)
+        .append_pair("state", &q["state"]);
+    if let Some(i) = iss {
+        u.query_pairs_mut().append_pair("iss", i);
+    }
+    axum::response::Redirect::to(u.as_str()).into_response()
+}
