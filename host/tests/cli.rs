@@ -132,11 +132,13 @@ fn serve(data_dir: &std::path::Path) -> (std::process::Child, String, Vec<String
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
     let url = loop {
         let line = lines
             .next()
             .expect("serve exited before listening")
             .unwrap();
+        seen.push(line.clone());
         if let Some(rest) = line.trim().strip_prefix("keyport is running. Open ") {
             break rest
                 .split_whitespace()
@@ -147,7 +149,7 @@ fn serve(data_dir: &std::path::Path) -> (std::process::Child, String, Vec<String
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (child, url, seen)
 }
 
 #[tokio::test]

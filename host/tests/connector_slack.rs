@@ -32,7 +32,7 @@ async fn slack_component_loads_and_describes_itself() {
             .any(|s| s.param.as_deref() == Some("user_scope")),
         "user scopes go in user_scope"
     );
-    let schema: serde_json::Value = serde_json::from_str(&m.config_schema).unwrap();
+    let schema: Value = serde_json::from_str(&m.config_schema).unwrap();
     assert_eq!(
         schema["properties"]["default_channel"]["default"],
         "#general"
@@ -126,7 +126,7 @@ async fn slack_token_hook_reads_bot_user_and_error_answers() {
         vec!["chat:write", "channels:read"],
         "comma-separated scopes split"
     );
-    let meta: serde_json::Value = serde_json::from_str(&set.metadata).unwrap();
+    let meta: Value = serde_json::from_str(&set.metadata).unwrap();
     assert_eq!(meta["team_name"], "T-Rex Inc");
 
     let user_only = json!({
@@ -280,22 +280,22 @@ mod fake {
     }
 }
 
-async fn slack_keyport(script: fake::Slack) -> (common::e2e::Keyport, fake::S) {
-    let kp = common::e2e::Keyport::start(common::e2e::KeyportOpts {
-        master_keys: Some(common::e2e::master_keys()),
+async fn slack_keyport(script: fake::Slack) -> (e2e::Keyport, fake::S) {
+    let kp = e2e::Keyport::start(e2e::KeyportOpts {
+        master_keys: Some(e2e::master_keys()),
         ..Default::default()
     })
     .await;
     let state = std::sync::Arc::new(std::sync::Mutex::new(script));
-    let base = common::serve_fake(fake::app(state.clone())).await;
-    common::provider_app(&kp, "slack", &[("https://slack.com", &base)], true).await;
+    let base = serve_fake(fake::app(state.clone())).await;
+    provider_app(&kp, "slack", &[("https://slack.com", &base)], true).await;
     (kp, state)
 }
 
 #[tokio::test]
 async fn slack_connects_and_shows_connected_as_the_team() {
     let (kp, fake) = slack_keyport(fake::Slack::default()).await;
-    let (id, _) = common::oauth_connect(
+    let (id, _) = oauth_connect(
         &kp,
         "slack",
         json!({"config": {"default_channel": "#deploys"}}),
@@ -334,7 +334,7 @@ async fn slack_user_scope_only_install_uses_the_authed_user_token() {
         ..Default::default()
     })
     .await;
-    let (id, _) = common::oauth_connect(&kp, "slack", json!({})).await;
+    let (id, _) = oauth_connect(&kp, "slack", json!({})).await;
     let c = kp.wait_for(&id, |c| c["status"] == "active").await;
     assert_eq!(c["metadata"]["token_owner"], "user");
     assert!(
@@ -350,7 +350,7 @@ async fn slack_token_rotation_refreshes_twelve_hour_tokens() {
         ..Default::default()
     })
     .await;
-    let (id, _) = common::oauth_connect(&kp, "slack", json!({})).await;
+    let (id, _) = oauth_connect(&kp, "slack", json!({})).await;
     let c = kp.wait_for(&id, |c| c["status"] == "active").await;
     assert!(c["expires_at"].is_string(), "rotating tokens expire");
     assert_eq!(
@@ -380,7 +380,7 @@ async fn slack_invalid_refresh_token_at_http_200_revokes_the_connection() {
         ..Default::default()
     })
     .await;
-    let (id, _) = common::oauth_connect(&kp, "slack", json!({})).await;
+    let (id, _) = oauth_connect(&kp, "slack", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     let (s, err) = kp
         .post(&format!("/api/v1/connections/{id}/refresh"), json!({}))
@@ -406,7 +406,7 @@ async fn slack_invalid_refresh_token_at_http_200_revokes_the_connection() {
 #[tokio::test]
 async fn slack_revoke_calls_auth_revoke_and_deletes_the_token() {
     let (kp, fake) = slack_keyport(fake::Slack::default()).await;
-    let (id, _) = common::oauth_connect(&kp, "slack", json!({})).await;
+    let (id, _) = oauth_connect(&kp, "slack", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     let token = kp.read_secret(&id, "access_token").await.unwrap();
     let (s, c) = kp
