@@ -59,7 +59,12 @@ impl Connector for Gmail {
             "openid",
             "Identify the Google account (stable id)",
         ))
-        .scope(Scope::required("email", "See the account's email address"))
+        // Google answers granted scopes by their full names; request them that way so the
+        // granted list compares equal.
+        .scope(Scope::required(
+            "https://www.googleapis.com/auth/userinfo.email",
+            "See the account's email address",
+        ))
         .scope(Scope::required(
             "https://www.googleapis.com/auth/gmail.readonly",
             "Read messages and settings",
@@ -96,9 +101,8 @@ impl Connector for Gmail {
                 }
                 return Ok(account);
             }
-        } else if info.status == 401 {
-            return Err(Error::unauthorized("Google rejected the access token"));
         }
+        // No openid scope (or userinfo refused): the Gmail profile names the mailbox.
         let profile: Value = http::get("gmail/v1/users/me/profile")
             .send()?
             .error_for_status()?
