@@ -36,9 +36,11 @@ const CONFIG_SCHEMA: &str = r#"{
 
 impl Connector for HubSpot {
     fn describe() -> Manifest {
-        let mut paths = TokenPaths::default();
-        paths.scope = vec!["scopes".into(), "scope".into()];
-        paths.metadata = vec![("hub_id".into(), "hub_id".into())];
+        let paths = TokenPaths {
+            scope: vec!["scopes".into(), "scope".into()],
+            metadata: vec![("hub_id".into(), "hub_id".into())],
+            ..TokenPaths::default()
+        };
         let oauth = Oauth2::new(
             "https://app.hubspot.com/oauth/authorize",
             &format!("{BASE}/oauth/2026-03/token"),
