@@ -85,6 +85,7 @@ fn main() {
         let ctx = CallContext {
             config: "{}".into(),
             metadata: "{}".into(),
+            definition: String::new(),
         };
 
         let (inst, inst99) =

@@ -267,13 +267,18 @@ impl Service {
     }
 
     fn connector(&self, id: &str) -> Result<Arc<crate::registry::Entry>> {
-        self.registry.get(id).ok_or_else(|| {
+        let entry = self.registry.get(id).ok_or_else(|| {
             Error::NotFound(format!(
                 "no connector {id:?} is loaded; GET /api/v1/connectors lists them"
             ))
-        })
+        })?;
+        if entry.connector.manifest().configurable {
+            return Err(Error::BadRequest(format!(
+                "{id} is a template for providers described at runtime; import a provider definition and use its connector id"
+            )));
+        }
+        Ok(entry)
     }
-
     async fn audit(
         &self,
         ws: &str,
@@ -1155,6 +1160,7 @@ impl Service {
                 CallContext {
                     config: config.to_string(),
                     metadata: c.metadata.clone(),
+                    definition: String::new(),
                 },
             )
             .await;
@@ -1295,6 +1301,7 @@ impl Service {
                 CallContext {
                     config: Value::Object(merged).to_string(),
                     metadata: json!({"display_name": req.name}).to_string(),
+                    definition: String::new(),
                 },
             )
             .await

@@ -75,6 +75,16 @@ async fn the_api_lists_every_builtin_with_scopes_and_config_schema() {
     let kp = common::e2e::Keyport::start(Default::default()).await;
     let (_, list) = kp.get("/api/v1/connectors").await;
     let connectors = list["connectors"].as_array().unwrap();
+    let template = connectors
+        .iter()
+        .find(|c| c["id"] == "custom-oauth")
+        .expect("the custom-OAuth template is listed");
+    assert_eq!(template["configurable"], true);
+    let builtin = connectors
+        .iter()
+        .filter(|c| c["source"] == "builtin")
+        .count();
+    assert_eq!(builtin, 6, "six built-in connectors");
     for id in ["slack", "hubspot", "gmail", "avoma", "fireflies"] {
         let c = connectors
             .iter()

@@ -95,6 +95,20 @@ pub mod __private {
         fn classify_response(response: ResponseView) -> Option<Classification> {
             T::classify_response(&response)
         }
+
+        fn configure(definition: String) -> Result<Manifest, Vec<FieldError>> {
+            match serde_json::from_str::<serde_json::Value>(&definition) {
+                Ok(value) if value.is_object() => T::configure(&value),
+                Ok(_) => Err(vec![FieldError {
+                    path: String::new(),
+                    message: "the definition must be a JSON object".into(),
+                }]),
+                Err(e) => Err(vec![FieldError {
+                    path: String::new(),
+                    message: format!("the definition is not valid JSON: {e}"),
+                }]),
+            }
+        }
     }
 }
 
@@ -152,6 +166,18 @@ pub trait Connector {
     fn parse_token_response(status: u16, body: &[u8]) -> Option<Result<TokenSet, Error>> {
         let _ = (status, body);
         None
+    }
+
+    /// For parameterised connectors (one component serving many providers): checks an
+    /// admin-supplied definition and returns the manifest of the provider it describes, or errors
+    /// per field (JSON Pointers). Calls made for that provider see the definition in
+    /// [`CallContext::definition`]. Default: this connector takes no definition.
+    fn configure(definition: &serde_json::Value) -> Result<Manifest, Vec<FieldError>> {
+        let _ = definition;
+        Err(vec![FieldError::new(
+            "",
+            "this connector takes no definition",
+        )])
     }
 
     /// Classifies a provider answer the HTTP status does not describe truthfully (an HTTP 200
@@ -292,6 +318,10 @@ impl CallContext {
     /// Non-secret metadata kept from the token response, as JSON.
     pub fn metadata(&self) -> serde_json::Value {
         parse_object(&self.metadata)
+    }
+    /// The definition this connector was configured with (parameterised connectors), as JSON.
+    pub fn definition(&self) -> serde_json::Value {
+        parse_object(&self.definition)
     }
 }
 

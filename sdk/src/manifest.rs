@@ -21,6 +21,7 @@ impl Manifest {
             api_headers: Vec::new(),
             egress_hosts: Vec::new(),
             config_schema: r#"{"type":"object","properties":{}}"#.into(),
+            configurable: false,
         }
     }
 
@@ -94,6 +95,13 @@ impl Manifest {
         self.config_schema = schema.into();
         self
     }
+    /// Marks this manifest as a template for providers described at runtime: the connector is
+    /// used only through [`Connector::configure`](crate::Connector::configure).
+    pub fn configurable(mut self) -> Self {
+        self.configurable = true;
+        self
+    }
+
     /// Sets the API-key form's label and help text (API-key connectors only).
     pub fn api_key_form(mut self, label: &str, help: &str) -> Self {
         if let AuthScheme::ApiKey(key) = &mut self.auth {

@@ -188,6 +188,22 @@ pub struct Connector {
     access: Option<Arc<ManifestAccess>>,
     hash: String,
     contract: &'static str,
+    /// The definition a parameterised connector was configured with.
+    definition: Option<Arc<str>>,
+}
+
+/// Failure to configure a parameterised connector with a definition.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// The connector refused the definition: field errors (JSON Pointer, message).
+    #[error("the definition is invalid: {}", .0.iter().map(|f| format!("{}: {}", if f.path.is_empty() { "/" } else { &f.path }, f.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// The call failed.
+    #[error("calling `configure` failed: {0}")]
+    Call(#[from] CallError),
+    /// The manifest it produced is invalid.
+    #[error("the manifest for this definition is invalid: {0}")]
+    Manifest(#[from] ManifestError),
 }
 
 impl std::fmt::Debug for Connector {
@@ -365,16 +381,11 @@ impl Runtime {
             access: None,
             hash,
             contract: CONTRACT_VERSIONS[0],
+            definition: None,
         };
         let manifest = connector.describe().await?;
         validate_manifest(&manifest)?;
-        connector.access = Some(Arc::new(ManifestAccess {
-            id: manifest.id.clone(),
-            egress_hosts: manifest.egress_hosts.clone(),
-            credential: manifest.credential.clone(),
-            api_headers: manifest.api_headers.clone(),
-        }));
-        connector.manifest = manifest;
+        connector.set_manifest(manifest);
         Ok(connector)
     }
 
@@ -456,6 +467,7 @@ fn placeholder_manifest() -> Manifest {
         api_headers: Vec::new(),
         egress_hosts: Vec::new(),
         config_schema: String::new(),
+        configurable: false,
     }
 }
 
@@ -570,6 +582,48 @@ enum Imports {
 }
 
 impl Connector {
+    fn set_manifest(&mut self, manifest: Manifest) {
+        self.access = Some(Arc::new(ManifestAccess {
+            id: manifest.id.clone(),
+            egress_hosts: manifest.egress_hosts.clone(),
+            credential: manifest.credential.clone(),
+            api_headers: manifest.api_headers.clone(),
+        }));
+        self.manifest = manifest;
+    }
+
+    /// Configures a parameterised connector (e.g. custom OAuth) with a definition: a new
+    /// connector sharing this compiled component, with the definition's manifest, whose calls
+    /// carry the definition.
+    pub async fn configure(&self, definition: &str) -> Result<Connector, ConfigureError> {
+        let def = definition.to_owned();
+        let manifest = self
+            .call(
+                Arc::new(CallEnv::default()),
+                Imports::Disabled,
+                move |c, s| Box::pin(async move { c.call_configure(s, &def).await }),
+            )
+            .await?
+            .map_err(ConfigureError::Invalid)?;
+        validate_manifest(&manifest)?;
+        let mut configured = Connector {
+            pre: self.pre.clone(),
+            runtime: self.runtime.clone(),
+            manifest: placeholder_manifest(),
+            access: None,
+            hash: self.hash.clone(),
+            contract: self.contract,
+            definition: Some(Arc::from(definition)),
+        };
+        configured.set_manifest(manifest);
+        Ok(configured)
+    }
+
+    /// The definition this connector was configured with, if any.
+    pub fn definition(&self) -> Option<&str> {
+        self.definition.as_deref()
+    }
+
     /// The validated manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -684,6 +738,8 @@ impl Connector {
         env: CallEnv,
         ctx: CallContext,
     ) -> Result<Result<Account, ConnectorError>, CallError> {
+        let mut ctx = ctx;
+        ctx.definition = self.definition.as_deref().unwrap_or_default().to_owned();
         self.call(Arc::new(env), Imports::Enabled, move |c, s| {
             Box::pin(async move { c.call_lookup_account(s, &ctx).await })
         })

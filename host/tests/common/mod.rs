@@ -89,6 +89,7 @@ pub fn ctx(config: Value) -> keyport::runtime::CallContext {
     keyport::runtime::CallContext {
         config: config.to_string(),
         metadata: "{}".into(),
+        definition: String::new(),
     }
 }
 
