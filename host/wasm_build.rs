@@ -20,6 +20,7 @@ pub struct Guest {
 /// `extra_watch` lists further paths whose changes must rebuild the guests.
 pub fn build(workspace: &Path, extra_watch: &[&Path]) -> Vec<Guest> {
     for p in std::iter::once(workspace).chain(extra_watch.iter().copied()) {
+        // (includes `.cargo/config.toml` inside the workspace)
         println!("cargo:rerun-if-changed={}", p.display());
     }
     ensure_target();
@@ -34,6 +35,8 @@ pub fn build(workspace: &Path, extra_watch: &[&Path]) -> Vec<Guest> {
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Run inside the guest workspace so its `.cargo/config.toml` (link flags) applies.
+    cmd.current_dir(workspace);
     cmd.arg("build")
         .arg("--release")
         .arg("--target")

@@ -94,6 +94,10 @@ fn main() {
             slack.describe().await.unwrap();
         })
         .await;
+        if std::env::var("KEYPORT_BENCH_ONLY").as_deref() == Ok("describe") {
+            println!("describe median {desc:.1} µs (p99 {desc99:.1}); instantiate only {inst:.1} µs (p99 {inst99:.1})");
+            return;
+        }
         let client = reqwest::Client::new();
         let url = format!("http://{addr}/api/auth.test");
         let http_iters = iters / 4;

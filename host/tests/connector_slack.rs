@@ -417,3 +417,34 @@ async fn slack_revoke_calls_auth_revoke_and_deletes_the_token() {
     assert_eq!(fake.lock().unwrap().revoked, vec![token]);
     assert!(kp.read_secret(&id, "access_token").await.is_none());
 }
+
+#[tokio::test]
+async fn slack_org_wide_install_is_identified_by_the_enterprise() {
+    let app = axum::Router::new().route(
+        "/api/auth.test",
+        axum::routing::post(|| async {
+            axum::Json(json!({"ok": true, "url": "https://t-rex-corp.enterprise.slack.com/", "team": "T-Rex Corp",
+                "user": "keyport", "team_id": "T0ORG", "user_id": "U1", "bot_id": "B1",
+                "enterprise_id": "E0123ENT", "is_enterprise_install": true}))
+        }),
+    );
+    let base = common::serve_fake(app).await;
+    let rt = runtime_with_loopback();
+    let slack = rt.load(builtin("slack")).await.unwrap();
+    let env = keyport::runtime::CallEnv {
+        credential: Some(keyport::runtime::Secret::new("xoxb-org")),
+        api_base_url: Some("https://slack.com/api/".into()),
+        endpoint_overrides: vec![("https://slack.com/".into(), format!("{base}/"))],
+        ..Default::default()
+    };
+    let account = slack
+        .lookup_account(env, ctx(json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        account.external_id, "E0123ENT",
+        "org-wide installs are identified by the enterprise id"
+    );
+    assert_eq!(account.display_name, "T-Rex Corp");
+}
