@@ -428,7 +428,7 @@ async fn slack_org_wide_install_is_identified_by_the_enterprise() {
                 "enterprise_id": "E0123ENT", "is_enterprise_install": true}))
         }),
     );
-    let base = common::serve_fake(app).await;
+    let base = serve_fake(app).await;
     let rt = runtime_with_loopback();
     let slack = rt.load(builtin("slack")).await.unwrap();
     let env = keyport::runtime::CallEnv {
