@@ -563,37 +563,22 @@ impl Service {
             .await?;
         let (app, _, _) = self.app(ws, &m.id).await?;
         let scopes = self.requested_scopes(m, &app, req.scopes.as_deref().unwrap_or(&[]), &[])?;
-        let now = now_ms();
         let id = new_id("conn");
-        let row = ConnectionRow {
-            id: id.clone(),
-            workspace_id: ws.into(),
-            connector_id: m.id.clone(),
-            name: req
-                .name
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| m.display_name.clone()),
-            auth_kind: "oauth2".into(),
-            status: "pending".into(),
-            status_reason: Some("Waiting for the user to authorize.".into()),
-            config: config.to_string(),
-            metadata: "{}".into(),
-            account_id: None,
-            account_name: None,
-            account_email: None,
-            requested_scopes: serde_json::to_string(&scopes).unwrap_or_default(),
-            granted_scopes: None,
-            scope_narrowed: 0,
-            expires_at: None,
-            refresh_token_expires_at: None,
-            last_refreshed_at: None,
-            last_used_at: None,
-            lookup_attempts: 0,
-            next_lookup_at: None,
-            token_version: 0,
-            created_at: now,
-            updated_at: now,
-        };
+        let name = req
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| m.display_name.clone());
+        let mut row = ConnectionRow::new(
+            &id,
+            ws,
+            &m.id,
+            name,
+            "oauth2",
+            "pending",
+            config.to_string(),
+        );
+        row.status_reason = Some("Waiting for the user to authorize.".into());
+        row.requested_scopes = serde_json::to_string(&scopes).unwrap_or_default();
         self.store.insert_connection(&row).await?;
         self.audit(
             ws,
@@ -679,11 +664,6 @@ impl Service {
             ("pkce_challenge", challenge.as_str()),
         ] {
             let sealed = self.vault.seal(value.as_bytes(), ctx(ws, &flow_id, field));
-            let field: &'static str = match field {
-                "state" => "state",
-                "pkce_verifier" => "pkce_verifier",
-                _ => "pkce_challenge",
-            };
             self.store
                 .put_secret(
                     &flow_id,
@@ -1319,38 +1299,24 @@ impl Service {
                     fields: vec![("/api_key".into(), e.message)],
                 },
             })?;
-        let now = now_ms();
         let id = new_id("conn");
-        let row = ConnectionRow {
-            id: id.clone(),
-            workspace_id: ws.into(),
-            connector_id: m.id.clone(),
-            name: req
-                .name
-                .clone()
-                .filter(|n| !n.trim().is_empty())
-                .unwrap_or_else(|| account.display_name.clone()),
-            auth_kind: "api_key".into(),
-            status: "active".into(),
-            status_reason: None,
-            config: config.to_string(),
-            metadata: "{}".into(),
-            account_id: Some(account.external_id.clone()),
-            account_name: Some(account.display_name.clone()),
-            account_email: account.email.clone(),
-            requested_scopes: "[]".into(),
-            granted_scopes: None,
-            scope_narrowed: 0,
-            expires_at: None,
-            refresh_token_expires_at: None,
-            last_refreshed_at: None,
-            last_used_at: None,
-            lookup_attempts: 0,
-            next_lookup_at: None,
-            token_version: 0,
-            created_at: now,
-            updated_at: now,
-        };
+        let name = req
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| account.display_name.clone());
+        let mut row = ConnectionRow::new(
+            &id,
+            ws,
+            &m.id,
+            name,
+            "api_key",
+            "active",
+            config.to_string(),
+        );
+        row.account_id = Some(account.external_id.clone());
+        row.account_name = Some(account.display_name.clone());
+        row.account_email = account.email.clone();
         self.store.insert_connection(&row).await?;
         let sealed = self.vault.seal(api_key.as_bytes(), ctx(ws, &id, "api_key"));
         self.store

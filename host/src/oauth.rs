@@ -272,6 +272,22 @@ impl TokenCall<'_> {
         Ok((status, body.to_vec()))
     }
 
+    /// Sends a grant to `template` with the base parameters, then the connector's extra ones.
+    async fn grant(
+        &self,
+        template: &str,
+        mut params: Vec<(String, String)>,
+        extra: &[(String, String)],
+    ) -> Result<(u16, Vec<u8>), OAuthError> {
+        let url = self.url(template)?;
+        for (k, v) in extra {
+            let v = fill_template(v, self.config).map_err(OAuthError::Provider)?;
+            params.push((k.clone(), v));
+        }
+        let json = matches!(self.oauth.token_body, crate::runtime::TokenBody::Json);
+        self.post(&url, params, json).await
+    }
+
     /// Exchanges an authorization code.
     pub async fn exchange_code(
         &self,
@@ -279,7 +295,6 @@ impl TokenCall<'_> {
         redirect_uri: &str,
         verifier: Option<&str>,
     ) -> Result<(u16, Vec<u8>), OAuthError> {
-        let url = self.url(&self.oauth.token_url)?;
         let mut params = vec![
             ("grant_type".to_string(), "authorization_code".to_string()),
             ("code".to_string(), code.to_string()),
@@ -288,32 +303,16 @@ impl TokenCall<'_> {
         if let Some(v) = verifier {
             params.push(("code_verifier".into(), v.into()));
         }
-        for (k, v) in &self.oauth.token_params {
-            params.push((
-                k.clone(),
-                fill_template(v, self.config).map_err(OAuthError::Provider)?,
-            ));
-        }
-        self.post(
-            &url,
-            params,
-            matches!(self.oauth.token_body, crate::runtime::TokenBody::Json),
-        )
-        .await
+        self.grant(&self.oauth.token_url, params, &self.oauth.token_params)
+            .await
     }
 
-    /// Uses a refresh token.
+    /// Uses a refresh token (at the refresh URL when the connector has one).
     pub async fn refresh(
         &self,
         refresh_token: &str,
         scopes: Option<&str>,
     ) -> Result<(u16, Vec<u8>), OAuthError> {
-        let url = self.url(
-            self.oauth
-                .refresh_url
-                .as_deref()
-                .unwrap_or(&self.oauth.token_url),
-        )?;
         let mut params = vec![
             ("grant_type".to_string(), "refresh_token".to_string()),
             ("refresh_token".to_string(), refresh_token.to_string()),
@@ -321,18 +320,12 @@ impl TokenCall<'_> {
         if let Some(s) = scopes {
             params.push(("scope".into(), s.into()));
         }
-        for (k, v) in &self.oauth.refresh_params {
-            params.push((
-                k.clone(),
-                fill_template(v, self.config).map_err(OAuthError::Provider)?,
-            ));
-        }
-        self.post(
-            &url,
-            params,
-            matches!(self.oauth.token_body, crate::runtime::TokenBody::Json),
-        )
-        .await
+        let url = self
+            .oauth
+            .refresh_url
+            .as_deref()
+            .unwrap_or(&self.oauth.token_url);
+        self.grant(url, params, &self.oauth.refresh_params).await
     }
 
     /// RFC 7009 revocation; Ok when the provider accepted it (2xx).

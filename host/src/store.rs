@@ -82,6 +82,47 @@ pub struct ConnectionRow {
     pub updated_at: i64,
 }
 
+impl ConnectionRow {
+    /// A new row: the given fields, everything else empty, created now.
+    pub fn new(
+        id: &str,
+        workspace: &str,
+        connector: &str,
+        name: String,
+        auth_kind: &str,
+        status: &str,
+        config: String,
+    ) -> Self {
+        let now = now_ms();
+        ConnectionRow {
+            id: id.into(),
+            workspace_id: workspace.into(),
+            connector_id: connector.into(),
+            name,
+            auth_kind: auth_kind.into(),
+            status: status.into(),
+            status_reason: None,
+            config,
+            metadata: "{}".into(),
+            account_id: None,
+            account_name: None,
+            account_email: None,
+            requested_scopes: "[]".into(),
+            granted_scopes: None,
+            scope_narrowed: 0,
+            expires_at: None,
+            refresh_token_expires_at: None,
+            last_refreshed_at: None,
+            last_used_at: None,
+            lookup_attempts: 0,
+            next_lookup_at: None,
+            token_version: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// An OAuth flow in progress.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FlowRow {
