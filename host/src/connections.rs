@@ -31,6 +31,12 @@ use crate::runtime::{
 use crate::store::{ConnectionRow, FlowRow, ProviderAppRow, SealedField, Store, TokenMeta, now_ms};
 use crate::vault::{Context, KeyRing};
 
+/// On-demand refreshes leave alone a token valid for at least this long.
+pub const ON_DEMAND_MARGIN_MS: i64 = 60_000;
+
+/// How long a refresh lease lasts; a crashed holder's lease expires after this.
+pub const LEASE_MS: i64 = 30_000;
+
 /// Lifetime of an OAuth flow (O1: at most 10 minutes).
 pub const FLOW_TTL_MS: i64 = 10 * 60 * 1000;
 
@@ -101,6 +107,8 @@ pub struct Service {
     pub http: reqwest::Client,
     pub config: ServiceConfig,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This process's id for refresh leases.
+    instance: String,
 }
 
 /// `POST /connections/oauth/start` body.
@@ -259,6 +267,7 @@ impl Service {
             http,
             config,
             locks: Mutex::new(HashMap::new()),
+            instance: format!("{}-{}", std::process::id(), crate::vault::random_hex(6)),
         })
     }
 
@@ -953,7 +962,7 @@ impl Service {
                 return Ok(done("error", Some(&reason)));
             }
         };
-        self.save_tokens(&ws, &conn, &o, &tokens, &requested, true)
+        self.save_tokens(&ws, &conn, &tokens, &requested, true, None)
             .await?;
         if flow.reconnect != 0 {
             self.store
@@ -1019,11 +1028,11 @@ impl Service {
         &self,
         ws: &str,
         conn: &ConnectionRow,
-        o: &Oauth2,
         t: &TokenSet,
         requested: &[String],
         replace_metadata: bool,
-    ) -> Result<i64> {
+        fence: Option<(&str, i64)>,
+    ) -> Result<Option<i64>> {
         let now = now_ms();
         let access = SealedField {
             field: "access_token",
@@ -1043,7 +1052,6 @@ impl Service {
         let narrowed = granted
             .as_ref()
             .is_some_and(|g| requested.iter().any(|r| !g.contains(r)));
-        let _ = o;
         let mut metadata: serde_json::Map<String, Value> = if replace_metadata {
             serde_json::Map::new()
         } else {
@@ -1061,7 +1069,7 @@ impl Service {
         };
         Ok(self
             .store
-            .store_tokens(ws, &conn.id, &access, refresh.as_ref(), &meta)
+            .store_tokens(ws, &conn.id, &access, refresh.as_ref(), &meta, fence)
             .await?)
     }
 
@@ -1422,21 +1430,86 @@ impl Service {
     }
 
     /// Refreshes a connection's access token now.
-    pub async fn refresh(&self, ws: &str, actor: &Actor, id: &str) -> Result<ConnectionRow> {
+    /// Refreshes a connection's access token. `force`: now, whatever its expiry ("Refresh
+    /// credential"); otherwise only when it expires within a minute (on demand).
+    pub async fn refresh(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        force: bool,
+    ) -> Result<ConnectionRow> {
+        // A refresh completed after this request arrived satisfies it: callers that queued behind
+        // a refresh share it. On demand (`!force`), a token still valid for a while needs none.
+        let arrived = now_ms();
+        let fresh = |c: &ConnectionRow| {
+            c.last_refreshed_at.is_some_and(|t| t >= arrived)
+                || (!force
+                    && c.expires_at
+                        .is_some_and(|e| e > now_ms() + ON_DEMAND_MARGIN_MS))
+        };
+        // Single flight in this process: callers queue here.
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let c = self.get(ws, id).await?;
+        if fresh(&c) {
+            return Ok(c);
+        }
         let entry = self.connector(&c.connector_id)?;
-        let m = entry.connector.manifest().clone();
         if c.auth_kind == "api_key" {
             // Nothing to refresh: verify the key instead.
             self.lookup_and_activate(ws, id).await?;
             return self.get(ws, id).await;
         }
+        self.oauth_of(entry.connector.manifest())?;
+        // Single flight across processes: claim the lease for the version we read, or wait for
+        // the process that holds it and share its result.
+        let deadline = now_ms() + LEASE_MS + 5_000;
+        while !self
+            .store
+            .acquire_lease(ws, id, &self.instance, c.token_version, LEASE_MS)
+            .await?
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let now = self.get(ws, id).await?;
+            if now.token_version != c.token_version || fresh(&now) {
+                return Ok(now);
+            }
+            if now.status == "revoked" {
+                return Err(Error::Conflict(revoked_reason(&now)));
+            }
+            if now_ms() > deadline {
+                return Err(Error::Upstream(
+                    "Another keyport process is refreshing this connection; try again shortly."
+                        .into(),
+                ));
+            }
+        }
+        let result = self.refresh_with_lease(ws, actor, id, &fresh).await;
+        if let Err(e) = self.store.release_lease(ws, id, &self.instance).await {
+            tracing::warn!(connection = id, error = %e, "could not release a refresh lease; it expires by itself");
+        }
+        result
+    }
+
+    /// The refresh itself, holding the lease: re-read, call the provider, write back fenced by
+    /// lease and token version (new refresh token and access token in one transaction, before any
+    /// caller sees the access token).
+    async fn refresh_with_lease(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        fresh: &(dyn Fn(&ConnectionRow) -> bool + Sync),
+    ) -> Result<ConnectionRow> {
+        let c = self.get(ws, id).await?;
+        if fresh(&c) {
+            return Ok(c);
+        }
+        let entry = self.connector(&c.connector_id)?;
+        let m = entry.connector.manifest().clone();
         if c.status == "revoked" {
-            return Err(Error::Conflict(
-                "This connection was revoked. Reconnect it to continue.".into(),
-            ));
+            return Err(Error::Conflict(revoked_reason(&c)));
         }
         let o = self.oauth_of(&m)?.clone();
         let refresh_token = match self.store.secret(ws, id, "refresh_token").await? {
@@ -1467,7 +1540,21 @@ impl Service {
             Ok(t) => {
                 let requested: Vec<String> =
                     serde_json::from_str(&c.requested_scopes).unwrap_or_default();
-                self.save_tokens(ws, &c, &o, &t, &requested, false).await?;
+                let fence = Some((self.instance.as_str(), c.token_version));
+                if self
+                    .save_tokens(ws, &c, &t, &requested, false, fence)
+                    .await?
+                    .is_none()
+                {
+                    tracing::error!(
+                        connection = id,
+                        "refresh lease lost before the new tokens were written; they were discarded"
+                    );
+                    return Err(Error::Upstream(
+                        "The refresh took longer than its lease and was discarded; try again."
+                            .into(),
+                    ));
+                }
                 self.audit(
                     ws,
                     Some(id),
@@ -1685,6 +1772,12 @@ impl Service {
             .await;
         Ok(())
     }
+}
+
+fn revoked_reason(c: &ConnectionRow) -> String {
+    c.status_reason
+        .clone()
+        .unwrap_or_else(|| "This connection was revoked. Reconnect it to continue.".into())
 }
 
 fn app_owner(ws: &str, connector: &str) -> String {

@@ -80,6 +80,10 @@ pub struct ConnectionRow {
     pub token_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The process holding the refresh lease, if any.
+    pub lease_owner: Option<String>,
+    /// When the refresh lease expires (Unix ms).
+    pub lease_until: Option<i64>,
 }
 
 impl ConnectionRow {
@@ -119,6 +123,8 @@ impl ConnectionRow {
             token_version: 0,
             created_at: now,
             updated_at: now,
+            lease_owner: None,
+            lease_until: None,
         }
     }
 }
@@ -568,7 +574,8 @@ impl Store {
         access: &SealedField,
         refresh: Option<&SealedField>,
         t: &TokenMeta,
-    ) -> Result<i64> {
+        fence: Option<(&str, i64)>,
+    ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         for s in std::iter::once(access).chain(refresh) {
@@ -578,7 +585,9 @@ impl Store {
             "UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
                granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
                last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8
-             WHERE workspace_id = $1 AND id = $2 RETURNING token_version",
+             WHERE workspace_id = $1 AND id = $2
+               AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10))
+             RETURNING token_version",
         )
         .bind(workspace)
         .bind(id)
@@ -588,10 +597,55 @@ impl Store {
         .bind(t.scope_narrowed as i64)
         .bind(&t.metadata)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .bind(fence.map(|f| f.0))
+        .bind(fence.map(|f| f.1).unwrap_or(0))
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            // Fenced out: the lease or the token version is no longer ours. Write nothing.
+            tx.rollback().await?;
+            return Ok(None);
+        };
         tx.commit().await?;
-        Ok(row.get::<i64, _>(0))
+        Ok(Some(row.get::<i64, _>(0)))
+    }
+
+    /// Claims the refresh lease for the token version `version`, unless another process holds
+    /// an unexpired lease or the version moved on. True when this call claimed it.
+    pub async fn acquire_lease(
+        &self,
+        workspace: &str,
+        id: &str,
+        owner: &str,
+        version: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let now = now_ms();
+        Ok(sqlx::query(
+            "UPDATE connections SET lease_owner = $3, lease_until = $5
+             WHERE workspace_id = $1 AND id = $2 AND token_version = $4 AND (lease_until IS NULL OR lease_until < $6)",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(owner)
+        .bind(version)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Releases a lease this process holds.
+    pub async fn release_lease(&self, workspace: &str, id: &str, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3")
+            .bind(workspace)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Sets requested scopes (reconnect with more scopes).

@@ -280,16 +280,25 @@ pub async fn config_post(
     ))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshQuery {
+    /// Refresh only when the token expires within a minute (what automated callers want).
+    #[serde(default)]
+    if_needed: bool,
+}
+
 pub async fn refresh(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<RefreshQuery>,
 ) -> R<Json<Value>> {
-    Ok(Json(view(
-        &s.service
-            .refresh(&caller.workspace, &caller.actor, &id)
-            .await?,
-    )))
+    let c = s
+        .service
+        .refresh(&caller.workspace, &caller.actor, &id, !q.if_needed)
+        .await?;
+    Ok(Json(view(&c)))
 }
 
 #[derive(Deserialize, Default)]

@@ -97,6 +97,8 @@ pub struct KeyportOpts {
     pub db: Db,
     pub rust_log: String,
     pub master_keys: Option<String>,
+    /// Share another process's database (e.g. two replicas on one PostgreSQL).
+    pub database_url: Option<String>,
 }
 
 impl Default for KeyportOpts {
@@ -105,6 +107,7 @@ impl Default for KeyportOpts {
             db: Db::Sqlite,
             rust_log: "info".into(),
             master_keys: None,
+            database_url: None,
         }
     }
 }
@@ -156,7 +159,12 @@ impl Keyport {
             Some(k) => cmd.env("KEYPORT_MASTER_KEYS", k),
             None => cmd.env_remove("KEYPORT_MASTER_KEYS"),
         };
-        if let Some(pg) = &pg {
+        if let Some(url) = &opts.database_url {
+            cmd.arg("--database-url").arg(url);
+            if opts.master_keys.is_none() {
+                cmd.env("KEYPORT_MASTER_KEYS", master_keys());
+            }
+        } else if let Some(pg) = &pg {
             cmd.arg("--database-url").arg(&pg.url);
             if opts.master_keys.is_none() {
                 cmd.env("KEYPORT_MASTER_KEYS", master_keys());

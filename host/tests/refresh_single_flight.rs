@@ -1,0 +1,138 @@
+//! Single-flight refresh (SECURITY.md O14/O15): concurrent refreshes of one connection make one
+//! token request, within a process and across processes sharing PostgreSQL, and a server with
+//! refresh-token rotation and reuse detection never sees a token twice.
+
+mod common;
+
+use common::e2e::*;
+use common::fake_as;
+use serde_json::json;
+
+async fn connect_via_fake(kp: &Keyport, fake: &fake_as::FakeAs) -> String {
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/oidc-test",
+            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "endpoint_overrides": {"https://oidc.keyport.test": fake.issuer()}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (id, _) = common::oauth_connect(kp, "oidc-test", json!({})).await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    id
+}
+
+/// Marks the access token expired, then sends `n` on-demand refreshes at once, spread over
+/// `targets`.
+async fn refresh_concurrently(targets: &[&Keyport], id: &str, n: usize) -> Vec<u16> {
+    targets[0]
+        .sql(&format!(
+            "UPDATE connections SET expires_at = 1 WHERE id = '{id}'"
+        ))
+        .await;
+    let calls = (0..n).map(|i| {
+        let kp = targets[i % targets.len()];
+        async move {
+            kp.post(
+                &format!("/api/v1/connections/{id}/refresh?if_needed=true"),
+                json!({}),
+            )
+            .await
+            .0
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+#[tokio::test]
+async fn fifty_concurrent_on_demand_refreshes_of_an_expired_token_make_one_token_request() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    let id = connect_via_fake(&kp, &fake).await;
+    assert_eq!(fake.token_requests(), 1, "the code exchange");
+    let statuses = refresh_concurrently(&[&kp], &id, 50).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        fake.token_requests(),
+        2,
+        "exactly one refresh request for 50 callers"
+    );
+    let stored = kp.read_secret(&id, "refresh_token").await.unwrap();
+    let last = fake.seen.lock().unwrap().token_requests.len();
+    assert_eq!(last, 2);
+    assert!(
+        stored.starts_with("fake-rt-"),
+        "the new refresh token was committed"
+    );
+}
+
+#[tokio::test]
+async fn two_processes_on_one_postgres_refresh_once() {
+    let a = Keyport::start(KeyportOpts {
+        db: Db::Postgres,
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let b = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        database_url: Some(a.db_url()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    let id = connect_via_fake(&a, &fake).await;
+    let statuses = refresh_concurrently(&[&a, &b], &id, 50).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        fake.token_requests(),
+        2,
+        "one refresh across both processes"
+    );
+    let (_, ca) = a.get(&format!("/api/v1/connections/{id}")).await;
+    let (_, cb) = b.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(ca["last_refreshed_at"], cb["last_refreshed_at"]);
+}
+
+#[tokio::test]
+async fn the_grant_survives_ten_cycles_of_concurrent_refreshes_with_reuse_detection() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let (_, started) = kp
+        .post(
+            "/api/v1/connections/oauth/start",
+            json!({"connector": "oidc-test"}),
+        )
+        .await;
+    let id = started["connection_id"].as_str().unwrap().to_string();
+    Browser::new()
+        .connect(started["authorize_url"].as_str().unwrap(), "dora")
+        .await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    let mut seen = std::collections::HashSet::new();
+    for cycle in 0..10 {
+        let statuses = refresh_concurrently(&[&kp], &id, 50).await;
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "cycle {cycle}: {statuses:?}"
+        );
+        let rt = kp.read_secret(&id, "refresh_token").await.unwrap();
+        assert!(
+            seen.insert(rt),
+            "cycle {cycle}: a new refresh token each cycle"
+        );
+    }
+    let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(
+        c["status"], "active",
+        "oidc-provider never saw a reused refresh token: {c}"
+    );
+}
