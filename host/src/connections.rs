@@ -894,19 +894,7 @@ impl Service {
             } else {
                 format!("The provider returned an error ({err}). Try connecting again.")
             };
-            if flow.reconnect == 0 {
-                self.store
-                    .set_status(&ws, &flow.connection_id, "pending", Some(&reason))
-                    .await?;
-            }
-            self.audit(
-                &ws,
-                Some(&flow.connection_id),
-                "authorization.failed",
-                &actor,
-                json!({"error": err}),
-            )
-            .await;
+            self.authorization_failed(&flow, &reason, err).await?;
             return Ok(done("error", Some(&reason)));
         }
         let code = p.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
@@ -946,19 +934,8 @@ impl Service {
             Err(e) => {
                 let reason =
                     format!("Could not complete the authorization: {e}. Try connecting again.");
-                if flow.reconnect == 0 {
-                    self.store
-                        .set_status(&ws, &conn.id, "pending", Some(&reason))
-                        .await?;
-                }
-                self.audit(
-                    &ws,
-                    Some(&conn.id),
-                    "authorization.failed",
-                    &actor,
-                    json!({"error": e.to_string()}),
-                )
-                .await;
+                self.authorization_failed(&flow, &reason, &e.to_string())
+                    .await?;
                 return Ok(done("error", Some(&reason)));
             }
         };
@@ -1000,6 +977,31 @@ impl Service {
             .await?;
         let status = self.lookup_and_activate(&ws, &conn.id).await?;
         Ok(done(&status, None))
+    }
+
+    /// Records a failed authorization: a new connection stays `pending` with the reason (a
+    /// reconnect leaves the working connection alone); the audit log gets the error.
+    async fn authorization_failed(&self, flow: &FlowRow, reason: &str, error: &str) -> Result<()> {
+        if flow.reconnect == 0 {
+            self.store
+                .set_status(
+                    &flow.workspace_id,
+                    &flow.connection_id,
+                    "pending",
+                    Some(reason),
+                )
+                .await?;
+        }
+        let actor = Actor("oauth-callback".into());
+        self.audit(
+            &flow.workspace_id,
+            Some(&flow.connection_id),
+            "authorization.failed",
+            &actor,
+            json!({"error": error}),
+        )
+        .await;
+        Ok(())
     }
 
     /// Reads a token response through the connector hook, else the standard way.
