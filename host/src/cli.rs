@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// A directory of connector components (`*.wasm`) to load at start, besides the built-in ones.
     #[arg(long, env = "KEYPORT_CONNECTORS_DIR")]
     pub connectors_dir: Option<PathBuf>,
+    /// First retry delay (ms) after a transient refresh failure; doubles per failure.
+    #[arg(long, env = "KEYPORT_REFRESH_BACKOFF_MS", default_value_t = 30_000)]
+    pub refresh_backoff_ms: i64,
+    /// Transient refresh failures in a row before a connection shows `error`.
+    #[arg(long, env = "KEYPORT_REFRESH_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub refresh_failure_threshold: i64,
     /// Comma-separated origins that `return_to` may point at, besides the public URL.
     #[arg(long, env = "KEYPORT_RETURN_TO_ALLOWLIST", value_delimiter = ',')]
     pub return_to_allowlist: Vec<String>,
@@ -310,6 +316,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             public_url: public_url.clone(),
             return_to_allowlist: args.return_to_allowlist.clone(),
             allow_loopback: args.allow_loopback,
+            refresh_backoff_ms: args.refresh_backoff_ms.max(1),
+            refresh_failure_threshold: args.refresh_failure_threshold.max(1),
         },
     )?);
     let background = {
@@ -318,6 +326,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                if let Err(e) = service.run_due_refreshes(8).await {
+                    tracing::warn!(error = %e, "scheduled refreshes failed");
+                }
                 if let Err(e) = service.run_due_lookups().await {
                     tracing::warn!(error = %e, "account lookup retries failed");
                 }

@@ -49,6 +49,21 @@ pub struct ServiceConfig {
     pub return_to_allowlist: Vec<String>,
     /// Test mode: loopback targets allowed for OAuth calls.
     pub allow_loopback: bool,
+    /// First retry delay after a transient refresh failure; doubles per failure (≤ 15 min).
+    pub refresh_backoff_ms: i64,
+    /// Transient refresh failures in a row before the connection shows `error`.
+    pub refresh_failure_threshold: i64,
+}
+
+/// When a refresh may be skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// Refresh now ("Refresh credential").
+    Force,
+    /// Only when the access token expires within a minute (callers about to use it).
+    IfExpiring,
+    /// Only when the scheduled refresh time has come (the scheduler).
+    IfDue,
 }
 
 /// A service error with an HTTP-ish class and a message that says what to do.
@@ -109,6 +124,8 @@ pub struct Service {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// This process's id for refresh leases.
     instance: String,
+    /// Connections the scheduler is refreshing now.
+    in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
 /// `POST /connections/oauth/start` body.
@@ -268,6 +285,7 @@ impl Service {
             config,
             locks: Mutex::new(HashMap::new()),
             instance: format!("{}-{}", std::process::id(), crate::vault::random_hex(6)),
+            in_flight: Mutex::default(),
         })
     }
 
@@ -1062,7 +1080,16 @@ impl Service {
         if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&t.metadata) {
             metadata.extend(m);
         }
+        // Refresh before expiry by max(5 min, 20 % of the lifetime), at most half of it, minus up
+        // to 10 % jitter so tokens issued together do not come due together.
+        let next_refresh_at = t.expires_in.map(|secs| {
+            let lifetime = secs as i64 * 1000;
+            let margin = (5 * 60 * 1000).max(lifetime / 5).min(lifetime / 2);
+            let jitter = (rand::random::<u64>() % (margin as u64 / 10 + 1)) as i64;
+            now + lifetime - margin - jitter
+        });
         let meta = TokenMeta {
+            next_refresh_at,
             expires_at: t.expires_in.map(|s| now + (s as i64) * 1000),
             refresh_token_expires_at: t.refresh_token_expires_in.map(|s| now + (s as i64) * 1000),
             granted_scopes: granted.map(|g| serde_json::to_string(&g).unwrap_or_default()),
@@ -1223,6 +1250,46 @@ impl Service {
         )
         .await;
         Ok(())
+    }
+
+    /// Refreshes the connections that are due, at most `concurrency` at once; returns how many
+    /// were started. Connections already being refreshed by this process are skipped.
+    pub async fn run_due_refreshes(self: &Arc<Self>, concurrency: usize) -> Result<usize> {
+        let due = self.store.due_refreshes(now_ms(), 200).await?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut started = 0;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (ws, id) in due {
+            if !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone())
+            {
+                continue;
+            }
+            started += 1;
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let service = self.clone();
+            tasks.spawn(async move {
+                let actor = Actor("scheduler".into());
+                if let Err(e) = service.refresh(&ws, &actor, &id, RefreshMode::IfDue).await {
+                    tracing::debug!(connection = %id, error = %e, "scheduled refresh failed");
+                }
+                service
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(started)
     }
 
     /// Retries due account lookups; returns how many ran.
@@ -1432,23 +1499,26 @@ impl Service {
     }
 
     /// Refreshes a connection's access token now.
-    /// Refreshes a connection's access token. `force`: now, whatever its expiry ("Refresh
-    /// credential"); otherwise only when it expires within a minute (on demand).
+    /// Refreshes a connection's access token, as `mode` says.
     pub async fn refresh(
         &self,
         ws: &str,
         actor: &Actor,
         id: &str,
-        force: bool,
+        mode: RefreshMode,
     ) -> Result<ConnectionRow> {
         // A refresh completed after this request arrived satisfies it: callers that queued behind
-        // a refresh share it. On demand (`!force`), a token still valid for a while needs none.
+        // a refresh share it. Otherwise the mode decides whether one is needed.
         let arrived = now_ms();
         let fresh = |c: &ConnectionRow| {
             c.last_refreshed_at.is_some_and(|t| t >= arrived)
-                || (!force
-                    && c.expires_at
-                        .is_some_and(|e| e > now_ms() + ON_DEMAND_MARGIN_MS))
+                || match mode {
+                    RefreshMode::Force => false,
+                    RefreshMode::IfExpiring => c
+                        .expires_at
+                        .is_some_and(|e| e > now_ms() + ON_DEMAND_MARGIN_MS),
+                    RefreshMode::IfDue => c.next_refresh_at.is_none_or(|t| t > now_ms()),
+                }
         };
         // Single flight in this process: callers queue here.
         let lock = self.lock(id);
@@ -1518,8 +1588,14 @@ impl Service {
             Some(ct) => self.vault.open_string(&ct, ctx(ws, id, "refresh_token"))?,
             None => {
                 let reason = "The access token cannot be refreshed (the provider issued no refresh token). Reconnect to continue.";
-                if c.expires_at.is_some_and(|e| e <= now_ms()) && c.status != "expired" {
-                    self.transition(&c, "expired", reason, actor).await?;
+                if c.expires_at.is_some_and(|e| e <= now_ms()) {
+                    if c.status != "expired" {
+                        self.transition(&c, "expired", reason, actor).await?;
+                    }
+                    self.store.schedule_refresh(ws, id, None, 0).await?;
+                } else {
+                    // Nothing to refresh with: look again when the token expires.
+                    self.store.schedule_refresh(ws, id, c.expires_at, 0).await?;
                 }
                 return Err(Error::Conflict(reason.into()));
             }
@@ -1566,6 +1642,7 @@ impl Service {
                 )
                 .await;
                 if c.status != "active" && c.status != "pending" {
+                    // A success after failures: "recovered".
                     self.transition(&c, "active", "", actor).await?;
                 } else if c.status == "pending" && c.account_id.is_none() {
                     self.lookup_and_activate(ws, id).await?;
@@ -1593,14 +1670,36 @@ impl Service {
                 Err(Error::Conflict(reason))
             }
             Err(e) => {
+                // Transient (5xx, 429, network) or unclear: back off with jitter, honouring
+                // Retry-After; the status changes only after a run of failures.
+                let failures = c.refresh_failures + 1;
+                let retry_after = match &e {
+                    OAuthError::Transient(_, Some(secs)) => Some(*secs as i64 * 1000),
+                    _ => None,
+                };
+                let exp = self
+                    .config
+                    .refresh_backoff_ms
+                    .saturating_mul(1 << (failures - 1).min(16));
+                let delay = retry_after.unwrap_or(exp).clamp(1, 15 * 60 * 1000);
+                let jitter = (rand::random::<u64>() % (delay as u64 / 5 + 1)) as i64;
+                self.store
+                    .schedule_refresh(ws, id, Some(now_ms() + delay + jitter), failures)
+                    .await?;
                 self.audit(
                     ws,
                     Some(id),
                     "refresh.failed",
                     actor,
-                    json!({"error": e.to_string(), "definitive": false}),
+                    json!({"error": e.to_string(), "definitive": false, "failures": failures, "retry_in_ms": delay + jitter}),
                 )
                 .await;
+                if failures >= self.config.refresh_failure_threshold && c.status == "active" {
+                    let reason = format!(
+                        "Reconnection needed: the provider failed {failures} refreshes in a row (last: {e}). keyport keeps retrying."
+                    );
+                    self.transition(&c, "error", &reason, actor).await?;
+                }
                 Err(Error::Upstream(format!(
                     "Failed to refresh the connection: {e}. Try again later; you may need to reconnect."
                 )))

@@ -84,6 +84,10 @@ pub struct ConnectionRow {
     pub lease_owner: Option<String>,
     /// When the refresh lease expires (Unix ms).
     pub lease_until: Option<i64>,
+    /// When the scheduler refreshes next (Unix ms).
+    pub next_refresh_at: Option<i64>,
+    /// Refreshes that failed in a row.
+    pub refresh_failures: i64,
 }
 
 impl ConnectionRow {
@@ -125,6 +129,8 @@ impl ConnectionRow {
             updated_at: now,
             lease_owner: None,
             lease_until: None,
+            next_refresh_at: None,
+            refresh_failures: 0,
         }
     }
 }
@@ -584,7 +590,8 @@ impl Store {
         let row = sqlx::query(
             "UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
                granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
-               last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8
+               last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
+               next_refresh_at = $11, refresh_failures = 0
              WHERE workspace_id = $1 AND id = $2
                AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10))
              RETURNING token_version",
@@ -599,6 +606,7 @@ impl Store {
         .bind(now)
         .bind(fence.map(|f| f.0))
         .bind(fence.map(|f| f.1).unwrap_or(0))
+        .bind(t.next_refresh_at)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -635,6 +643,41 @@ impl Store {
         .await?
         .rows_affected()
             == 1)
+    }
+
+    /// OAuth connections whose scheduled refresh is due and not leased: (workspace, id).
+    pub async fn due_refreshes(&self, now: i64, limit: i64) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query(
+            "SELECT workspace_id, id FROM connections
+             WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')
+               AND (lease_until IS NULL OR lease_until < $1)
+             ORDER BY next_refresh_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+    }
+
+    /// Sets the next scheduled refresh and the run of failures.
+    pub async fn schedule_refresh(
+        &self,
+        workspace: &str,
+        id: &str,
+        at: Option<i64>,
+        failures: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET next_refresh_at = $3, refresh_failures = $4 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(at)
+            .bind(failures)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Releases a lease this process holds.
@@ -992,6 +1035,7 @@ pub struct TokenMeta {
     pub granted_scopes: Option<String>,
     pub scope_narrowed: bool,
     pub metadata: String,
+    pub next_refresh_at: Option<i64>,
 }
 
 async fn upsert_secret(

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::{ApiError, ApiJson, AppState};
-use crate::connections::{CreateApiKey, Patch, ProviderAppInput, StartOAuth, rfc3339, view};
+use crate::connections::{
+    CreateApiKey, Patch, ProviderAppInput, RefreshMode, StartOAuth, rfc3339, view,
+};
 use crate::store::{ApiKeyRow, ConnectionFilter, now_ms};
 
 type R<T> = Result<T, ApiError>;
@@ -296,7 +298,16 @@ pub async fn refresh(
 ) -> R<Json<Value>> {
     let c = s
         .service
-        .refresh(&caller.workspace, &caller.actor, &id, !q.if_needed)
+        .refresh(
+            &caller.workspace,
+            &caller.actor,
+            &id,
+            if q.if_needed {
+                RefreshMode::IfExpiring
+            } else {
+                RefreshMode::Force
+            },
+        )
         .await?;
     Ok(Json(view(&c)))
 }

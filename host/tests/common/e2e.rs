@@ -99,6 +99,8 @@ pub struct KeyportOpts {
     pub master_keys: Option<String>,
     /// Share another process's database (e.g. two replicas on one PostgreSQL).
     pub database_url: Option<String>,
+    /// Extra environment for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for KeyportOpts {
@@ -108,6 +110,7 @@ impl Default for KeyportOpts {
             rust_log: "info".into(),
             master_keys: None,
             database_url: None,
+            env: Vec::new(),
         }
     }
 }
@@ -159,6 +162,9 @@ impl Keyport {
             Some(k) => cmd.env("KEYPORT_MASTER_KEYS", k),
             None => cmd.env_remove("KEYPORT_MASTER_KEYS"),
         };
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
         if let Some(url) = &opts.database_url {
             cmd.arg("--database-url").arg(url);
             if opts.master_keys.is_none() {

@@ -24,11 +24,19 @@ pub struct Script {
     pub token_body: Option<Value>,
     /// Userinfo answers 503 this many times first.
     pub userinfo_failures: usize,
+    /// Refresh grants answer 503 this many times first.
+    pub refresh_failures: usize,
+    /// Refresh grants answer `invalid_grant`.
+    pub refresh_invalid_grant: bool,
+    /// `expires_in` of issued tokens (default "3600").
+    pub expires_in: Option<Value>,
 }
 
 #[derive(Default)]
 pub struct Seen {
     pub token_requests: Vec<HashMap<String, String>>,
+    /// When each token request arrived.
+    pub token_times: Vec<std::time::Instant>,
     pub redirected_token_requests: usize,
     pub userinfo_requests: usize,
     pub authorize_requests: Vec<HashMap<String, String>>,
@@ -91,8 +99,27 @@ async fn authorize(State(f): State<FakeAs>, Query(q): Query<HashMap<String, Stri
 }
 
 async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>>) -> Response {
-    f.seen.lock().unwrap().token_requests.push(form.clone());
-    let script = f.script.lock().unwrap();
+    {
+        let mut seen = f.seen.lock().unwrap();
+        seen.token_requests.push(form.clone());
+        seen.token_times.push(std::time::Instant::now());
+    }
+    let mut script = f.script.lock().unwrap();
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        if script.refresh_invalid_grant {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"error": "invalid_grant", "error_description": "refresh token revoked"}),
+                ),
+            )
+                .into_response();
+        }
+        if script.refresh_failures > 0 {
+            script.refresh_failures -= 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable").into_response();
+        }
+    }
     if script.token_redirect {
         return (
             StatusCode::TEMPORARY_REDIRECT,
@@ -106,7 +133,7 @@ async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>
     Json(json!({
         "access_token": format!("fake-at-{}", uuid::Uuid::new_v4().simple()),
         "token_type": "Bearer",
-        "expires_in": "3600",
+        "expires_in": script.expires_in.clone().unwrap_or(json!("3600")),
         "refresh_token": format!("fake-rt-{}", uuid::Uuid::new_v4().simple()),
         "scope": "openid offline_access",
     }))
