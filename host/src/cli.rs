@@ -339,9 +339,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("keyport_refresh_duration_seconds".into()),
+            &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
     let app = crate::api::router(crate::api::AppState {
         registry: registry.clone(),
         service,
+        metrics,
     });
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
     eprintln!("\n  keyport is running. Open {public_url}/ in a browser.\n");

@@ -1610,10 +1610,19 @@ impl Service {
             client_secret: client_secret.as_ref(),
             overrides: &overrides,
         };
+        let started = std::time::Instant::now();
         let result = match call.refresh(&refresh_token, None).await {
             Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
             Err(e) => Err(e),
         };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(OAuthError::Definitive { .. }) => "definitive_failure",
+            Err(_) => "transient_failure",
+        };
+        metrics::counter!("keyport_refreshes_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("keyport_refresh_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(t) => {
                 let requested: Vec<String> =

@@ -662,6 +662,18 @@ impl Store {
         .collect())
     }
 
+    /// Refreshes due now: how many, and the oldest due time.
+    pub async fn refresh_backlog(&self, now: i64) -> Result<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(next_refresh_at) FROM connections
+             WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), row.try_get::<Option<i64>, _>(1).unwrap_or(None)))
+    }
+
     /// Sets the next scheduled refresh and the run of failures.
     pub async fn schedule_refresh(
         &self,

@@ -85,6 +85,33 @@ async fn tokens_are_refreshed_before_they_expire_without_any_caller() {
     }
     let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
     assert_eq!(c["status"], "active");
+
+    // The work shows in /metrics (Prometheus text).
+    let text = kp
+        .http
+        .get(format!("{}/metrics", kp.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let successes: f64 = text
+        .lines()
+        .find(|l| l.starts_with("keyport_refreshes_total{outcome=\"success\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("refresh counter missing:\n{text}"));
+    assert!(successes >= 2.0, "{text}");
+    assert!(
+        text.contains("keyport_refresh_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("keyport_refresh_due_backlog"), "{text}");
+    assert!(
+        text.contains("keyport_refresh_oldest_overdue_seconds"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -28,6 +28,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The connection lifecycle.
     pub service: Arc<Service>,
+    /// Renders the Prometheus metrics (none when no recorder is installed).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// An API error, rendered once here.
@@ -133,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route("/api/v1/connectors", get(list_connectors))
         .route("/api/v1/connectors/{id}", get(get_connector))
         .route(
@@ -186,6 +189,27 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
+}
+
+/// `GET /metrics`, Prometheus text format: refreshes by outcome, refresh latency, the due
+/// backlog and the age of the oldest overdue refresh. No secrets, no per-connection labels.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return ApiError::not_found("metrics are not enabled in this process").into_response();
+    };
+    let now = crate::store::now_ms();
+    if let Ok((due, oldest)) = state.service.store.refresh_backlog(now).await {
+        metrics::gauge!("keyport_refresh_due_backlog").set(due as f64);
+        let age = oldest
+            .map(|t| (now - t).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        metrics::gauge!("keyport_refresh_oldest_overdue_seconds").set(age);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
