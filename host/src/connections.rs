@@ -408,15 +408,10 @@ impl Service {
                 "no OAuth app is configured for {connector} in this workspace; set its client id and secret with PUT /api/v1/provider-apps/{connector}"
             ))
         })?;
-        let owner = app_owner(ws, connector);
-        let secret = match self.store.secret(ws, &owner, "client_secret").await? {
-            Some(ct) => Some(Secret::new(
-                self.vault
-                    .open_string(&ct, ctx(ws, &owner, "client_secret"))?
-                    .as_str(),
-            )),
-            None => None,
-        };
+        let secret = self
+            .open_secret(ws, &app_owner(ws, connector), "client_secret")
+            .await?
+            .map(|s| Secret::new(s.as_str()));
         let overrides = serde_json::from_str(&app.endpoint_overrides).unwrap_or_default();
         Ok((app, secret, overrides))
     }
@@ -507,20 +502,8 @@ impl Service {
         self.store.upsert_provider_app(&row).await?;
         if let Some(secret) = input.client_secret.filter(|s| !s.is_empty()) {
             let owner = app_owner(ws, connector);
-            let sealed = self
-                .vault
-                .seal(secret.as_bytes(), ctx(ws, &owner, "client_secret"));
-            self.store
-                .put_secret(
-                    &owner,
-                    ws,
-                    &SealedField {
-                        field: "client_secret",
-                        key_id: self.vault.active().into(),
-                        ciphertext: sealed,
-                    },
-                )
-                .await?;
+            let sealed = self.seal_field(ws, &owner, "client_secret", &secret);
+            self.store.put_secret(&owner, ws, &sealed).await?;
         }
         self.audit(
             ws,
@@ -690,18 +673,8 @@ impl Service {
             ("pkce_verifier", verifier.as_str()),
             ("pkce_challenge", challenge.as_str()),
         ] {
-            let sealed = self.vault.seal(value.as_bytes(), ctx(ws, &flow_id, field));
-            self.store
-                .put_secret(
-                    &flow_id,
-                    ws,
-                    &SealedField {
-                        field,
-                        key_id: self.vault.active().into(),
-                        ciphertext: sealed,
-                    },
-                )
-                .await?;
+            let sealed = self.seal_field(ws, &flow_id, field, value);
+            self.store.put_secret(&flow_id, ws, &sealed).await?;
         }
         Ok(Started {
             connection_id: conn.into(),
@@ -771,6 +744,15 @@ impl Service {
         })
         .map_err(Error::BadRequest)?;
         Ok((url, self.cookie_name(&flow.id), binding))
+    }
+
+    /// Seals a secret for `owner`'s `field` under the active key.
+    fn seal_field(&self, ws: &str, owner: &str, field: &'static str, value: &str) -> SealedField {
+        SealedField {
+            field,
+            key_id: self.vault.active().into(),
+            ciphertext: self.vault.seal(value.as_bytes(), ctx(ws, owner, field)),
+        }
     }
 
     /// Decrypts one stored secret, if present.
@@ -875,13 +857,7 @@ impl Service {
                     .into(),
             ));
         }
-        let verifier = match self.store.secret(&ws, &flow.id, "pkce_verifier").await? {
-            Some(ct) => Some(
-                self.vault
-                    .open_string(&ct, ctx(&ws, &flow.id, "pkce_verifier"))?,
-            ),
-            None => None,
-        };
+        let verifier = self.open_secret(&ws, &flow.id, "pkce_verifier").await?;
         self.store.delete_secrets(&ws, &flow.id, None).await?;
         let actor = Actor("oauth-callback".into());
         let done = |status: &str, message: Option<&str>| {
@@ -1054,20 +1030,11 @@ impl Service {
         fence: Option<(&str, i64)>,
     ) -> Result<Option<i64>> {
         let now = now_ms();
-        let access = SealedField {
-            field: "access_token",
-            key_id: self.vault.active().into(),
-            ciphertext: self
-                .vault
-                .seal(t.access_token.as_bytes(), ctx(ws, &conn.id, "access_token")),
-        };
-        let refresh = t.refresh_token.as_ref().map(|r| SealedField {
-            field: "refresh_token",
-            key_id: self.vault.active().into(),
-            ciphertext: self
-                .vault
-                .seal(r.as_bytes(), ctx(ws, &conn.id, "refresh_token")),
-        });
+        let access = self.seal_field(ws, &conn.id, "access_token", &t.access_token);
+        let refresh = t
+            .refresh_token
+            .as_ref()
+            .map(|r| self.seal_field(ws, &conn.id, "refresh_token", r));
         let granted = t.scopes.clone();
         let narrowed = granted
             .as_ref()
@@ -1114,12 +1081,10 @@ impl Service {
         } else {
             "access_token"
         };
-        let credential = match self.store.secret(ws, &c.id, field).await? {
-            Some(ct) => Some(Secret::new(
-                self.vault.open_string(&ct, ctx(ws, &c.id, field))?.as_str(),
-            )),
-            None => None,
-        };
+        let credential = self
+            .open_secret(ws, &c.id, field)
+            .await?
+            .map(|s| Secret::new(s.as_str()));
         let config = self.effective_config(ws, &c.id, &json!({})).await?;
         let mut overrides = BTreeMap::new();
         let mut form_secrets = HashMap::new();
@@ -1395,18 +1360,8 @@ impl Service {
         row.account_name = Some(account.display_name.clone());
         row.account_email = account.email.clone();
         self.store.insert_connection(&row).await?;
-        let sealed = self.vault.seal(api_key.as_bytes(), ctx(ws, &id, "api_key"));
-        self.store
-            .put_secret(
-                &id,
-                ws,
-                &SealedField {
-                    field: "api_key",
-                    key_id: self.vault.active().into(),
-                    ciphertext: sealed,
-                },
-            )
-            .await?;
+        let sealed = self.seal_field(ws, &id, "api_key", &api_key);
+        self.store.put_secret(&id, ws, &sealed).await?;
         self.store
             .set_account(
                 ws,
@@ -1584,8 +1539,8 @@ impl Service {
             return Err(Error::Conflict(revoked_reason(&c)));
         }
         let o = self.oauth_of(&m)?.clone();
-        let refresh_token = match self.store.secret(ws, id, "refresh_token").await? {
-            Some(ct) => self.vault.open_string(&ct, ctx(ws, id, "refresh_token"))?,
+        let refresh_token = match self.open_secret(ws, id, "refresh_token").await? {
+            Some(token) => token,
             None => {
                 let reason = "The access token cannot be refreshed (the provider issued no refresh token). Reconnect to continue.";
                 if c.expires_at.is_some_and(|e| e <= now_ms()) {
@@ -1787,18 +1742,13 @@ impl Service {
         if let AuthScheme::Oauth2(o) = &m.auth
             && o.revoke_url.is_some()
         {
-            let refresh = self.store.secret(ws, id, "refresh_token").await?;
-            let access = self.store.secret(ws, id, "access_token").await?;
-            let token = match (refresh, access) {
-                (Some(ct), _) => Some((
-                    self.vault.open_string(&ct, ctx(ws, id, "refresh_token"))?,
-                    "refresh_token",
-                )),
-                (None, Some(ct)) => Some((
-                    self.vault.open_string(&ct, ctx(ws, id, "access_token"))?,
-                    "access_token",
-                )),
-                _ => None,
+            // RFC 7009: revoking the refresh token revokes the grant; else the access token.
+            let token = match self.open_secret(ws, id, "refresh_token").await? {
+                Some(t) => Some((t, "refresh_token")),
+                None => self
+                    .open_secret(ws, id, "access_token")
+                    .await?
+                    .map(|t| (t, "access_token")),
             };
             if let Some((token, hint)) = token {
                 match self.app(ws, &c.connector_id).await {
