@@ -30,3 +30,7 @@ check-connectors: connectors
 # Benchmarks (figures go to BENCHMARKS.md)
 bench:
     cargo bench -p keyport --bench connector_calls
+
+# Refresh throughput on SQLite and PostgreSQL (N=... just bench-refresh 1000000)
+bench-refresh N="1000,10000":
+    KEYPORT_BENCH_N={{N}} cargo bench -p keyport --bench refresh_throughput

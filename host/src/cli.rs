@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the service (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Work with connector components.
     #[command(subcommand)]
     Connector(ConnectorCommand),
@@ -105,6 +105,24 @@ pub struct ServeArgs {
     /// Transient refresh failures in a row before a connection shows `error`.
     #[arg(long, env = "KEYPORT_REFRESH_FAILURE_THRESHOLD", default_value_t = 5)]
     pub refresh_failure_threshold: i64,
+    /// How long a refresh lease lasts (ms); must outlast two token requests.
+    #[arg(long, env = "KEYPORT_REFRESH_LEASE_MS", default_value_t = 30_000)]
+    pub refresh_lease_ms: i64,
+    /// Scheduled refreshes this process runs at once.
+    #[arg(long, env = "KEYPORT_REFRESH_CONCURRENCY", default_value_t = 16)]
+    pub refresh_concurrency: usize,
+    /// Scheduled refreshes per second per connector in this process (0: unlimited).
+    #[arg(long, env = "KEYPORT_REFRESH_RATE_LIMIT", default_value_t = 100)]
+    pub refresh_rate_limit: u32,
+    /// Timeout of one token-endpoint request (ms).
+    #[arg(long, env = "KEYPORT_TOKEN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub token_timeout_ms: u64,
+    /// How often API keys and tokens that never expire are checked with an account lookup.
+    #[arg(long, env = "KEYPORT_PROBE_INTERVAL", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub probe_interval: std::time::Duration,
+    /// Flag a connection as expiring soon when its refresh token expires within this window.
+    #[arg(long, env = "KEYPORT_EXPIRING_SOON", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub expiring_soon: std::time::Duration,
     /// Comma-separated origins that `return_to` may point at, besides the public URL.
     #[arg(long, env = "KEYPORT_RETURN_TO_ALLOWLIST", value_delimiter = ',')]
     pub return_to_allowlist: Vec<String>,
@@ -131,7 +149,7 @@ pub fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             None => serve(ServeArgs::parse_from_env()).await,
-            Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::Serve(args)) => serve(*args).await,
             Some(Command::Connector(ConnectorCommand::Check { file })) => check(file).await,
             Some(Command::Migrate(storage)) => migrate(storage).await,
             Some(Command::Keys(KeysCommand::Rotate(storage))) => rotate(storage).await,
@@ -318,19 +336,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             allow_loopback: args.allow_loopback,
             refresh_backoff_ms: args.refresh_backoff_ms.max(1),
             refresh_failure_threshold: args.refresh_failure_threshold.max(1),
+            refresh_lease_ms: args.refresh_lease_ms,
+            refresh_concurrency: args.refresh_concurrency.max(1),
+            refresh_rate_per_connector: args.refresh_rate_limit,
+            token_timeout_ms: args.token_timeout_ms.max(100),
+            probe_interval_ms: (args.probe_interval.as_millis() as i64).max(1_000),
+            expiring_soon_ms: args.expiring_soon.as_millis() as i64,
         },
     )?);
+    let scheduler = tokio::spawn(service.clone().run_refresh_scheduler());
     let background = {
         let service = service.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if let Err(e) = service.run_due_refreshes(8).await {
-                    tracing::warn!(error = %e, "scheduled refreshes failed");
-                }
                 if let Err(e) = service.run_due_lookups().await {
                     tracing::warn!(error = %e, "account lookup retries failed");
+                }
+                if let Err(e) = service.run_due_probes().await {
+                    tracing::warn!(error = %e, "credential probes failed");
+                }
+                if let Err(e) = service.flag_expiring_refresh_tokens().await {
+                    tracing::warn!(error = %e, "expiring-soon check failed");
                 }
                 let _ = service
                     .store
@@ -358,6 +386,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     background.abort();
+    scheduler.abort();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,6 +53,37 @@ pub struct ServiceConfig {
     pub refresh_backoff_ms: i64,
     /// Transient refresh failures in a row before the connection shows `error`.
     pub refresh_failure_threshold: i64,
+    /// Lifetime of a refresh lease; longer than two token requests (a refresh and its in-doubt
+    /// retry), so a lease never lapses while its holder talks to the provider.
+    pub refresh_lease_ms: i64,
+    /// Refreshes the scheduler runs at once in this process.
+    pub refresh_concurrency: usize,
+    /// Scheduled refreshes per second per connector in this process (0: unlimited).
+    pub refresh_rate_per_connector: u32,
+    /// Total timeout of one token-endpoint request.
+    pub token_timeout_ms: u64,
+    /// How often credentials that never expire (API keys, non-expiring tokens) are probed.
+    pub probe_interval_ms: i64,
+    /// A refresh token expiring within this window flags its connection as expiring soon.
+    pub expiring_soon_ms: i64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            return_to_allowlist: Vec::new(),
+            allow_loopback: false,
+            refresh_backoff_ms: 30_000,
+            refresh_failure_threshold: 5,
+            refresh_lease_ms: LEASE_MS,
+            refresh_concurrency: 16,
+            refresh_rate_per_connector: 100,
+            token_timeout_ms: 10_000,
+            probe_interval_ms: 6 * 3600 * 1000,
+            expiring_soon_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
 }
 
 /// When a refresh may be skipped.
@@ -124,8 +155,8 @@ pub struct Service {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// This process's id for refresh leases.
     instance: String,
-    /// Connections the scheduler is refreshing now.
-    in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Scheduled refreshes per connector, when limited.
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 /// `POST /connections/oauth/start` body.
@@ -217,6 +248,12 @@ pub fn view(c: &ConnectionRow) -> Value {
         "expires_at": c.expires_at.map(rfc3339),
         "last_refreshed_at": c.last_refreshed_at.map(rfc3339),
         "last_used_at": c.last_used_at.map(rfc3339),
+        "refresh_token_expires_at": c.refresh_token_expires_at.map(rfc3339),
+        "next_refresh_at": c.next_refresh_at.map(rfc3339),
+        "expiring_soon": c.expiring_soon_at.map(|at| json!({
+            "since": rfc3339(at),
+            "reason": c.expiring_soon_reason,
+        })),
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
     })
@@ -274,9 +311,19 @@ impl Service {
     ) -> anyhow::Result<Self> {
         let http = crate::runtime::outbound_client(
             config.allow_loopback,
-            std::time::Duration::from_secs(5),
-            std::time::Duration::from_secs(20),
+            std::time::Duration::from_secs(5)
+                .min(std::time::Duration::from_millis(config.token_timeout_ms)),
+            std::time::Duration::from_millis(config.token_timeout_ms),
         )?;
+        if config.refresh_lease_ms < 2 * config.token_timeout_ms as i64 + 1_000 {
+            anyhow::bail!(
+                "the refresh lease ({} ms) must outlast two token requests ({} ms each) plus a second; raise KEYPORT_REFRESH_LEASE_MS or lower KEYPORT_TOKEN_TIMEOUT_MS",
+                config.refresh_lease_ms,
+                config.token_timeout_ms
+            );
+        }
+        let limiter = std::num::NonZeroU32::new(config.refresh_rate_per_connector)
+            .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n)));
         Ok(Service {
             store,
             vault,
@@ -285,7 +332,7 @@ impl Service {
             config,
             locks: Mutex::new(HashMap::new()),
             instance: format!("{}-{}", std::process::id(), crate::vault::random_hex(6)),
-            in_flight: Mutex::default(),
+            limiter,
         })
     }
 
@@ -1057,6 +1104,11 @@ impl Service {
         });
         let meta = TokenMeta {
             next_refresh_at,
+            next_probe_at: t
+                .expires_in
+                .is_none()
+                .then(|| now + self.config.probe_interval_ms),
+            new_grant: replace_metadata,
             expires_at: t.expires_in.map(|s| now + (s as i64) * 1000),
             refresh_token_expires_at: t.refresh_token_expires_in.map(|s| now + (s as i64) * 1000),
             granted_scopes: granted.map(|g| serde_json::to_string(&g).unwrap_or_default()),
@@ -1155,6 +1207,7 @@ impl Service {
                         &account.external_id,
                         &account.display_name,
                         account.email.as_deref().filter(|e| !e.is_empty()),
+                        now_ms() + self.config.probe_interval_ms,
                     )
                     .await?;
                 self.audit(ws, Some(id), "account.looked_up", &actor, json!({"account_id": account.external_id, "display_name": account.display_name})).await;
@@ -1217,44 +1270,238 @@ impl Service {
         Ok(())
     }
 
-    /// Refreshes the connections that are due, at most `concurrency` at once; returns how many
-    /// were started. Connections already being refreshed by this process are skipped.
-    pub async fn run_due_refreshes(self: &Arc<Self>, concurrency: usize) -> Result<usize> {
-        let due = self.store.due_refreshes(now_ms(), 200).await?;
+    /// The refresh scheduler of this process; runs until its task is dropped. It claims due
+    /// connections in small batches under a lease (disjoint across replicas), keeps at most
+    /// `refresh_concurrency` refreshes running and about as many claimed and waiting, honours the
+    /// per-connector rate limit by not claiming a limited connector's rows, and never holds more
+    /// than that in memory.
+    pub async fn run_refresh_scheduler(self: Arc<Self>) {
+        let concurrency = self.config.refresh_concurrency.max(1);
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
-        let mut started = 0;
         let mut tasks = tokio::task::JoinSet::new();
-        for (ws, id) in due {
-            if !self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone())
-            {
+        let mut limited: HashMap<String, std::time::Instant> = HashMap::new();
+        let idle = std::time::Duration::from_millis(500);
+        loop {
+            let mut claimed = 0;
+            if tasks.len() < concurrency {
+                let now = std::time::Instant::now();
+                limited.retain(|_, until| *until > now);
+                let skip: Vec<String> = limited.keys().cloned().collect();
+                let want = (2 * concurrency - tasks.len()) as i64;
+                match self
+                    .store
+                    .claim_due_refreshes(
+                        now_ms(),
+                        want,
+                        &self.instance,
+                        self.config.refresh_lease_ms,
+                        &skip,
+                    )
+                    .await
+                {
+                    Ok(rows) => {
+                        for row in rows {
+                            if let Some(wait) = self.rate_limited(&row.connector_id) {
+                                limited.insert(row.connector_id.clone(), now + wait);
+                                let _ = self
+                                    .store
+                                    .release_lease(&row.workspace_id, &row.id, &self.instance)
+                                    .await;
+                                continue;
+                            }
+                            claimed += 1;
+                            let service = self.clone();
+                            let slots = slots.clone();
+                            tasks.spawn(async move {
+                                let Ok(_permit) = slots.acquire_owned().await else {
+                                    return;
+                                };
+                                service.refresh_claimed(row).await;
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim due refreshes"),
+                }
+            }
+            if claimed > 0 && tasks.len() < concurrency {
                 continue;
             }
-            started += 1;
-            let permit = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let service = self.clone();
-            tasks.spawn(async move {
-                let actor = Actor("scheduler".into());
-                if let Err(e) = service.refresh(&ws, &actor, &id, RefreshMode::IfDue).await {
-                    tracing::debug!(connection = %id, error = %e, "scheduled refresh failed");
+            if tasks.is_empty() {
+                tokio::time::sleep(idle).await;
+            } else if claimed == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = tokio::time::sleep(idle) => {}
                 }
-                service
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                drop(permit);
-            });
+            } else {
+                tasks.join_next().await;
+            }
         }
-        while tasks.join_next().await.is_some() {}
-        Ok(started)
+    }
+
+    /// How long a connector's scheduled refreshes must wait, when its rate limit is used up;
+    /// otherwise takes one from its budget.
+    fn rate_limited(&self, connector: &str) -> Option<std::time::Duration> {
+        use governor::clock::Clock;
+        let limiter = self.limiter.as_ref()?;
+        match limiter.check_key(&connector.to_string()) {
+            Ok(()) => None,
+            Err(not_until) => {
+                Some(not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+            }
+        }
+    }
+
+    /// Refreshes a connection the scheduler claimed, if it is still due and still ours.
+    async fn refresh_claimed(&self, row: crate::store::Claimed) {
+        let (ws, id) = (row.workspace_id.as_str(), row.id.as_str());
+        let actor = Actor("scheduler".into());
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let due = |c: &ConnectionRow| c.next_refresh_at.is_none_or(|t| t > now_ms());
+        let result: Result<()> = async {
+            let c = self.get(ws, id).await?;
+            if c.token_version != row.token_version
+                || c.lease_owner.as_deref() != Some(self.instance.as_str())
+                || due(&c)
+            {
+                return Ok(());
+            }
+            // The row may have waited in the queue: make the lease whole again before the call.
+            if !self
+                .store
+                .renew_lease(
+                    ws,
+                    id,
+                    &self.instance,
+                    row.token_version,
+                    self.config.refresh_lease_ms,
+                )
+                .await?
+            {
+                return Ok(());
+            }
+            self.refresh_with_lease(ws, &actor, id, &due)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(connection = %id, error = %e, "scheduled refresh failed");
+        }
+        if let Err(e) = self.store.release_lease(ws, id, &self.instance).await {
+            tracing::warn!(connection = id, error = %e, "could not release a refresh lease; it expires by itself");
+        }
+    }
+
+    /// Flags, once, connections whose refresh token expires within the configured window;
+    /// returns how many were flagged.
+    pub async fn flag_expiring_refresh_tokens(&self) -> Result<usize> {
+        let flagged = self
+            .store
+            .flag_expiring_refresh_tokens(now_ms() + self.config.expiring_soon_ms, 200)
+            .await?;
+        for (ws, id, at) in &flagged {
+            self.audit(
+                ws,
+                Some(id),
+                "connection.expiring_soon",
+                &Actor("scheduler".into()),
+                json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": rfc3339(*at),
+                       "message": "The provider's refresh token expires soon; reconnect before then to keep this connection working."}),
+            )
+            .await;
+        }
+        Ok(flagged.len())
+    }
+
+    /// Probes due credentials that never expire (a cheap account lookup) so a dead one is found
+    /// before a workflow hits it; returns how many were probed.
+    pub async fn run_due_probes(&self) -> Result<usize> {
+        let next = now_ms() + self.config.probe_interval_ms;
+        let due = self.store.claim_due_probes(now_ms(), 50, next).await?;
+        for (ws, id) in &due {
+            if let Err(e) = self.probe(ws, id).await {
+                tracing::debug!(connection = %id, error = %e, "probe failed");
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// One probe: the account lookup with the stored credential.
+    async fn probe(&self, ws: &str, id: &str) -> Result<()> {
+        let c = self.get(ws, id).await?;
+        let entry = self.connector(&c.connector_id)?;
+        let env = self.call_env(&c, entry.connector.manifest()).await?;
+        let config = self.effective_config(ws, id, &json!({})).await?;
+        let actor = Actor("probe".into());
+        let result = entry
+            .connector
+            .lookup_account(
+                env,
+                CallContext {
+                    config: config.to_string(),
+                    metadata: c.metadata.clone(),
+                    definition: String::new(),
+                },
+            )
+            .await;
+        metrics::counter!("keyport_probes_total", "outcome" => match &result {
+            Ok(Ok(_)) => "success",
+            Ok(Err(e)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Revoked) => "rejected",
+            _ => "failure",
+        })
+        .increment(1);
+        match result {
+            Ok(Ok(_)) if c.status == "error" => {
+                // A success after failures: "recovered".
+                self.transition(&c, "active", "", &actor).await
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Revoked) => {
+                let what = if c.auth_kind == "api_key" {
+                    "Enter a new API key to continue"
+                } else {
+                    "Reconnect to continue"
+                };
+                let reason = format!(
+                    "The provider rejected this connection's credential during a routine check ({}). {what}.",
+                    e.message
+                );
+                self.audit(
+                    ws,
+                    Some(id),
+                    "probe.failed",
+                    &actor,
+                    json!({"error": e.message, "definitive": true}),
+                )
+                .await;
+                self.store.set_probe(ws, id, None).await?;
+                self.transition(&c, "revoked", &reason, &actor).await
+            }
+            Ok(Err(e)) => {
+                self.audit(
+                    ws,
+                    Some(id),
+                    "probe.failed",
+                    &actor,
+                    json!({"error": e.message, "definitive": false}),
+                )
+                .await;
+                Ok(())
+            }
+            Err(call) => {
+                self.audit(
+                    ws,
+                    Some(id),
+                    "probe.failed",
+                    &actor,
+                    json!({"error": call.to_string(), "definitive": false}),
+                )
+                .await;
+                Ok(())
+            }
+        }
     }
 
     /// Retries due account lookups; returns how many ran.
@@ -1369,6 +1616,7 @@ impl Service {
                 &account.external_id,
                 &account.display_name,
                 account.email.as_deref(),
+                now_ms() + self.config.probe_interval_ms,
             )
             .await?;
         self.audit(
@@ -1566,10 +1814,42 @@ impl Service {
             overrides: &overrides,
         };
         let started = std::time::Instant::now();
-        let result = match call.refresh(&refresh_token, None).await {
+        let mut result = match call.refresh(&refresh_token, None).await {
             Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
             Err(e) => Err(e),
         };
+        if let Err(OAuthError::InDoubt(why)) = &result {
+            // The request went out and no answer came back: the provider may or may not have
+            // rotated the refresh token. Retry once with the same one, within a renewed lease
+            // (providers with a reuse grace period answer it; others say invalid_grant).
+            self.audit(
+                ws,
+                Some(id),
+                "refresh.in_doubt",
+                actor,
+                json!({"error": why}),
+            )
+            .await;
+            if !self
+                .store
+                .renew_lease(
+                    ws,
+                    id,
+                    &self.instance,
+                    c.token_version,
+                    self.config.refresh_lease_ms,
+                )
+                .await?
+            {
+                return Err(Error::Upstream(
+                    "The refresh lease lapsed during an unanswered refresh; try again.".into(),
+                ));
+            }
+            result = match call.refresh(&refresh_token, None).await {
+                Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
+                Err(e) => Err(e),
+            };
+        }
         let outcome = match &result {
             Ok(_) => "success",
             Err(OAuthError::Definitive { .. }) => "definitive_failure",
@@ -1605,6 +1885,11 @@ impl Service {
                     json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
                 )
                 .await;
+                if c.expiring_soon_reason.as_deref() == Some("failing") {
+                    self.store
+                        .clear_expiring_soon(ws, id, Some("failing"))
+                        .await?;
+                }
                 if c.status != "active" && c.status != "pending" {
                     // A success after failures: "recovered".
                     self.transition(&c, "active", "", actor).await?;
@@ -1658,6 +1943,19 @@ impl Service {
                     json!({"error": e.to_string(), "definitive": false, "failures": failures, "retry_in_ms": delay + jitter}),
                 )
                 .await;
+                if failures >= (self.config.refresh_failure_threshold + 1) / 2
+                    && self.store.set_expiring_soon(ws, id, "failing").await?
+                {
+                    self.audit(
+                        ws,
+                        Some(id),
+                        "connection.expiring_soon",
+                        actor,
+                        json!({"reason": "failing", "failures": failures,
+                               "message": "Refreshes keep failing; the connection will need reconnecting if this goes on."}),
+                    )
+                    .await;
+                }
                 if failures >= self.config.refresh_failure_threshold && c.status == "active" {
                     let reason = format!(
                         "Reconnection needed: the provider failed {failures} refreshes in a row (last: {e}). keyport keeps retrying."

@@ -11,6 +11,7 @@ pub mod connections;
 pub mod oauth;
 pub mod registry;
 pub mod runtime;
+pub mod seed;
 pub mod store;
 pub mod vault;
 

@@ -37,6 +37,10 @@ pub enum OAuthError {
     /// A transient failure (5xx, 429, network): retry later.
     #[error("the provider is unavailable: {0}")]
     Transient(String, Option<u64>),
+    /// The request was sent and no answer arrived (a timeout after sending, a broken answer):
+    /// the provider may have acted on it. Retry later, like a transient failure.
+    #[error("the provider did not answer: {0}")]
+    InDoubt(String),
     /// Any other provider or configuration error.
     #[error("{0}")]
     Provider(String),
@@ -231,14 +235,19 @@ impl TokenCall<'_> {
         };
         let resp = req.send().await.map_err(|e| {
             let e = e.without_url();
-            if e.is_timeout() || e.is_connect() {
+            if e.is_connect() {
                 OAuthError::Transient(
                     format!("could not reach the token endpoint: {}", error_chain(&e)),
                     None,
                 )
-            } else {
+            } else if e.is_builder() {
                 OAuthError::Provider(format!(
-                    "token endpoint request failed: {}",
+                    "the token request could not be built: {}",
+                    error_chain(&e)
+                ))
+            } else {
+                OAuthError::InDoubt(format!(
+                    "no answer from the token endpoint: {}",
                     error_chain(&e)
                 ))
             }
@@ -257,7 +266,7 @@ impl TokenCall<'_> {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| OAuthError::Transient(error_chain(&e.without_url()), None))?;
+            .map_err(|e| OAuthError::InDoubt(error_chain(&e.without_url())))?;
         if body.len() > 1 << 20 {
             return Err(OAuthError::Provider(
                 "the token endpoint's answer is larger than 1 MiB".into(),

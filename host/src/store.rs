@@ -88,6 +88,12 @@ pub struct ConnectionRow {
     pub next_refresh_at: Option<i64>,
     /// Refreshes that failed in a row.
     pub refresh_failures: i64,
+    /// When the slow-schedule probe checks this credential next (Unix ms).
+    pub next_probe_at: Option<i64>,
+    /// When the connection was flagged as expiring soon, if it is.
+    pub expiring_soon_at: Option<i64>,
+    /// Why: `refresh_token_expiring` or `failing`.
+    pub expiring_soon_reason: Option<String>,
 }
 
 impl ConnectionRow {
@@ -131,6 +137,9 @@ impl ConnectionRow {
             lease_until: None,
             next_refresh_at: None,
             refresh_failures: 0,
+            next_probe_at: None,
+            expiring_soon_at: None,
+            expiring_soon_reason: None,
         }
     }
 }
@@ -519,10 +528,12 @@ impl Store {
         account_id: &str,
         name: &str,
         email: Option<&str>,
+        probe_at: i64,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE connections SET account_id = $3, account_name = $4, account_email = $5, status = 'active',
-               status_reason = NULL, lookup_attempts = 0, next_lookup_at = NULL, updated_at = $6
+               status_reason = NULL, lookup_attempts = 0, next_lookup_at = NULL, updated_at = $6,
+               next_probe_at = CASE WHEN auth_kind = 'api_key' OR expires_at IS NULL THEN $7 ELSE NULL END
              WHERE workspace_id = $1 AND id = $2",
         )
         .bind(workspace)
@@ -531,6 +542,7 @@ impl Store {
         .bind(name)
         .bind(email)
         .bind(now_ms())
+        .bind(probe_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -591,7 +603,9 @@ impl Store {
             "UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
                granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
                last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
-               next_refresh_at = $11, refresh_failures = 0
+               next_refresh_at = $11, refresh_failures = 0, next_probe_at = $12,
+               expiring_soon_at = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_at END,
+               expiring_soon_reason = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_reason END
              WHERE workspace_id = $1 AND id = $2
                AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10))
              RETURNING token_version",
@@ -607,6 +621,8 @@ impl Store {
         .bind(fence.map(|f| f.0))
         .bind(fence.map(|f| f.1).unwrap_or(0))
         .bind(t.next_refresh_at)
+        .bind(t.next_probe_at)
+        .bind(t.new_grant as i64)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -631,7 +647,8 @@ impl Store {
         let now = now_ms();
         Ok(sqlx::query(
             "UPDATE connections SET lease_owner = $3, lease_until = $5
-             WHERE workspace_id = $1 AND id = $2 AND token_version = $4 AND (lease_until IS NULL OR lease_until < $6)",
+             WHERE workspace_id = $1 AND id = $2 AND token_version = $4
+               AND (lease_until IS NULL OR lease_until < $6 OR lease_owner = $3)",
         )
         .bind(workspace)
         .bind(id)
@@ -645,21 +662,187 @@ impl Store {
             == 1)
     }
 
-    /// OAuth connections whose scheduled refresh is due and not leased: (workspace, id).
-    pub async fn due_refreshes(&self, now: i64, limit: i64) -> Result<Vec<(String, String)>> {
+    /// Claims up to `limit` due refreshes for `owner` under a lease of `ttl_ms`, oldest due
+    /// first, skipping leased rows and the connectors in `skip` (rate-limited right now).
+    /// PostgreSQL replicas claim disjoint sets (`FOR UPDATE SKIP LOCKED`); SQLite has one writer.
+    pub async fn claim_due_refreshes(
+        &self,
+        now: i64,
+        limit: i64,
+        owner: &str,
+        ttl_ms: i64,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>> {
+        let skip_clause = if skip.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 5)).collect();
+            format!(" AND connector_id NOT IN ({})", marks.join(", "))
+        };
+        let lock = match self.kind {
+            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+            DbKind::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE connections SET lease_owner = $3, lease_until = $4
+             WHERE id IN (SELECT id FROM connections
+               WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')
+                 AND (lease_until IS NULL OR lease_until < $1){skip_clause}
+               ORDER BY next_refresh_at LIMIT $2{lock})
+             RETURNING workspace_id, id, connector_id, token_version"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(now)
+            .bind(limit)
+            .bind(owner)
+            .bind(now + ttl_ms);
+        for c in skip {
+            q = q.bind(c);
+        }
+        Ok(q.fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| Claimed {
+                workspace_id: r.get(0),
+                id: r.get(1),
+                connector_id: r.get(2),
+                token_version: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Extends a lease this process holds on token version `version`; false when it is no
+    /// longer ours (expired and claimed by another process, or the tokens moved on).
+    pub async fn renew_lease(
+        &self,
+        workspace: &str,
+        id: &str,
+        owner: &str,
+        version: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
         Ok(sqlx::query(
-            "SELECT workspace_id, id FROM connections
-             WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')
-               AND (lease_until IS NULL OR lease_until < $1)
-             ORDER BY next_refresh_at LIMIT $2",
+            "UPDATE connections SET lease_until = $5
+             WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND token_version = $4",
         )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(workspace)
+        .bind(id)
+        .bind(owner)
+        .bind(version)
+        .bind(now_ms() + ttl_ms)
+        .execute(&self.pool)
         .await?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+        .rows_affected()
+            == 1)
+    }
+
+    /// Claims up to `limit` connections due for a probe, moving their next probe to `next` in
+    /// the same statement so no other replica picks them: (workspace, id).
+    pub async fn claim_due_probes(
+        &self,
+        now: i64,
+        limit: i64,
+        next: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let lock = match self.kind {
+            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+            DbKind::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE connections SET next_probe_at = $3
+             WHERE id IN (SELECT id FROM connections
+               WHERE next_probe_at IS NOT NULL AND next_probe_at <= $1 AND status IN ('active', 'error')
+                 AND next_lookup_at IS NULL
+               ORDER BY next_probe_at LIMIT $2{lock})
+             RETURNING workspace_id, id"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(now)
+            .bind(limit)
+            .bind(next)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Sets (or clears) the next probe.
+    pub async fn set_probe(&self, workspace: &str, id: &str, at: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET next_probe_at = $3 WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Flags, once, up to `limit` live connections whose refresh token expires before
+    /// `horizon`: (workspace, id, refresh-token expiry).
+    pub async fn flag_expiring_refresh_tokens(
+        &self,
+        horizon: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let lock = match self.kind {
+            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+            DbKind::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = 'refresh_token_expiring'
+             WHERE id IN (SELECT id FROM connections
+               WHERE refresh_token_expires_at IS NOT NULL AND refresh_token_expires_at <= $1
+                 AND expiring_soon_at IS NULL AND status IN ('active', 'error')
+               LIMIT $2{lock})
+             RETURNING workspace_id, id, refresh_token_expires_at"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(horizon)
+            .bind(limit)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Flags a connection as expiring soon unless it already is; true when this call flagged it.
+    pub async fn set_expiring_soon(&self, workspace: &str, id: &str, reason: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = $4
+             WHERE workspace_id = $1 AND id = $2 AND expiring_soon_at IS NULL",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(now_ms())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Clears the expiring-soon flag (any reason, or only `reason`).
+    pub async fn clear_expiring_soon(
+        &self,
+        workspace: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET expiring_soon_at = NULL, expiring_soon_reason = NULL
+             WHERE workspace_id = $1 AND id = $2 AND ($3 IS NULL OR expiring_soon_reason = $3)",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Refreshes due now: how many, and the oldest due time.
@@ -1029,6 +1212,16 @@ impl Store {
     }
 }
 
+/// A due refresh claimed under this process's lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub workspace_id: String,
+    pub id: String,
+    pub connector_id: String,
+    /// The token version the lease was claimed for.
+    pub token_version: i64,
+}
+
 /// A sealed secret ready to store.
 pub struct SealedField {
     /// Field name.
@@ -1048,6 +1241,10 @@ pub struct TokenMeta {
     pub scope_narrowed: bool,
     pub metadata: String,
     pub next_refresh_at: Option<i64>,
+    /// When to probe a token that never expires.
+    pub next_probe_at: Option<i64>,
+    /// A new authorization (callback, reconnect): clears the expiring-soon flag.
+    pub new_grant: bool,
 }
 
 async fn upsert_secret(

@@ -30,6 +30,13 @@ pub struct Script {
     pub refresh_invalid_grant: bool,
     /// `expires_in` of issued tokens (default "3600").
     pub expires_in: Option<Value>,
+    /// `refresh_token_expires_in` of issued tokens, if any.
+    pub refresh_token_expires_in: Option<u64>,
+    /// The first this-many refresh grants are answered only after `slow_refresh_ms`.
+    pub slow_refreshes: usize,
+    pub slow_refresh_ms: u64,
+    /// Userinfo rejects every token (401).
+    pub userinfo_rejects: bool,
 }
 
 #[derive(Default)]
@@ -104,6 +111,17 @@ async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>
         seen.token_requests.push(form.clone());
         seen.token_times.push(std::time::Instant::now());
     }
+    let delay = {
+        let mut script = f.script.lock().unwrap();
+        let refresh = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+        if refresh && script.slow_refreshes > 0 {
+            script.slow_refreshes -= 1;
+            script.slow_refresh_ms
+        } else {
+            0
+        }
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     let mut script = f.script.lock().unwrap();
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
         if script.refresh_invalid_grant {
@@ -130,14 +148,17 @@ async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>
     if let Some(body) = &script.token_body {
         return Json(body.clone()).into_response();
     }
-    Json(json!({
+    let mut body = json!({
         "access_token": format!("fake-at-{}", uuid::Uuid::new_v4().simple()),
         "token_type": "Bearer",
         "expires_in": script.expires_in.clone().unwrap_or(json!("3600")),
         "refresh_token": format!("fake-rt-{}", uuid::Uuid::new_v4().simple()),
         "scope": "openid offline_access",
-    }))
-    .into_response()
+    });
+    if let Some(secs) = script.refresh_token_expires_in {
+        body["refresh_token_expires_in"] = json!(secs);
+    }
+    Json(body).into_response()
 }
 
 async fn token_elsewhere(State(f): State<FakeAs>) -> Response {
@@ -151,6 +172,13 @@ async fn userinfo(State(f): State<FakeAs>, headers: HeaderMap) -> Response {
         seen.userinfo_requests += 1;
         seen.userinfo_requests
     };
+    if f.script.lock().unwrap().userinfo_rejects {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_token"})),
+        )
+            .into_response();
+    }
     if n <= f.script.lock().unwrap().userinfo_failures {
         return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
     }
