@@ -123,6 +123,15 @@ pub struct ServeArgs {
     /// Flag a connection as expiring soon when its refresh token expires within this window.
     #[arg(long, env = "KEYPORT_EXPIRING_SOON", default_value = "7days", value_parser = humantime::parse_duration)]
     pub expiring_soon: std::time::Duration,
+    /// First retry delay (ms) of a failed webhook delivery; doubles per attempt up to an hour.
+    #[arg(long, env = "KEYPORT_WEBHOOK_BACKOFF_MS", default_value_t = 5_000)]
+    pub webhook_backoff_ms: i64,
+    /// Attempts before a webhook delivery is given up (it stays in the delivery log as failed).
+    #[arg(long, env = "KEYPORT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    pub webhook_max_attempts: i64,
+    /// How long audit events are kept.
+    #[arg(long, env = "KEYPORT_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub audit_retention: std::time::Duration,
     /// Comma-separated origins that `return_to` may point at, besides the public URL.
     #[arg(long, env = "KEYPORT_RETURN_TO_ALLOWLIST", value_delimiter = ',')]
     pub return_to_allowlist: Vec<String>,
@@ -342,15 +351,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             token_timeout_ms: args.token_timeout_ms.max(100),
             probe_interval_ms: (args.probe_interval.as_millis() as i64).max(1_000),
             expiring_soon_ms: args.expiring_soon.as_millis() as i64,
+            webhook_backoff_ms: args.webhook_backoff_ms.max(1),
+            webhook_max_attempts: args.webhook_max_attempts.max(1),
+            audit_retention_ms: args.audit_retention.as_millis() as i64,
         },
     )?);
     let scheduler = tokio::spawn(service.clone().run_refresh_scheduler());
+    let deliveries = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            loop {
+                match service.run_webhook_deliveries().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "webhook deliveries failed"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
     let background = {
         let service = service.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                if let Err(e) = service.flush_usage().await {
+                    tracing::warn!(error = %e, "could not write proxy usage");
+                }
                 if let Err(e) = service.run_due_lookups().await {
                     tracing::warn!(error = %e, "account lookup retries failed");
                 }
@@ -364,6 +392,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     .store
                     .purge_flows(crate::store::now_ms() - 24 * 3600 * 1000)
                     .await;
+                let _ = service
+                    .store
+                    .purge_audit(
+                        crate::store::now_ms() - service.config.audit_retention_ms,
+                        5_000,
+                    )
+                    .await;
             }
         })
     };
@@ -375,6 +410,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .and_then(|b| b.install_recorder())
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
+    let flush = service.clone();
     let app = crate::api::router(crate::api::AppState {
         registry: registry.clone(),
         service,
@@ -387,6 +423,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await?;
     background.abort();
     scheduler.abort();
+    deliveries.abort();
+    if let Err(e) = flush.flush_usage().await {
+        tracing::warn!(error = %e, "could not write proxy usage at shutdown");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

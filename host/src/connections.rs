@@ -66,6 +66,12 @@ pub struct ServiceConfig {
     pub probe_interval_ms: i64,
     /// A refresh token expiring within this window flags its connection as expiring soon.
     pub expiring_soon_ms: i64,
+    /// First retry delay of a failed webhook delivery; doubles per attempt (≤ 1 h).
+    pub webhook_backoff_ms: i64,
+    /// Attempts before a webhook delivery is given up.
+    pub webhook_max_attempts: i64,
+    /// How long audit events are kept.
+    pub audit_retention_ms: i64,
 }
 
 impl Default for ServiceConfig {
@@ -82,6 +88,9 @@ impl Default for ServiceConfig {
             token_timeout_ms: 10_000,
             probe_interval_ms: 6 * 3600 * 1000,
             expiring_soon_ms: 7 * 24 * 3600 * 1000,
+            webhook_backoff_ms: 5_000,
+            webhook_max_attempts: 12,
+            audit_retention_ms: 90 * 24 * 3600 * 1000,
         }
     }
 }
@@ -95,6 +104,9 @@ pub enum RefreshMode {
     IfExpiring,
     /// Only when the scheduled refresh time has come (the scheduler).
     IfDue,
+    /// The provider rejected the access token used at this time (Unix ms): refresh unless a
+    /// refresh completed since (the proxy after a 401).
+    RejectedAt(i64),
 }
 
 /// A service error with an HTTP-ish class and a message that says what to do.
@@ -139,7 +151,8 @@ impl From<crate::vault::VaultError> for Error {
     }
 }
 
-type Result<T> = std::result::Result<T, Error>;
+/// Service results.
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// Who is acting (for the audit log).
 #[derive(Debug, Clone)]
@@ -157,6 +170,12 @@ pub struct Service {
     instance: String,
     /// Scheduled refreshes per connector, when limited.
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Client for webhook deliveries.
+    pub(crate) webhook_http: reqwest::Client,
+    /// Client for proxied API calls.
+    pub(crate) proxy_http: reqwest::Client,
+    /// Proxy use not yet written: audit rows and last-used times (flushed in batches).
+    pub(crate) usage: Mutex<crate::proxy::Usage>,
 }
 
 /// `POST /connections/oauth/start` body.
@@ -324,6 +343,16 @@ impl Service {
         }
         let limiter = std::num::NonZeroU32::new(config.refresh_rate_per_connector)
             .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n)));
+        let webhook_http = crate::runtime::outbound_client(
+            config.allow_loopback,
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(15),
+        )?;
+        let proxy_http = crate::runtime::outbound_client(
+            config.allow_loopback,
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(300),
+        )?;
         Ok(Service {
             store,
             vault,
@@ -333,6 +362,9 @@ impl Service {
             locks: Mutex::new(HashMap::new()),
             instance: format!("{}-{}", std::process::id(), crate::vault::random_hex(6)),
             limiter,
+            webhook_http,
+            proxy_http,
+            usage: Mutex::default(),
         })
     }
 
@@ -340,7 +372,7 @@ impl Service {
         format!("{}/oauth/callback", self.config.public_url)
     }
 
-    fn connector(&self, id: &str) -> Result<Arc<crate::registry::Entry>> {
+    pub(crate) fn connector(&self, id: &str) -> Result<Arc<crate::registry::Entry>> {
         let entry = self.registry.get(id).ok_or_else(|| {
             Error::NotFound(format!(
                 "no connector {id:?} is loaded; GET /api/v1/connectors lists them"
@@ -353,6 +385,14 @@ impl Service {
         }
         Ok(entry)
     }
+    /// Queues a webhook event about `c` (failures are logged: the change itself stands).
+    pub(crate) async fn emit(&self, kind: &str, c: &ConnectionRow, extra: Value) {
+        let event = crate::webhooks::connection_event(kind, c, extra);
+        if let Err(e) = self.store.emit(&c.workspace_id, &event).await {
+            tracing::error!(connection = %c.id, event = kind, error = %e, "could not queue a webhook event");
+        }
+    }
+
     async fn audit(
         &self,
         ws: &str,
@@ -645,6 +685,7 @@ impl Service {
             json!({"connector": m.id, "auth": "oauth2"}),
         )
         .await;
+        self.emit("connection.created", &row, json!({})).await;
         self.new_flow(ws, &id, &m.id, &scopes, req.return_to, false)
             .await
     }
@@ -794,7 +835,13 @@ impl Service {
     }
 
     /// Seals a secret for `owner`'s `field` under the active key.
-    fn seal_field(&self, ws: &str, owner: &str, field: &'static str, value: &str) -> SealedField {
+    pub(crate) fn seal_field(
+        &self,
+        ws: &str,
+        owner: &str,
+        field: &'static str,
+        value: &str,
+    ) -> SealedField {
         SealedField {
             field,
             key_id: self.vault.active().into(),
@@ -803,7 +850,7 @@ impl Service {
     }
 
     /// Decrypts one stored secret, if present.
-    async fn open_secret(
+    pub(crate) async fn open_secret(
         &self,
         ws: &str,
         owner: &str,
@@ -1211,16 +1258,7 @@ impl Service {
                     )
                     .await?;
                 self.audit(ws, Some(id), "account.looked_up", &actor, json!({"account_id": account.external_id, "display_name": account.display_name})).await;
-                if c.status != "active" {
-                    self.audit(
-                        ws,
-                        Some(id),
-                        "status.changed",
-                        &actor,
-                        json!({"from": c.status, "to": "active"}),
-                    )
-                    .await;
-                }
+                self.transition(&c, "active", "", &actor).await?;
                 Ok("active".into())
             }
             Ok(Err(e)) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::RateLimited) => {
@@ -1236,17 +1274,7 @@ impl Service {
                     "The account lookup failed: {}. Reconnect to try again.",
                     e.message
                 );
-                self.store
-                    .set_status(ws, id, "error", Some(&reason))
-                    .await?;
-                self.audit(
-                    ws,
-                    Some(id),
-                    "status.changed",
-                    &actor,
-                    json!({"from": c.status, "to": "error", "reason": e.message}),
-                )
-                .await;
+                self.transition(&c, "error", &reason, &actor).await?;
                 Ok("error".into())
             }
         }
@@ -1402,6 +1430,14 @@ impl Service {
             .flag_expiring_refresh_tokens(now_ms() + self.config.expiring_soon_ms, 200)
             .await?;
         for (ws, id, at) in &flagged {
+            if let Ok(c) = self.get(ws, id).await {
+                self.emit(
+                    "connection.expiring_soon",
+                    &c,
+                    json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": rfc3339(*at)}),
+                )
+                .await;
+            }
             self.audit(
                 ws,
                 Some(id),
@@ -1607,6 +1643,8 @@ impl Service {
         row.account_name = Some(account.display_name.clone());
         row.account_email = account.email.clone();
         self.store.insert_connection(&row).await?;
+        self.emit("connection.created", &row, json!({})).await;
+        self.emit("connection.active", &row, json!({})).await;
         let sealed = self.seal_field(ws, &id, "api_key", &api_key);
         self.store.put_secret(&id, ws, &sealed).await?;
         self.store
@@ -1712,11 +1750,14 @@ impl Service {
     ) -> Result<ConnectionRow> {
         // A refresh completed after this request arrived satisfies it: callers that queued behind
         // a refresh share it. Otherwise the mode decides whether one is needed.
-        let arrived = now_ms();
+        let arrived = match mode {
+            RefreshMode::RejectedAt(t) => t,
+            _ => now_ms(),
+        };
         let fresh = |c: &ConnectionRow| {
             c.last_refreshed_at.is_some_and(|t| t >= arrived)
                 || match mode {
-                    RefreshMode::Force => false,
+                    RefreshMode::Force | RefreshMode::RejectedAt(_) => false,
                     RefreshMode::IfExpiring => c
                         .expires_at
                         .is_some_and(|e| e > now_ms() + ON_DEMAND_MARGIN_MS),
@@ -1946,6 +1987,12 @@ impl Service {
                 if failures >= (self.config.refresh_failure_threshold + 1) / 2
                     && self.store.set_expiring_soon(ws, id, "failing").await?
                 {
+                    self.emit(
+                        "connection.expiring_soon",
+                        &c,
+                        json!({"reason": "failing", "failures": failures}),
+                    )
+                    .await;
                     self.audit(
                         ws,
                         Some(id),
@@ -1969,7 +2016,7 @@ impl Service {
         }
     }
 
-    async fn transition(
+    pub(crate) async fn transition(
         &self,
         c: &ConnectionRow,
         to: &str,
@@ -1977,10 +2024,20 @@ impl Service {
         actor: &Actor,
     ) -> Result<()> {
         let reason = (!reason.is_empty()).then_some(reason);
-        self.store
-            .set_status(&c.workspace_id, &c.id, to, reason)
+        let from = c.status.clone();
+        let changed = self
+            .store
+            .transition_status(&c.workspace_id, &c.id, to, reason, |row| {
+                crate::webhooks::status_event(&from, to).map(|kind| {
+                    crate::webhooks::connection_event(
+                        kind,
+                        row,
+                        json!({"previous_status": from, "reason": reason}),
+                    )
+                })
+            })
             .await?;
-        if c.status != to {
+        if changed {
             self.audit(
                 &c.workspace_id,
                 Some(&c.id),
@@ -2099,6 +2156,7 @@ impl Service {
             json!({"connector": c.connector_id, "name": c.name}),
         )
         .await;
+        self.emit("connection.deleted", &c, json!({})).await;
         Ok(())
     }
 

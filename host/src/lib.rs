@@ -9,11 +9,13 @@ pub mod api;
 pub mod cli;
 pub mod connections;
 pub mod oauth;
+pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod seed;
 pub mod store;
 pub mod vault;
+pub mod webhooks;
 
 /// The built-in connectors, compiled from `connectors/` by the build script.
 pub mod builtin {

@@ -482,23 +482,72 @@ impl Store {
         .await?)
     }
 
-    /// Sets status and reason.
+    /// Sets status and reason; true when the status changed (only one of several concurrent
+    /// identical changes sees true).
     pub async fn set_status(
         &self,
         workspace: &str,
         id: &str,
         status: &str,
         reason: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE connections SET status = $3, status_reason = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2")
+    ) -> Result<bool> {
+        self.transition_status(workspace, id, status, reason, |_| None)
+            .await
+    }
+
+    /// Sets status and reason; when the status actually changes, queues the event `event`
+    /// makes from the updated row for every matching webhook, in the same transaction.
+    /// True when the status changed.
+    pub async fn transition_status(
+        &self,
+        workspace: &str,
+        id: &str,
+        status: &str,
+        reason: Option<&str>,
+        event: impl FnOnce(&ConnectionRow) -> Option<OutEvent>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let changed = sqlx::query(
+            "UPDATE connections SET status = $3, status_reason = $4, updated_at = $5
+             WHERE workspace_id = $1 AND id = $2 AND status <> $3",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            let row: ConnectionRow =
+                sqlx::query_as("SELECT * FROM connections WHERE workspace_id = $1 AND id = $2")
+                    .bind(workspace)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(e) = event(&row) {
+                enqueue(&mut *tx, workspace, &e).await?;
+            }
+        } else {
+            sqlx::query(
+                "UPDATE connections SET status_reason = $3 WHERE workspace_id = $1 AND id = $2",
+            )
             .bind(workspace)
             .bind(id)
-            .bind(status)
             .bind(reason)
-            .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Queues an event for every matching webhook of the workspace.
+    pub async fn emit(&self, workspace: &str, event: &OutEvent) -> Result<()> {
+        enqueue(&self.pool, workspace, event).await
     }
 
     /// Sets name and/or config.
@@ -531,8 +580,8 @@ impl Store {
         probe_at: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE connections SET account_id = $3, account_name = $4, account_email = $5, status = 'active',
-               status_reason = NULL, lookup_attempts = 0, next_lookup_at = NULL, updated_at = $6,
+            "UPDATE connections SET account_id = $3, account_name = $4, account_email = $5,
+               lookup_attempts = 0, next_lookup_at = NULL, updated_at = $6,
                next_probe_at = CASE WHEN auth_kind = 'api_key' OR expires_at IS NULL THEN $7 ELSE NULL END
              WHERE workspace_id = $1 AND id = $2",
         )
@@ -1194,6 +1243,211 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts many audit rows in one statement (proxied requests, written in batches).
+    pub async fn audit_batch(&self, rows: &[AuditRow]) -> Result<()> {
+        for chunk in rows.chunks(200) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                sql.push_str(&format!(
+                    "{}(${}, ${}, ${}, ${}, ${}, ${})",
+                    if i == 0 { "" } else { ", " },
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(&r.workspace_id)
+                    .bind(&r.connection_id)
+                    .bind(&r.action)
+                    .bind(&r.actor)
+                    .bind(&r.detail)
+                    .bind(r.created_at);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// One page of a workspace's audit log, newest first: events older than the cursor
+    /// `before_id`, filtered by connection, action and time.
+    pub async fn audit_page(
+        &self,
+        workspace: &str,
+        connection: Option<&str>,
+        action: Option<&str>,
+        since: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM audit_events WHERE workspace_id = $1
+               AND ($2 IS NULL OR connection_id = $2) AND ($3 IS NULL OR action = $3)
+               AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR id < $5)
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(action)
+        .bind(since)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes up to `limit` audit events older than `before`; returns how many.
+    pub async fn purge_audit(&self, before: i64, limit: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Records when connections were last used (coalesced writes: one per connection per flush).
+    pub async fn touch_last_used(&self, used: &[(String, String, i64)]) -> Result<()> {
+        for (ws, id, at) in used {
+            sqlx::query(
+                "UPDATE connections SET last_used_at = $3 WHERE workspace_id = $1 AND id = $2
+                   AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(ws)
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    // ---- webhooks ----
+
+    /// Adds a subscription.
+    pub async fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
+        sqlx::query("INSERT INTO webhooks (id, workspace_id, url, events, description, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&w.id)
+            .bind(&w.workspace_id)
+            .bind(&w.url)
+            .bind(&w.events)
+            .bind(&w.description)
+            .bind(w.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A workspace's subscriptions (or one of them).
+    pub async fn webhooks(&self, workspace: &str, id: Option<&str>) -> Result<Vec<WebhookRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM webhooks WHERE workspace_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
+        )
+        .bind(workspace)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes a subscription and its pending deliveries; true when it existed.
+    pub async fn delete_webhook(&self, workspace: &str, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM webhook_outbox WHERE webhook_id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(workspace)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM webhooks WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Claims up to `limit` due deliveries, pushing their next attempt `lease_ms` ahead so no
+    /// other replica sends them meanwhile.
+    pub async fn claim_deliveries(&self, limit: i64, lease_ms: i64) -> Result<Vec<DeliveryRow>> {
+        let lock = match self.kind {
+            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+            DbKind::Sqlite => "",
+        };
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE webhook_outbox SET next_attempt_at = $2
+             WHERE id IN (SELECT id FROM webhook_outbox
+               WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1
+               ORDER BY created_at, id LIMIT $3{lock})
+             RETURNING *"
+        );
+        let mut rows: Vec<DeliveryRow> = sqlx::query_as(&sql)
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(rows)
+    }
+
+    /// Records an attempt: delivered, retried at `next`, or given up (`next` None, not delivered).
+    pub async fn delivery_attempted(
+        &self,
+        id: &str,
+        status: Option<i64>,
+        error: Option<&str>,
+        delivered: bool,
+        next: Option<i64>,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $2, last_error = $3,
+               delivered_at = CASE WHEN $4 = 1 THEN $5 ELSE NULL END,
+               failed_at = CASE WHEN $4 = 0 AND $6 IS NULL THEN $5 ELSE NULL END,
+               next_attempt_at = $6
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(delivered as i64)
+        .bind(now)
+        .bind(next)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A subscription's deliveries, newest first.
+    pub async fn deliveries(
+        &self,
+        workspace: &str,
+        webhook: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM webhook_outbox WHERE workspace_id = $1 AND webhook_id = $2
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(workspace)
+        .bind(webhook)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// A connection's audit events, oldest first.
     pub async fn audit_events(
         &self,
@@ -1210,6 +1464,68 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// An event to deliver to webhooks.
+#[derive(Debug, Clone)]
+pub struct OutEvent {
+    /// `evt_…`, the same for every subscription.
+    pub id: String,
+    /// `connection.revoked`, …
+    pub event_type: String,
+    /// The JSON body sent.
+    pub payload: String,
+}
+
+/// Queues `e` for every subscription of `workspace` that wants it.
+async fn enqueue<'e, E>(executor: E, workspace: &str, e: &OutEvent) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO webhook_outbox (id, webhook_id, workspace_id, event_id, event_type, payload, created_at, next_attempt_at)
+         SELECT $1 || ':' || id, id, workspace_id, $1, $2, $3, $4, $4 FROM webhooks
+         WHERE workspace_id = $5 AND (events LIKE $6 OR events LIKE '%,*,%')",
+    )
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(&e.payload)
+    .bind(now)
+    .bind(workspace)
+    .bind(format!("%,{},%", e.event_type))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub url: String,
+    pub events: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+/// One event for one subscription, with its delivery state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub workspace_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 /// A due refresh claimed under this process's lease.

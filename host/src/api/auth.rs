@@ -27,6 +27,8 @@ pub struct Caller {
     pub admin: bool,
     /// For the audit log.
     pub actor: Actor,
+    /// Extra permissions of an API key (e.g. `credentials:read`); the admin token has none.
+    pub permissions: Vec<String>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -75,6 +77,7 @@ impl FromRequestParts<AppState> for Caller {
                 workspace,
                 admin: true,
                 actor: Actor("admin".into()),
+                permissions: Vec::new(),
             });
         }
         if let Some(key) = store
@@ -86,6 +89,7 @@ impl FromRequestParts<AppState> for Caller {
                 workspace: key.workspace_id,
                 admin: false,
                 actor: Actor(format!("api-key:{}", key.id)),
+                permissions: serde_json::from_str(&key.permissions).unwrap_or_default(),
             });
         }
         Err(ApiError::unauthorized(

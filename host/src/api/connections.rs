@@ -80,6 +80,9 @@ pub async fn list_workspaces(State(s): State<AppState>, caller: Caller) -> R<Jso
 pub struct NewApiKey {
     name: String,
     workspace: Option<String>,
+    /// Extra permissions: `credentials:read` lets the key read raw credentials.
+    #[serde(default)]
+    permissions: Vec<String>,
 }
 
 pub async fn create_api_key(
@@ -97,13 +100,21 @@ pub async fn create_api_key(
     {
         return Err(ApiError::not_found(format!("no workspace {ws:?}")));
     }
+    for p in &k.permissions {
+        if p != super::usage::CREDENTIALS_READ {
+            return Err(ApiError::bad_request(format!(
+                "unknown permission {p:?}; the only one is {:?}",
+                super::usage::CREDENTIALS_READ
+            )));
+        }
+    }
     let key = format!("kp_{}", crate::vault::random_hex(24));
     let row = ApiKeyRow {
         id: format!("key_{}", crate::vault::random_hex(8)),
         workspace_id: ws.clone(),
         name: k.name,
         key_hash: crate::oauth::hash(&key),
-        permissions: "[]".into(),
+        permissions: serde_json::to_string(&k.permissions).unwrap_or_else(|_| "[]".into()),
         created_at: now_ms(),
         revoked_at: None,
     };

@@ -6,6 +6,7 @@
 pub mod auth;
 mod connections;
 mod oauth;
+mod usage;
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -183,6 +184,19 @@ pub fn router(state: AppState) -> Router {
             put(connections::add_dependent).delete(connections::remove_dependent),
         )
         .route("/api/v1/connections/{id}/audit", get(connections::audit))
+        .route(
+            "/api/v1/connections/{id}/credentials",
+            get(usage::credentials),
+        )
+        .route("/api/v1/connections/{id}/proxy", any(usage::proxy))
+        .route("/api/v1/connections/{id}/proxy/{*path}", any(usage::proxy))
+        .route("/api/v1/audit", get(usage::audit))
+        .route(
+            "/api/v1/webhooks",
+            post(usage::create_webhook).get(usage::list_webhooks),
+        )
+        .route("/api/v1/webhooks/{id}", delete(usage::delete_webhook))
+        .route("/api/v1/webhooks/{id}/deliveries", get(usage::deliveries))
         .route("/oauth/launch/{token}", get(oauth::launch))
         .route("/oauth/callback", get(oauth::callback))
         .route("/oauth/done", get(oauth::done))

@@ -18,7 +18,7 @@ use super::bindings::keyport::connector::http::{
     Host, HttpError, Method, Request, Response, SecretRef,
 };
 use super::egress::{self, Denied};
-use super::{CredentialPlacement, HostState, RuntimeConfig, SecretKind};
+use super::{CallEnv, CredentialPlacement, HostState, RuntimeConfig, Secret, SecretKind};
 
 /// The HTTP client shared by all calls: no redirects, no proxies, our resolver.
 pub(super) fn client(config: &RuntimeConfig) -> anyhow::Result<reqwest::Client> {
@@ -131,36 +131,8 @@ impl HostState {
 
         let env = self.env.clone();
         let allow_loopback = self.runtime.config.allow_loopback;
-        let url = resolve_url(&request.url, env.api_base_url.as_deref()).map_err(denied)?;
-        let granted: Vec<String> = match &env.granted_hosts {
-            Some(g) => manifest
-                .egress_hosts
-                .iter()
-                .filter(|h| g.iter().any(|x| x.eq_ignore_ascii_case(h)))
-                .cloned()
-                .collect(),
-            None => manifest.egress_hosts.clone(),
-        };
-        egress::check_url(&url, &granted, allow_loopback).map_err(|d| denied(d.0))?;
-
-        // Admin-configured rewrites (self-hosted instances, tests); the rewritten target must
-        // still pass the address rule.
-        let mut url = url;
-        if let Some((from, to)) = env
-            .endpoint_overrides
-            .iter()
-            .find(|(from, _)| url.as_str().starts_with(from.as_str()))
-        {
-            let rewritten = format!("{to}{}", &url.as_str()[from.len()..]);
-            url = url::Url::parse(&rewritten)
-                .map_err(|e| denied(format!("bad endpoint override: {e}")))?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(denied("endpoint overrides must be http(s) URLs".into()));
-            }
-            if let Some(ip) = literal_ip(&url) {
-                egress::check_addr(ip, allow_loopback).map_err(|d| denied(d.0))?;
-            }
-        }
+        let mut url = checked_target(&manifest.egress_hosts, &env, &request.url, allow_loopback)
+            .map_err(denied)?;
 
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in manifest.api_headers.iter().chain(request.headers.iter()) {
@@ -175,37 +147,8 @@ impl HostState {
             let Some(credential) = env.credential.as_ref() else {
                 return Err(denied("this call has no credential to add".into()));
             };
-            match &manifest.credential {
-                CredentialPlacement::Bearer => {
-                    headers.insert(
-                        reqwest::header::AUTHORIZATION,
-                        sensitive(&format!("Bearer {}", credential.expose()))?,
-                    );
-                }
-                CredentialPlacement::Header((name, prefix)) => {
-                    let name =
-                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                            denied("the manifest's credential header name is invalid".into())
-                        })?;
-                    headers.insert(
-                        name,
-                        sensitive(&format!("{prefix}{}", credential.expose()))?,
-                    );
-                }
-                CredentialPlacement::Query(param) => {
-                    url.query_pairs_mut()
-                        .append_pair(param, credential.expose());
-                }
-                CredentialPlacement::BasicUsername => {
-                    use base64::Engine;
-                    let b = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:", credential.expose()));
-                    headers.insert(
-                        reqwest::header::AUTHORIZATION,
-                        sensitive(&format!("Basic {b}"))?,
-                    );
-                }
-            }
+            add_credential(&manifest.credential, credential, &mut headers, &mut url)
+                .map_err(denied)?;
         }
         if !request.form_secrets.is_empty() {
             let mut form = body.take().unwrap_or_default();
@@ -283,6 +226,81 @@ impl HostState {
             body,
         })
     }
+}
+
+/// Resolves `raw` against the call's API base URL, checks it against the egress policy (hosts the
+/// manifest declares and the admin granted, https, address rules) and applies the admin's
+/// endpoint overrides, whose targets must still pass the address rules.
+pub fn checked_target(
+    egress_hosts: &[String],
+    env: &CallEnv,
+    raw: &str,
+    allow_loopback: bool,
+) -> Result<url::Url, String> {
+    let url = resolve_url(raw, env.api_base_url.as_deref())?;
+    let granted: Vec<String> = match &env.granted_hosts {
+        Some(g) => egress_hosts
+            .iter()
+            .filter(|h| g.iter().any(|x| x.eq_ignore_ascii_case(h)))
+            .cloned()
+            .collect(),
+        None => egress_hosts.to_vec(),
+    };
+    egress::check_url(&url, &granted, allow_loopback).map_err(|d| d.0)?;
+    let Some((from, to)) = env
+        .endpoint_overrides
+        .iter()
+        .find(|(from, _)| url.as_str().starts_with(from.as_str()))
+    else {
+        return Ok(url);
+    };
+    let rewritten = format!("{to}{}", &url.as_str()[from.len()..]);
+    let url = url::Url::parse(&rewritten).map_err(|e| format!("bad endpoint override: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("endpoint overrides must be http(s) URLs".into());
+    }
+    if let Some(ip) = literal_ip(&url) {
+        egress::check_addr(ip, allow_loopback).map_err(|d| d.0)?;
+    }
+    Ok(url)
+}
+
+/// Adds the credential to a request the way the manifest says.
+pub fn add_credential(
+    placement: &CredentialPlacement,
+    credential: &Secret,
+    headers: &mut reqwest::header::HeaderMap,
+    url: &mut url::Url,
+) -> Result<(), String> {
+    let value =
+        |v: &str| sensitive(v).map_err(|_| "the credential cannot be sent in a header".to_string());
+    match placement {
+        CredentialPlacement::Bearer => {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                value(&format!("Bearer {}", credential.expose()))?,
+            );
+        }
+        CredentialPlacement::Header((name, prefix)) => {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| "the manifest's credential header name is invalid".to_string())?;
+            headers.insert(name, value(&format!("{prefix}{}", credential.expose()))?);
+        }
+        CredentialPlacement::Query(param) => {
+            url.query_pairs_mut()
+                .append_pair(param, credential.expose());
+        }
+        CredentialPlacement::BasicUsername => {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:", credential.expose()));
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                value(&format!("Basic {b}"))?,
+            );
+        }
+    }
+    Ok(())
 }
 
 fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, HttpError> {

@@ -20,7 +20,7 @@
 pub mod egress;
 mod http;
 
-pub use http::outbound_client;
+pub use http::{add_credential, checked_target, outbound_client};
 mod manifest;
 mod stdio;
 

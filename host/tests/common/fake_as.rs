@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, Json, Router};
@@ -37,6 +37,8 @@ pub struct Script {
     pub slow_refresh_ms: u64,
     /// Userinfo rejects every token (401).
     pub userinfo_rejects: bool,
+    /// The API rejects every token.
+    pub api_rejects_all: bool,
 }
 
 #[derive(Default)]
@@ -47,6 +49,10 @@ pub struct Seen {
     pub redirected_token_requests: usize,
     pub userinfo_requests: usize,
     pub authorize_requests: Vec<HashMap<String, String>>,
+    /// Access tokens the API accepts (every issued one until `invalidate_tokens`).
+    pub valid_tokens: std::collections::HashSet<String>,
+    /// API requests: (method, path, status answered).
+    pub api_requests: Vec<(String, String, u16)>,
 }
 
 #[derive(Clone)]
@@ -79,6 +85,7 @@ pub async fn start() -> FakeAs {
         .route("/token-elsewhere", any(token_elsewhere))
         .route("/me", get(userinfo))
         .route("/token/revocation", post(|| async { StatusCode::OK }))
+        .route("/api/{*rest}", any(api))
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     fake
@@ -158,6 +165,11 @@ async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>
     if let Some(secs) = script.refresh_token_expires_in {
         body["refresh_token_expires_in"] = json!(secs);
     }
+    f.seen
+        .lock()
+        .unwrap()
+        .valid_tokens
+        .insert(body["access_token"].as_str().unwrap().to_string());
     Json(body).into_response()
 }
 
@@ -195,4 +207,89 @@ async fn userinfo(State(f): State<FakeAs>, headers: HeaderMap) -> Response {
     }
     Json(json!({"sub": "fake-user-1", "name": "Fake User", "email": "fake@example.com"}))
         .into_response()
+}
+
+impl FakeAs {
+    /// The API stops accepting every token issued so far (they "expired").
+    pub fn invalidate_tokens(&self) {
+        self.seen.lock().unwrap().valid_tokens.clear();
+    }
+    pub fn api_requests(&self) -> Vec<(String, String, u16)> {
+        self.seen.lock().unwrap().api_requests.clone()
+    }
+}
+
+/// A small provider API behind the base URL:
+/// - `/api/limited`: 429 with `Retry-After: 7`;
+/// - `/api/slack-style`: HTTP 200 with `{"ok": false, "error": "invalid_auth"}` for a bad token;
+/// - anything else: 401 for a bad token, else an echo of the request (method, path, query,
+///   headers, body).
+async fn api(
+    State(f): State<FakeAs>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    let valid = !f.script.lock().unwrap().api_rejects_all
+        && f.seen.lock().unwrap().valid_tokens.contains(&token);
+    let (status, resp) = if path == "/api/limited" {
+        (
+            429,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "7")],
+                Json(json!({"error": "rate_limited"})),
+            )
+                .into_response(),
+        )
+    } else if path == "/api/slack-style" {
+        let body = if valid {
+            json!({"ok": true, "user": "U1"})
+        } else {
+            json!({"ok": false, "error": "invalid_auth"})
+        };
+        (200, Json(body).into_response())
+    } else if !valid {
+        (
+            401,
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "invalid_token"})),
+            )
+                .into_response(),
+        )
+    } else {
+        let hs: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        (
+            200,
+            (
+                [("set-cookie", "provider-session=1"), ("x-provider", "fake")],
+                Json(json!({
+                    "method": method.as_str(),
+                    "path": path,
+                    "query": uri.query(),
+                    "headers": hs,
+                    "body": String::from_utf8_lossy(&body),
+                })),
+            )
+                .into_response(),
+        )
+    };
+    f.seen
+        .lock()
+        .unwrap()
+        .api_requests
+        .push((method.to_string(), path, status));
+    resp
 }

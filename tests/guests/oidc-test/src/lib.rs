@@ -2,7 +2,8 @@
 //! `oidc-provider` server in `tests/oidc/`. Its URLs use the placeholder origin
 //! `https://oidc.keyport.test`, which tests map to the real server with an endpoint override.
 use keyport_sdk::{
-    Account, CallContext, Connector, Error, Manifest, Oauth2, Scope, export_connector, http,
+    Account, CallContext, Classification, Connector, Error, Manifest, Oauth2, ResponseView, Scope,
+    export_connector, http,
 };
 use serde_json::Value;
 
@@ -50,6 +51,24 @@ impl Connector for OidcTest {
             account = account.email(email);
         }
         Ok(account)
+    }
+
+    /// Slack-style answers: HTTP 200 with `{"ok": false, "error": "invalid_auth"}` is an
+    /// authentication failure (the proxy refreshes and retries once).
+    fn classify_response(response: &ResponseView) -> Option<Classification> {
+        if response.status != 200 {
+            return None;
+        }
+        let body: Value = response.json()?;
+        match (body["ok"].as_bool(), body["error"].as_str()) {
+            (Some(false), Some(code @ ("invalid_auth" | "token_expired"))) => Some(
+                Classification::Failure(Error::unauthorized(format!("rejected ({code})")).into()),
+            ),
+            (Some(false), Some("token_revoked")) => Some(Classification::Failure(
+                Error::revoked("the authorization was revoked").into(),
+            )),
+            _ => None,
+        }
     }
 }
 

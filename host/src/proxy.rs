@@ -1,0 +1,531 @@
+//! The proxy: `ANY /api/v1/connections/{id}/proxy/{path}` forwards a request to the connector's
+//! API base URL plus `path`, adds the connection's credential the way the manifest says, and
+//! streams the answer back. Callers use a connection without ever holding its token.
+//!
+//! | concern | rule |
+//! |---|---|
+//! | target | base URL (placeholders filled from the config) + path; absolute URLs, `..`/`.` segments (also percent-encoded, also double-encoded), encoded slashes and backslashes are refused; the result must stay under the base URL |
+//! | egress | the same policy as connector calls: declared ∩ granted hosts, https, address rules checked when connecting |
+//! | inbound headers | `Authorization`, `Cookie`, `Host`, hop-by-hop, `Forwarded`/`X-Forwarded-*` and `X-Keyport-*` are dropped |
+//! | credential | Bearer, a custom header, a query parameter or Basic, per the manifest |
+//! | 401, or a 200 the connector classifies as an auth failure | one refresh through the single-flight path, one retry |
+//! | connector says "revoked" | the connection turns `revoked`; the answer passes through |
+//! | 429 | passes through with `Retry-After`; `X-Keyport-Retries: n` (≤ 3) retries idempotent methods after a `Retry-After` of at most 30 s |
+//! | `revoked`, `expired`, `pending` | 409 with the status and what to do; `error` is still tried and a success makes it `active` |
+//! | bookkeeping | an audit row per request (method, path without query, upstream status, latency, caller) and `last_used_at`, both written in batches about once a second |
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderName, Method};
+use serde_json::{Value, json};
+
+use crate::connections::{Actor, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service};
+use crate::runtime::{AuthScheme, Classification, CredentialPlacement, ErrorKind, ResponseView};
+use crate::store::{AuditRow, ConnectionRow, now_ms};
+
+/// Proxy use not yet written to the database.
+#[derive(Default)]
+pub struct Usage {
+    /// Audit rows of proxied requests.
+    pub audit: Vec<AuditRow>,
+    /// Connection id → (workspace, last use).
+    pub last_used: HashMap<String, (String, i64)>,
+}
+
+/// A request to forward.
+pub struct ProxyRequest {
+    pub method: Method,
+    /// The path after `/proxy/`, exactly as received (percent-encoded).
+    pub raw_path: String,
+    /// The query string, as received.
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Largest answer body the connector's `classify-response` hook is shown.
+const CLASSIFY_MAX: u64 = 256 * 1024;
+
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "forwarded",
+];
+
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authenticate",
+    "set-cookie",
+];
+
+/// Checks the path a caller asked for: relative, no dot segments (plain, percent-encoded or
+/// double-encoded), no encoded separators, no backslashes or control characters.
+pub fn check_path(raw: &str) -> std::result::Result<(), String> {
+    let refuse = |why: &str| Err(format!("refused proxy path: {why}"));
+    if raw.starts_with('/') {
+        return refuse("it must be relative to the connector's API base URL (no leading '/')");
+    }
+    if raw.contains('\\') || raw.chars().any(|c| c.is_control() || c == '#') {
+        return refuse("backslashes, fragments and control characters are not allowed");
+    }
+    for (i, segment) in raw.split('/').enumerate() {
+        let once = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        let twice = percent_encoding::percent_decode_str(&once).decode_utf8_lossy();
+        for s in [segment, &once, &twice] {
+            if s == "." || s == ".." {
+                return refuse("'.' and '..' segments are not allowed");
+            }
+            if s.contains('/') || s.contains('\\') {
+                return refuse("encoded '/' or '\\' is not allowed");
+            }
+        }
+        if i == 0 && once.contains(':') {
+            return refuse("absolute URLs are not allowed; send a path under the API base URL");
+        }
+    }
+    Ok(())
+}
+
+impl Service {
+    /// Forwards a request on a connection's behalf.
+    pub async fn proxy(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        req: ProxyRequest,
+        retries: u32,
+    ) -> Result<Response> {
+        let started = std::time::Instant::now();
+        let mut c = self.get(ws, id).await?;
+        usable(&c)?;
+        check_path(&req.raw_path).map_err(Error::BadRequest)?;
+        let entry = self.connector(&c.connector_id)?;
+        let m = entry.connector.manifest().clone();
+        let oauth = matches!(m.auth, AuthScheme::Oauth2(_));
+        if oauth
+            && c.expires_at
+                .is_some_and(|e| e <= now_ms() + ON_DEMAND_MARGIN_MS)
+        {
+            c = self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
+        }
+        let mut refreshed = false;
+        let mut retried = 0;
+        loop {
+            let env = self.call_env(&c, &m).await?;
+            let base = env.api_base_url.clone().ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "the {} connector declares no API base URL to proxy to",
+                    m.id
+                ))
+            })?;
+            let raw = target(&base, &req.raw_path, req.query.as_deref(), &m.credential)?;
+            let mut url = crate::runtime::checked_target(
+                &m.egress_hosts,
+                &env,
+                &raw,
+                self.config.allow_loopback,
+            )
+            .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?;
+            let mut headers = forwardable(&req.headers);
+            for (name, value) in &m.api_headers {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) {
+                    headers.insert(n, v);
+                }
+            }
+            let credential = env.credential.as_ref().ok_or_else(|| {
+                Error::Conflict(
+                    "This connection has no credential stored; reconnect it.".to_string(),
+                )
+            })?;
+            crate::runtime::add_credential(&m.credential, credential, &mut headers, &mut url)
+                .map_err(Error::Internal)?;
+            let sent_at = now_ms();
+            let resp = self
+                .proxy_http
+                .request(req.method.clone(), url)
+                .headers(headers)
+                .body(req.body.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    let e = e.without_url();
+                    Error::Upstream(format!(
+                        "Could not reach the provider: {e}. Try again later."
+                    ))
+                })?;
+            let status = resp.status();
+            // 401: refresh once (single flight) and retry once.
+            if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
+                refreshed = true;
+                c = self
+                    .refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
+                    .await?;
+                continue;
+            }
+            // 429/503 with a short Retry-After: retry idempotent requests when asked to.
+            if (status == http::StatusCode::TOO_MANY_REQUESTS
+                || status == http::StatusCode::SERVICE_UNAVAILABLE)
+                && retried < retries.min(3)
+                && idempotent(&req.method)
+                && let Some(wait) = retry_after(resp.headers()).filter(|s| *s <= 30)
+            {
+                retried += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                continue;
+            }
+            let mut headers = resp.headers().clone();
+            for h in DROPPED_RESPONSE_HEADERS {
+                headers.remove(*h);
+            }
+            let classify = status == http::StatusCode::OK
+                && !headers.contains_key(http::header::CONTENT_ENCODING)
+                && headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("json"))
+                && resp.content_length().is_some_and(|n| n <= CLASSIFY_MAX);
+            let body = if classify {
+                let bytes = resp.bytes().await.map_err(|e| {
+                    Error::Upstream(format!(
+                        "The provider's answer broke off: {}",
+                        e.without_url()
+                    ))
+                })?;
+                let view = ResponseView {
+                    status: status.as_u16(),
+                    headers: vec![],
+                    body: bytes.to_vec(),
+                };
+                match entry.connector.classify_response(view).await {
+                    Ok(Some(Classification::Failure(e)))
+                        if e.kind == ErrorKind::Unauthorized && oauth && !refreshed =>
+                    {
+                        refreshed = true;
+                        c = self
+                            .refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
+                            .await?;
+                        continue;
+                    }
+                    Ok(Some(Classification::Failure(e))) if e.kind == ErrorKind::Revoked => {
+                        let reason = format!(
+                            "The provider says this connection's authorization is no longer valid ({}). Reconnect to continue.",
+                            e.message
+                        );
+                        self.transition(&c, "revoked", &reason, actor).await?;
+                    }
+                    _ => {}
+                }
+                Body::from(bytes)
+            } else {
+                Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other))
+            };
+            if status.is_success() && c.status == "error" {
+                // A success after failures: "recovered".
+                self.transition(&c, "active", "", actor).await?;
+            }
+            self.record_use(&c, actor, &req, status.as_u16(), started, refreshed);
+            let mut out = Response::new(body);
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            return Ok(out);
+        }
+    }
+
+    fn record_use(
+        &self,
+        c: &ConnectionRow,
+        actor: &Actor,
+        req: &ProxyRequest,
+        status: u16,
+        started: std::time::Instant,
+        refreshed: bool,
+    ) {
+        let now = now_ms();
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        usage.audit.push(AuditRow {
+            id: 0,
+            workspace_id: c.workspace_id.clone(),
+            connection_id: Some(c.id.clone()),
+            action: "proxy.request".into(),
+            actor: actor.0.clone(),
+            detail: json!({
+                "method": req.method.as_str(),
+                "path": format!("/{}", req.raw_path),
+                "status": status,
+                "latency_ms": started.elapsed().as_millis() as u64,
+                "refreshed": refreshed,
+            })
+            .to_string(),
+            created_at: now,
+        });
+        usage
+            .last_used
+            .insert(c.id.clone(), (c.workspace_id.clone(), now));
+    }
+
+    /// Writes buffered proxy audit rows and last-used times.
+    pub async fn flush_usage(&self) -> Result<()> {
+        let (audit, used) = {
+            let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                std::mem::take(&mut usage.audit),
+                std::mem::take(&mut usage.last_used),
+            )
+        };
+        if !audit.is_empty() {
+            self.store.audit_batch(&audit).await?;
+        }
+        if !used.is_empty() {
+            let used: Vec<(String, String, i64)> = used
+                .into_iter()
+                .map(|(id, (ws, at))| (ws, id, at))
+                .collect();
+            self.store.touch_last_used(&used).await?;
+        }
+        Ok(())
+    }
+
+    /// The raw credential, for callers that must hold it (the API layer checks the permission).
+    /// Every read is audited.
+    pub async fn credentials(&self, ws: &str, actor: &Actor, id: &str) -> Result<Value> {
+        let mut c = self.get(ws, id).await?;
+        usable(&c)?;
+        let out = if c.auth_kind == "api_key" {
+            let key = self.open_secret(ws, id, "api_key").await?.ok_or_else(|| {
+                Error::Conflict("This connection has no API key stored; enter it again.".into())
+            })?;
+            json!({"type": "api_key", "api_key": key.as_str()})
+        } else {
+            if c.expires_at
+                .is_some_and(|e| e <= now_ms() + ON_DEMAND_MARGIN_MS)
+            {
+                c = self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
+            }
+            let token = self
+                .open_secret(ws, id, "access_token")
+                .await?
+                .ok_or_else(|| {
+                    Error::Conflict(
+                        "This connection has no access token stored; reconnect it.".into(),
+                    )
+                })?;
+            json!({
+                "type": "oauth2",
+                "access_token": token.as_str(),
+                "token_type": "Bearer",
+                "expires_at": c.expires_at.map(crate::connections::rfc3339),
+            })
+        };
+        self.store
+            .audit(
+                ws,
+                Some(id),
+                "credentials.read",
+                &actor.0,
+                &json!({"type": out["type"]}),
+            )
+            .await?;
+        Ok(out)
+    }
+}
+
+/// 409 for connections that cannot be used, with what to do.
+fn usable(c: &ConnectionRow) -> Result<()> {
+    let what = match c.status.as_str() {
+        "revoked" => {
+            "it was revoked; reconnect it (POST /api/v1/connections/{id}/reconnect) to use it again"
+        }
+        "expired" => {
+            "its authorization expired; reconnect it (POST /api/v1/connections/{id}/reconnect)"
+        }
+        "pending" => "it is not authorized yet; finish the authorization first",
+        _ => return Ok(()),
+    };
+    Err(Error::Conflict(format!(
+        "Connection {} is {}: {}.{}",
+        c.id,
+        c.status,
+        what.replace("{id}", &c.id),
+        c.status_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    )))
+}
+
+/// The upstream URL: the base, a slash, the path, the query (without any parameter the host adds
+/// the credential as).
+fn target(
+    base: &str,
+    raw_path: &str,
+    query: Option<&str>,
+    placement: &CredentialPlacement,
+) -> Result<String> {
+    let base_url = url::Url::parse(base)
+        .map_err(|e| Error::Internal(format!("the API base URL is not a URL: {e}")))?;
+    let mut s = format!("{}/{}", base.trim_end_matches('/'), raw_path);
+    let url =
+        url::Url::parse(&s).map_err(|e| Error::BadRequest(format!("refused proxy path: {e}")))?;
+    let base_path = base_url.path().trim_end_matches('/');
+    if url.origin() != base_url.origin()
+        || !(url.path() == base_path || url.path().starts_with(&format!("{base_path}/")))
+    {
+        return Err(Error::BadRequest(
+            "refused proxy path: it leaves the connector's API base URL".into(),
+        ));
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        let kept: Vec<&str> = match placement {
+            CredentialPlacement::Query(param) => q
+                .split('&')
+                .filter(|kv| kv.split('=').next() != Some(param.as_str()))
+                .collect(),
+            _ => q.split('&').collect(),
+        };
+        if !kept.is_empty() {
+            s.push('?');
+            s.push_str(&kept.join("&"));
+        }
+    }
+    Ok(s)
+}
+
+fn forwardable(inbound: &HeaderMap) -> HeaderMap {
+    let listed: Vec<String> = inbound
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in inbound {
+        let n = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&n)
+            || n.starts_with("x-forwarded-")
+            || n.starts_with("x-keyport-")
+            || listed.iter().any(|l| l == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+fn retry_after(h: &HeaderMap) -> Option<u64> {
+    h.get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_and_absolute_urls_are_refused() {
+        for bad in [
+            "../admin",
+            "a/../../admin",
+            "%2e%2e/admin",
+            "%2E%2E/admin",
+            "a/%2e%2e%2fadmin",
+            "%252e%252e/admin",
+            "a%2fb",
+            "a%5cb",
+            "a\\b",
+            "/etc/passwd",
+            "//evil.example/x",
+            "http://evil.example/x",
+            "https:%2f%2fevil.example",
+            "./x",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad} must be refused");
+        }
+        for good in [
+            "",
+            "users",
+            "users/me",
+            "v1/files/report%20final.pdf",
+            "a.b/c..d",
+            "x?y",
+        ] {
+            assert!(check_path(good).is_ok(), "{good} must pass");
+        }
+    }
+
+    #[test]
+    fn the_target_stays_under_the_base_and_drops_a_credential_parameter() {
+        let q = CredentialPlacement::Query("key".into());
+        assert_eq!(
+            target(
+                "https://api.example.com/v1/",
+                "users/me",
+                Some("a=1&key=x&b=2"),
+                &q
+            )
+            .unwrap(),
+            "https://api.example.com/v1/users/me?a=1&b=2"
+        );
+        assert!(
+            target("https://api.example.com/v1", "@evil.example", None, &q)
+                .is_ok_and(|u| u.starts_with("https://api.example.com/v1/"))
+        );
+    }
+
+    #[test]
+    fn inbound_credentials_and_hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer caller"),
+            ("cookie", "s=1"),
+            ("host", "evil.example"),
+            ("connection", "x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-keyport-retries", "2"),
+            ("x-custom", "kept"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        let out = forwardable(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-custom", "content-type"]);
+    }
+}
