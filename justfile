@@ -34,3 +34,7 @@ bench:
 # Refresh throughput on SQLite and PostgreSQL (N=... just bench-refresh 1000000)
 bench-refresh N="1000,10000":
     KEYPORT_BENCH_N={{N}} cargo bench -p keyport --bench refresh_throughput
+
+# Proxy overhead against the upstream called directly and through nginx (apt-get install nginx-light)
+bench-proxy:
+    cargo bench -p keyport --bench proxy_overhead

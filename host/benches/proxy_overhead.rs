@@ -1,0 +1,305 @@
+//! Proxy overhead: requests per second and p50/p99 latency through `keyport serve`'s proxy to a
+//! local upstream, next to the same upstream called directly and through nginx `proxy_pass`
+//! (Debian's package), all measured in the same run, at concurrency 1 and 64.
+//!
+//! Run: `cargo bench -p keyport --bench proxy_overhead` (or `just bench-proxy`).
+//! - `KEYPORT_BENCH_SECS`: seconds per measurement (default 5).
+//! - `KEYPORT_BENCH_CONCURRENCY`: comma-separated levels (default `1,64`).
+//!
+//! nginx must be installed (`apt-get install nginx-light`); without it that column is skipped
+//! with a message.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyport::store::{Store, now_ms};
+
+const ADMIN: &str = "kp_admin_bench_0123456789abcdef";
+
+fn master_keys() -> String {
+    use base64::Engine;
+    format!(
+        "k1:{}",
+        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+    )
+}
+
+async fn upstream() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/api/{*rest}",
+        get(|| async {
+            (
+                [("content-type", "application/json")],
+                r#"{"ok":true,"items":[1,2,3],"note":"a small JSON answer"}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_keyport(data: &std::path::Path) -> (Proc, String) {
+    let connectors = data.join("connectors");
+    std::fs::create_dir_all(&connectors).unwrap();
+    std::fs::copy(
+        keyport_test_artifacts::OIDC_TEST,
+        connectors.join("oidc_test.wasm"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .arg("--connectors-dir")
+        .arg(&connectors)
+        .env("KEYPORT_ALLOW_LOOPBACK", "1")
+        .env("KEYPORT_ADMIN_TOKEN", ADMIN)
+        .env("KEYPORT_MASTER_KEYS", master_keys())
+        .env("RUST_LOG", "warn")
+        .env_remove("KEYPORT_DATABASE_URL")
+        .env_remove("KEYPORT_PUBLIC_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in err.lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("keyport is running. Open ") {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/');
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("keyport serve did not start");
+    (Proc(child), url)
+}
+
+fn start_nginx(dir: &std::path::Path, upstream: &str) -> Option<(Proc, String)> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(nginx) = nginx else {
+        eprintln!("nginx is not installed (apt-get install nginx-light): skipping its column");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let up = upstream.trim_start_matches("http://");
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes auto; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  upstream u {{ server {up}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}
+  }}
+}}
+"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(nginx)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((Proc(child), url));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nginx did not start; see {d}/error.log");
+}
+
+struct Stats {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+async fn load(url: &str, auth: bool, concurrency: usize, secs: u64) -> Stats {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    // Warm up connections and caches.
+    for _ in 0..200 {
+        let mut r = client.get(url);
+        if auth {
+            r = r.bearer_auth(ADMIN);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}: {}", resp.text().await.unwrap());
+        resp.bytes().await.unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(secs);
+    let url = Arc::new(url.to_string());
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < until {
+                let t = Instant::now();
+                let mut r = client.get(url.as_str());
+                if auth {
+                    r = r.bearer_auth(ADMIN);
+                }
+                let resp = r.send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.bytes().await.unwrap();
+                samples.push(t.elapsed());
+            }
+            samples
+        })
+    });
+    let mut all: Vec<Duration> = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    Stats {
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    }
+}
+
+fn main() {
+    let secs: u64 = std::env::var("KEYPORT_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let levels: Vec<usize> = std::env::var("KEYPORT_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,64".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("KEYPORT_BENCH_CONCURRENCY: numbers")
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let up = upstream().await;
+        let data = tempfile::tempdir().unwrap();
+        let (_kp, kp_url) = start_keyport(data.path());
+        let r = reqwest::Client::new()
+            .put(format!("{kp_url}/api/v1/provider-apps/oidc-test"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({
+                "client_id": "bench", "client_secret": "bench-secret",
+                "endpoint_overrides": {"https://oidc.keyport.test": up}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let store = Store::connect(&format!(
+            "sqlite:{}",
+            data.path().join("keyport.db").display()
+        ))
+        .await
+        .unwrap();
+        let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
+        let far = now_ms() + 365 * 24 * 3600 * 1000;
+        keyport::seed::oauth_connections(
+            &store,
+            &ring,
+            &keyport::seed::Spec {
+                workspace: "default",
+                connector: "oidc-test",
+                start: 0,
+                count: 1,
+                prefix: "bench-proxy-",
+                expires_at: far,
+                next_refresh_at: far,
+                tokens: &|_| ("bench-at".into(), "bench-rt".into()),
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        let nginx_dir = tempfile::tempdir().unwrap();
+        let nginx = start_nginx(nginx_dir.path(), &up);
+        let path = "api/v1/items?limit=3";
+        println!("| concurrency | target | requests/s | p50 (µs) | p99 (µs) | added p50 vs direct (µs) | throughput vs nginx |");
+        println!("|---|---|---|---|---|---|---|");
+        for &c in &levels {
+            let direct = load(&format!("{up}/{path}"), false, c, secs).await;
+            let via_nginx = match &nginx {
+                Some((_, n)) => Some(load(&format!("{n}/{path}"), false, c, secs).await),
+                None => None,
+            };
+            let via_kp = load(
+                &format!("{kp_url}/api/v1/connections/bench-proxy-0/proxy/{path}"),
+                true,
+                c,
+                secs,
+            )
+            .await;
+            let row = |name: &str, s: &Stats| {
+                println!(
+                    "| {c} | {name} | {:.0} | {:.0} | {:.0} | {:+.0} | {} |",
+                    s.rps,
+                    s.p50_us,
+                    s.p99_us,
+                    s.p50_us - direct.p50_us,
+                    via_nginx
+                        .as_ref()
+                        .map(|n| format!("{:.2}×", s.rps / n.rps))
+                        .unwrap_or_else(|| "–".into())
+                );
+            };
+            row("direct", &direct);
+            if let Some(n) = &via_nginx {
+                row("nginx proxy_pass", n);
+            }
+            row("keyport proxy", &via_kp);
+        }
+    });
+}
