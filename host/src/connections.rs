@@ -95,6 +95,14 @@ impl Default for ServiceConfig {
     }
 }
 
+/// What a refresh under a lease did.
+enum Refreshed {
+    /// Nothing was needed (the row as read); the lease is still held.
+    Fresh(Box<ConnectionRow>),
+    /// New tokens were committed, and the lease released with them.
+    Saved,
+}
+
 /// When a refresh may be skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshMode {
@@ -176,7 +184,24 @@ pub struct Service {
     pub(crate) proxy_http: reqwest::Client,
     /// Proxy use not yet written: audit rows and last-used times (flushed in batches).
     pub(crate) usage: Mutex<crate::proxy::Usage>,
+    /// Provider apps recently read.
+    app_cache: Mutex<HashMap<(String, String), (std::time::Instant, CachedApp)>>,
+    /// Connections and their call envs recently used by the proxy (see `usable_conn`).
+    conn_cache: Mutex<HashMap<String, (std::time::Instant, Arc<(ConnectionRow, CallEnv)>)>>,
+    /// API credentials recently checked: token hash → (when, workspace, actor, permissions).
+    pub(crate) auth_cache:
+        Mutex<HashMap<String, (std::time::Instant, Option<crate::api::auth::Caller>)>>,
 }
+
+/// How long the proxy trusts a cached connection row and credential. Changes made by this
+/// process clear the entry at once; changes by another replica show within this time (a token
+/// refreshed elsewhere is picked up at once when the provider answers 401).
+pub const CONN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+type CachedApp = (ProviderAppRow, Option<Secret>, BTreeMap<String, String>);
+
+/// How long a provider app read stays cached.
+const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `POST /connections/oauth/start` body.
 #[derive(Debug, Deserialize)]
@@ -365,6 +390,9 @@ impl Service {
             webhook_http,
             proxy_http,
             usage: Mutex::default(),
+            app_cache: Mutex::default(),
+            conn_cache: Mutex::default(),
+            auth_cache: Mutex::default(),
         })
     }
 
@@ -385,6 +413,44 @@ impl Service {
         }
         Ok(entry)
     }
+    /// Drops a connection from the proxy's cache (after any change to it).
+    pub(crate) fn forget(&self, id: &str) {
+        self.conn_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// A connection and its call env for the proxy, from a cache of at most `CONN_CACHE_TTL`.
+    pub(crate) async fn cached_conn(
+        &self,
+        ws: &str,
+        id: &str,
+        fresh: bool,
+    ) -> Result<Arc<(ConnectionRow, CallEnv)>> {
+        if !fresh
+            && let Some((at, hit)) = self
+                .conn_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+            && at.elapsed() < CONN_CACHE_TTL
+            && hit.0.workspace_id == ws
+        {
+            return Ok(hit.clone());
+        }
+        let c = self.get(ws, id).await?;
+        let entry = self.connector(&c.connector_id)?;
+        let env = self.call_env(&c, entry.connector.manifest()).await?;
+        let out = Arc::new((c, env));
+        let mut cache = self.conn_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < CONN_CACHE_TTL);
+        }
+        cache.insert(id.to_string(), (std::time::Instant::now(), out.clone()));
+        Ok(out)
+    }
+
     /// Queues a webhook event about `c` (failures are logged: the change itself stands).
     pub(crate) async fn emit(&self, kind: &str, c: &ConnectionRow, extra: Value) {
         let event = crate::webhooks::connection_event(kind, c, extra);
@@ -463,9 +529,14 @@ impl Service {
     /// The effective config: schema defaults ⊕ the connection's config ⊕ `overrides`.
     pub async fn effective_config(&self, ws: &str, id: &str, overrides: &Value) -> Result<Value> {
         let c = self.get(ws, id).await?;
+        self.effective_config_of(&c, overrides)
+    }
+
+    /// The effective config of a connection already read.
+    pub fn effective_config_of(&self, c: &ConnectionRow, overrides: &Value) -> Result<Value> {
         let entry = self.connector(&c.connector_id)?;
-        let schema = crate::runtime::config_schema(&entry.connector.manifest().config_schema)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let schema: Value = serde_json::from_str(&entry.connector.manifest().config_schema)
+            .map_err(|e| Error::Internal(format!("the connector's config schema: {e}")))?;
         let mut merged = schema_defaults(&schema);
         merge(
             &mut merged,
@@ -486,6 +557,31 @@ impl Service {
     }
 
     async fn app(
+        &self,
+        ws: &str,
+        connector: &str,
+    ) -> Result<(ProviderAppRow, Option<Secret>, BTreeMap<String, String>)> {
+        // A short-lived cache: refreshes and proxied calls read the app on every use. Changes in
+        // this process clear it at once; other replicas' changes show within APP_CACHE_TTL.
+        let key = (ws.to_string(), connector.to_string());
+        if let Some((at, cached)) = self
+            .app_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && at.elapsed() < APP_CACHE_TTL
+        {
+            return Ok(cached.clone());
+        }
+        let loaded = self.load_app(ws, connector).await?;
+        self.app_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (std::time::Instant::now(), loaded.clone()));
+        Ok(loaded)
+    }
+
+    async fn load_app(
         &self,
         ws: &str,
         connector: &str,
@@ -512,6 +608,10 @@ impl Service {
         input: ProviderAppInput,
         admin: bool,
     ) -> Result<Value> {
+        self.app_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let entry = self.connector(connector)?;
         let is_oauth = matches!(entry.connector.manifest().auth, AuthScheme::Oauth2(_));
         if !is_oauth && input.client_secret.is_some() {
@@ -1027,7 +1127,7 @@ impl Service {
                 return Ok(done("error", Some(&reason)));
             }
         };
-        self.save_tokens(&ws, &conn, &tokens, &requested, true, None)
+        self.save_tokens(&ws, &conn, &tokens, &requested, true, None, None)
             .await?;
         if flow.reconnect != 0 {
             self.store
@@ -1122,7 +1222,9 @@ impl Service {
         requested: &[String],
         replace_metadata: bool,
         fence: Option<(&str, i64)>,
+        audit: Option<(&str, &Actor, Value)>,
     ) -> Result<Option<i64>> {
+        self.forget(&conn.id);
         let now = now_ms();
         let access = self.seal_field(ws, &conn.id, "access_token", &t.access_token);
         let refresh = t
@@ -1156,6 +1258,9 @@ impl Service {
                 .is_none()
                 .then(|| now + self.config.probe_interval_ms),
             new_grant: replace_metadata,
+            audit: audit.map(|(action, actor, detail)| {
+                (action.to_string(), actor.0.clone(), detail.to_string())
+            }),
             expires_at: t.expires_in.map(|s| now + (s as i64) * 1000),
             refresh_token_expires_at: t.refresh_token_expires_in.map(|s| now + (s as i64) * 1000),
             granted_scopes: granted.map(|g| serde_json::to_string(&g).unwrap_or_default()),
@@ -1184,7 +1289,7 @@ impl Service {
             .open_secret(ws, &c.id, field)
             .await?
             .map(|s| Secret::new(s.as_str()));
-        let config = self.effective_config(ws, &c.id, &json!({})).await?;
+        let config = self.effective_config_of(c, &json!({}))?;
         let mut overrides = BTreeMap::new();
         let mut form_secrets = HashMap::new();
         if let AuthScheme::Oauth2(_) = &m.auth
@@ -1387,35 +1492,47 @@ impl Service {
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let due = |c: &ConnectionRow| c.next_refresh_at.is_none_or(|t| t > now_ms());
-        let result: Result<()> = async {
+        let result: Result<bool> = async {
             let c = self.get(ws, id).await?;
             if c.token_version != row.token_version
                 || c.lease_owner.as_deref() != Some(self.instance.as_str())
                 || due(&c)
             {
-                return Ok(());
+                return Ok(false);
             }
-            // The row may have waited in the queue: make the lease whole again before the call.
-            if !self
-                .store
-                .renew_lease(
-                    ws,
-                    id,
-                    &self.instance,
-                    row.token_version,
-                    self.config.refresh_lease_ms,
-                )
-                .await?
+            // The row may have waited in the queue: make the lease whole again before the call
+            // when less than half of it is left.
+            let left = c.lease_until.unwrap_or(0) - now_ms();
+            if left < self.config.refresh_lease_ms / 2
+                && !self
+                    .store
+                    .renew_lease(
+                        ws,
+                        id,
+                        &self.instance,
+                        row.token_version,
+                        self.config.refresh_lease_ms,
+                    )
+                    .await?
             {
-                return Ok(());
+                return Ok(false);
             }
-            self.refresh_with_lease(ws, &actor, id, &due)
-                .await
-                .map(|_| ())
+            Ok(matches!(
+                self.refresh_with_lease(ws, &actor, id, &due, Some(c))
+                    .await?,
+                Refreshed::Saved
+            ))
         }
         .await;
-        if let Err(e) = result {
-            tracing::debug!(connection = %id, error = %e, "scheduled refresh failed");
+        let released = match result {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::debug!(connection = %id, error = %e, "scheduled refresh failed");
+                false
+            }
+        };
+        if released {
+            return;
         }
         if let Err(e) = self.store.release_lease(ws, id, &self.instance).await {
             tracing::warn!(connection = id, error = %e, "could not release a refresh lease; it expires by itself");
@@ -1695,6 +1812,7 @@ impl Service {
         id: &str,
         p: Patch,
     ) -> Result<ConnectionRow> {
+        self.forget(id);
         let c = self.get(ws, id).await?;
         let entry = self.connector(&c.connector_id)?;
         let name = match p.name {
@@ -1767,6 +1885,7 @@ impl Service {
         // Single flight in this process: callers queue here.
         let lock = self.lock(id);
         let _guard = lock.lock().await;
+        self.forget(id);
         let c = self.get(ws, id).await?;
         if fresh(&c) {
             return Ok(c);
@@ -1801,11 +1920,16 @@ impl Service {
                 ));
             }
         }
-        let result = self.refresh_with_lease(ws, actor, id, &fresh).await;
-        if let Err(e) = self.store.release_lease(ws, id, &self.instance).await {
+        let result = self.refresh_with_lease(ws, actor, id, &fresh, None).await;
+        if !matches!(result, Ok(Refreshed::Saved))
+            && let Err(e) = self.store.release_lease(ws, id, &self.instance).await
+        {
             tracing::warn!(connection = id, error = %e, "could not release a refresh lease; it expires by itself");
         }
-        result
+        match result? {
+            Refreshed::Fresh(c) => Ok(*c),
+            Refreshed::Saved => self.get(ws, id).await,
+        }
     }
 
     /// The refresh itself, holding the lease: re-read, call the provider, write back fenced by
@@ -1817,10 +1941,14 @@ impl Service {
         actor: &Actor,
         id: &str,
         fresh: &(dyn Fn(&ConnectionRow) -> bool + Sync),
-    ) -> Result<ConnectionRow> {
-        let c = self.get(ws, id).await?;
+        read: Option<ConnectionRow>,
+    ) -> Result<Refreshed> {
+        let c = match read {
+            Some(c) => c,
+            None => self.get(ws, id).await?,
+        };
         if fresh(&c) {
-            return Ok(c);
+            return Ok(Refreshed::Fresh(Box::new(c)));
         }
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest().clone();
@@ -1845,7 +1973,7 @@ impl Service {
             }
         };
         let (app, client_secret, overrides) = self.app(ws, &c.connector_id).await?;
-        let config = self.effective_config(ws, id, &json!({})).await?;
+        let config = self.effective_config_of(&c, &json!({}))?;
         let call = TokenCall {
             http: &self.http,
             oauth: &o,
@@ -1904,8 +2032,15 @@ impl Service {
                 let requested: Vec<String> =
                     serde_json::from_str(&c.requested_scopes).unwrap_or_default();
                 let fence = Some((self.instance.as_str(), c.token_version));
+                // The audit row commits with the tokens, and the lease is released by the same
+                // statement.
+                let audit = (
+                    "token.refreshed",
+                    actor,
+                    json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
+                );
                 if self
-                    .save_tokens(ws, &c, &t, &requested, false, fence)
+                    .save_tokens(ws, &c, &t, &requested, false, fence, Some(audit))
                     .await?
                     .is_none()
                 {
@@ -1918,14 +2053,6 @@ impl Service {
                             .into(),
                     ));
                 }
-                self.audit(
-                    ws,
-                    Some(id),
-                    "token.refreshed",
-                    actor,
-                    json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
-                )
-                .await;
                 if c.expiring_soon_reason.as_deref() == Some("failing") {
                     self.store
                         .clear_expiring_soon(ws, id, Some("failing"))
@@ -1937,7 +2064,7 @@ impl Service {
                 } else if c.status == "pending" && c.account_id.is_none() {
                     self.lookup_and_activate(ws, id).await?;
                 }
-                self.get(ws, id).await
+                Ok(Refreshed::Saved)
             }
             Err(OAuthError::Definitive { code, description }) => {
                 let reason = format!(
@@ -2023,6 +2150,7 @@ impl Service {
         reason: &str,
         actor: &Actor,
     ) -> Result<()> {
+        self.forget(&c.id);
         let reason = (!reason.is_empty()).then_some(reason);
         let from = c.status.clone();
         let changed = self
@@ -2141,6 +2269,7 @@ impl Service {
 
     /// Deletes a connection; 409 while dependents exist.
     pub async fn delete(&self, ws: &str, actor: &Actor, id: &str) -> Result<()> {
+        self.forget(id);
         let c = self.get(ws, id).await?;
         let blocking = self.store.delete_connection(ws, id).await?;
         if blocking > 0 {

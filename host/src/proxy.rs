@@ -117,22 +117,25 @@ impl Service {
         retries: u32,
     ) -> Result<Response> {
         let started = std::time::Instant::now();
-        let mut c = self.get(ws, id).await?;
-        usable(&c)?;
         check_path(&req.raw_path).map_err(Error::BadRequest)?;
-        let entry = self.connector(&c.connector_id)?;
+        let mut cached = self.cached_conn(ws, id, false).await?;
+        usable(&cached.0)?;
+        let entry = self.connector(&cached.0.connector_id)?;
         let m = entry.connector.manifest().clone();
         let oauth = matches!(m.auth, AuthScheme::Oauth2(_));
         if oauth
-            && c.expires_at
+            && cached
+                .0
+                .expires_at
                 .is_some_and(|e| e <= now_ms() + ON_DEMAND_MARGIN_MS)
         {
-            c = self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
+            self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
+            cached = self.cached_conn(ws, id, true).await?;
         }
         let mut refreshed = false;
         let mut retried = 0;
         loop {
-            let env = self.call_env(&c, &m).await?;
+            let (c, env) = (&cached.0, &cached.1);
             let base = env.api_base_url.clone().ok_or_else(|| {
                 Error::BadRequest(format!(
                     "the {} connector declares no API base URL to proxy to",
@@ -142,7 +145,7 @@ impl Service {
             let raw = target(&base, &req.raw_path, req.query.as_deref(), &m.credential)?;
             let mut url = crate::runtime::checked_target(
                 &m.egress_hosts,
-                &env,
+                env,
                 &raw,
                 self.config.allow_loopback,
             )
@@ -181,9 +184,9 @@ impl Service {
             // 401: refresh once (single flight) and retry once.
             if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
                 refreshed = true;
-                c = self
-                    .refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
+                self.refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
                     .await?;
+                cached = self.cached_conn(ws, id, true).await?;
                 continue;
             }
             // 429/503 with a short Retry-After: retry idempotent requests when asked to.
@@ -225,9 +228,9 @@ impl Service {
                         if e.kind == ErrorKind::Unauthorized && oauth && !refreshed =>
                     {
                         refreshed = true;
-                        c = self
-                            .refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
+                        self.refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
                             .await?;
+                        cached = self.cached_conn(ws, id, true).await?;
                         continue;
                     }
                     Ok(Some(Classification::Failure(e))) if e.kind == ErrorKind::Revoked => {
@@ -235,7 +238,7 @@ impl Service {
                             "The provider says this connection's authorization is no longer valid ({}). Reconnect to continue.",
                             e.message
                         );
-                        self.transition(&c, "revoked", &reason, actor).await?;
+                        self.transition(c, "revoked", &reason, actor).await?;
                     }
                     _ => {}
                 }
@@ -245,9 +248,9 @@ impl Service {
             };
             if status.is_success() && c.status == "error" {
                 // A success after failures: "recovered".
-                self.transition(&c, "active", "", actor).await?;
+                self.transition(c, "active", "", actor).await?;
             }
-            self.record_use(&c, actor, &req, status.as_u16(), started, refreshed);
+            self.record_use(c, actor, &req, status.as_u16(), started, refreshed);
             let mut out = Response::new(body);
             *out.status_mut() = status;
             *out.headers_mut() = headers;

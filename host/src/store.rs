@@ -654,7 +654,9 @@ impl Store {
                last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
                next_refresh_at = $11, refresh_failures = 0, next_probe_at = $12,
                expiring_soon_at = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_at END,
-               expiring_soon_reason = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_reason END
+               expiring_soon_reason = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_reason END,
+               lease_owner = CASE WHEN $9 IS NULL THEN lease_owner ELSE NULL END,
+               lease_until = CASE WHEN $9 IS NULL THEN lease_until ELSE NULL END
              WHERE workspace_id = $1 AND id = $2
                AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10))
              RETURNING token_version",
@@ -679,6 +681,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         };
+        if let Some((action, actor, detail)) = &t.audit {
+            sqlx::query("INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(workspace)
+                .bind(id)
+                .bind(action)
+                .bind(actor)
+                .bind(detail)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Some(row.get::<i64, _>(0)))
     }
@@ -1561,6 +1574,8 @@ pub struct TokenMeta {
     pub next_probe_at: Option<i64>,
     /// A new authorization (callback, reconnect): clears the expiring-soon flag.
     pub new_grant: bool,
+    /// An audit row committed with the tokens: (action, actor, detail JSON).
+    pub audit: Option<(String, String, String)>,
 }
 
 async fn upsert_secret(

@@ -52,18 +52,49 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unauthorized("send `Authorization: Bearer <admin token or API key>`")
             })?;
         let h = hash(token);
+        let ws_header = parts
+            .headers
+            .get("x-keyport-workspace")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("default");
+        let key = format!("{h}|{ws_header}");
+        if let Some((at, Some(caller))) = state
+            .service
+            .auth_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && at.elapsed() < AUTH_CACHE_TTL
+        {
+            return Ok(caller.clone());
+        }
+        let caller = authenticate(state, &h, ws_header).await?;
+        let mut cache = state
+            .service
+            .auth_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (std::time::Instant::now(), Some(caller.clone())));
+        Ok(caller)
+    }
+}
+
+/// How long a checked credential is remembered (the admin token and API keys change rarely).
+const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn authenticate(state: &AppState, h: &str, ws_header: &str) -> Result<Caller, ApiError> {
+    {
+        let h = h.to_string();
         let store = &state.service.store;
         let admin_hash = store
             .setting(ADMIN_TOKEN_HASH)
             .await
             .map_err(ApiError::from_store)?;
         if admin_hash.as_deref() == Some(h.as_str()) {
-            let workspace = parts
-                .headers
-                .get("x-keyport-workspace")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("default")
-                .to_string();
+            let workspace = ws_header.to_string();
             if !store
                 .workspace_exists(&workspace)
                 .await
