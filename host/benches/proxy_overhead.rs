@@ -28,15 +28,15 @@ fn master_keys() -> String {
 
 async fn upstream() -> String {
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/api/{*rest}",
-        get(|| async {
-            (
-                [("content-type", "application/json")],
-                r#"{"ok":true,"items":[1,2,3],"note":"a small JSON answer"}"#,
-            )
-        }),
-    );
+    let answer = || async {
+        (
+            [("content-type", "application/json")],
+            r#"{"ok":true,"id":"u1","name":"Bench","items":[1,2,3],"note":"a small JSON answer"}"#,
+        )
+    };
+    let app = axum::Router::new()
+        .route("/api/{*rest}", get(answer))
+        .route("/v1/{*rest}", get(answer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -58,6 +58,11 @@ fn start_keyport(data: &std::path::Path) -> (Proc, String) {
     std::fs::copy(
         keyport_test_artifacts::OIDC_TEST,
         connectors.join("oidc_test.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        keyport_test_artifacts::APIKEY_TEST,
+        connectors.join("apikey_test.wasm"),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
@@ -140,12 +145,14 @@ http {{
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
+    let child = Proc(child);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Proc(child), url));
+            return Some((child, url));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(child);
     panic!("nginx did not start; see {d}/error.log");
 }
 
@@ -239,6 +246,26 @@ fn main() {
             .await
             .unwrap();
         assert!(r.status().is_success());
+        let client = reqwest::Client::new();
+        let r = client
+            .put(format!("{kp_url}/api/v1/provider-apps/apikey-test"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"endpoint_overrides": {"https://api.keytest.example": up}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let r: serde_json::Value = client
+            .post(format!("{kp_url}/api/v1/connections"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({"connector": "apikey-test", "api_key": "bench-key"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key_conn = r["id"].as_str().expect("an API-key connection").to_string();
         let store = Store::connect(&format!(
             "sqlite:{}",
             data.path().join("keyport.db").display()
@@ -282,6 +309,13 @@ fn main() {
                 secs,
             )
             .await;
+            let via_kp_key = load(
+                &format!("{kp_url}/api/v1/connections/{key_conn}/proxy/items?limit=3"),
+                true,
+                c,
+                secs,
+            )
+            .await;
             let row = |name: &str, s: &Stats| {
                 println!(
                     "| {c} | {name} | {:.0} | {:.0} | {:.0} | {:+.0} | {} |",
@@ -299,7 +333,8 @@ fn main() {
             if let Some(n) = &via_nginx {
                 row("nginx proxy_pass", n);
             }
-            row("keyport proxy", &via_kp);
+            row("keyport proxy, OAuth, answer classified by the connector", &via_kp);
+            row("keyport proxy, API key, no classification", &via_kp_key);
         }
     });
 }

@@ -119,6 +119,7 @@ fn start_host(data: &std::path::Path, db_url: &str, concurrency: usize) -> Host 
         .env("KEYPORT_MASTER_KEYS", master_keys())
         .env("KEYPORT_REFRESH_RATE_LIMIT", "0")
         .env("KEYPORT_REFRESH_CONCURRENCY", concurrency.to_string())
+        .env("KEYPORT_DB_MAX_CONNECTIONS", "32")
         .env("RUST_LOG", "warn")
         .env_remove("KEYPORT_PUBLIC_URL")
         .stdout(Stdio::null())

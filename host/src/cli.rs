@@ -356,6 +356,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             audit_retention_ms: args.audit_retention.as_millis() as i64,
         },
     )?);
+    let mut providers_seen = None;
+    service
+        .sync_custom_providers(&mut providers_seen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the imported providers: {e}"))?;
     let scheduler = tokio::spawn(service.clone().run_refresh_scheduler());
     let deliveries = {
         let service = service.clone();
@@ -376,6 +381,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                if let Err(e) = service.sync_custom_providers(&mut providers_seen).await {
+                    tracing::warn!(error = %e, "could not sync imported providers");
+                }
                 if let Err(e) = service.flush_usage().await {
                     tracing::warn!(error = %e, "could not write proxy usage");
                 }

@@ -187,7 +187,7 @@ pub struct Service {
     /// Provider apps recently read.
     app_cache: Mutex<HashMap<(String, String), (std::time::Instant, CachedApp)>>,
     /// Connections and their call envs recently used by the proxy (see `usable_conn`).
-    conn_cache: Mutex<HashMap<String, (std::time::Instant, Arc<(ConnectionRow, CallEnv)>)>>,
+    conn_cache: Mutex<HashMap<String, (std::time::Instant, CachedConn)>>,
     /// API credentials recently checked: token hash → (when, workspace, actor, permissions).
     pub(crate) auth_cache:
         Mutex<HashMap<String, (std::time::Instant, Option<crate::api::auth::Caller>)>>,
@@ -199,6 +199,9 @@ pub struct Service {
 pub const CONN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 type CachedApp = (ProviderAppRow, Option<Secret>, BTreeMap<String, String>);
+
+/// A connection and its call env, as the proxy uses them.
+pub(crate) type CachedConn = Arc<(ConnectionRow, CallEnv)>;
 
 /// How long a provider app read stays cached.
 const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -422,12 +425,7 @@ impl Service {
     }
 
     /// A connection and its call env for the proxy, from a cache of at most `CONN_CACHE_TTL`.
-    pub(crate) async fn cached_conn(
-        &self,
-        ws: &str,
-        id: &str,
-        fresh: bool,
-    ) -> Result<Arc<(ConnectionRow, CallEnv)>> {
+    pub(crate) async fn cached_conn(&self, ws: &str, id: &str, fresh: bool) -> Result<CachedConn> {
         if !fresh
             && let Some((at, hit)) = self
                 .conn_cache
@@ -1214,6 +1212,7 @@ impl Service {
     }
 
     /// Seals and stores a token set; keeps the old refresh token when the response has none.
+    #[allow(clippy::too_many_arguments)]
     async fn save_tokens(
         &self,
         ws: &str,

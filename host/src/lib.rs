@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod connections;
 pub mod oauth;
+pub mod providers;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;

@@ -204,7 +204,8 @@ impl Service {
             for h in DROPPED_RESPONSE_HEADERS {
                 headers.remove(*h);
             }
-            let classify = status == http::StatusCode::OK
+            let classify = m.classifies_responses
+                && status == http::StatusCode::OK
                 && !headers.contains_key(http::header::CONTENT_ENCODING)
                 && headers
                     .get(http::header::CONTENT_TYPE)

@@ -20,6 +20,8 @@ pub enum Source {
     Directory,
     /// Uploaded through the admin API.
     Uploaded,
+    /// A custom OAuth provider imported through the admin API (served by custom-oauth).
+    Imported,
 }
 
 /// A connector and where it came from.
@@ -102,6 +104,15 @@ impl Registry {
         self.map.rcu(|m| {
             let mut m = BTreeMap::clone(m);
             m.insert(id.clone(), entry.clone());
+            m
+        });
+    }
+
+    /// Removes a connector (atomic swap); calls in flight finish on it.
+    pub fn remove(&self, id: &str) {
+        self.map.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.remove(id);
             m
         });
     }

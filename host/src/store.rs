@@ -262,8 +262,14 @@ impl Store {
                     .await?
             }
             DbKind::Postgres => {
+                // KEYPORT_DB_MAX_CONNECTIONS: per process; mind PostgreSQL's max_connections
+                // across replicas.
+                let max = std::env::var("KEYPORT_DB_MAX_CONNECTIONS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(16);
                 AnyPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(max)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?
@@ -645,9 +651,8 @@ impl Store {
     ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        for s in std::iter::once(access).chain(refresh) {
-            upsert_secret(&mut tx, id, workspace, s, now).await?;
-        }
+        let fields: Vec<&SealedField> = std::iter::once(access).chain(refresh).collect();
+        upsert_secrets(&mut tx, id, workspace, &fields, now).await?;
         let row = sqlx::query(
             "UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
                granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
@@ -1576,6 +1581,39 @@ pub struct TokenMeta {
     pub new_grant: bool,
     /// An audit row committed with the tokens: (action, actor, detail JSON).
     pub audit: Option<(String, String, String)>,
+}
+
+/// Upserts several secrets of one owner in one statement.
+async fn upsert_secrets(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
+    workspace: &str,
+    fields: &[&SealedField],
+    now: i64,
+) -> Result<()> {
+    let mut sql = String::from(
+        "INSERT INTO secrets (owner_id, field, workspace_id, key_id, ciphertext, updated_at) VALUES ",
+    );
+    for i in 0..fields.len() {
+        let b = 4 + i * 3;
+        sql.push_str(&format!(
+            "{}($1, ${}, $2, ${}, ${}, $3)",
+            if i == 0 { "" } else { ", " },
+            b,
+            b + 1,
+            b + 2
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (owner_id, field) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext,
+           updated_at = excluded.updated_at",
+    );
+    let mut q = sqlx::query(&sql).bind(owner).bind(workspace).bind(now);
+    for s in fields {
+        q = q.bind(s.field).bind(&s.key_id).bind(&s.ciphertext);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn upsert_secret(

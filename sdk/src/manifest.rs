@@ -22,6 +22,7 @@ impl Manifest {
             egress_hosts: Vec::new(),
             config_schema: r#"{"type":"object","properties":{}}"#.into(),
             configurable: false,
+            classifies_responses: false,
         }
     }
 
@@ -99,6 +100,14 @@ impl Manifest {
     /// used only through [`Connector::configure`](crate::Connector::configure).
     pub fn configurable(mut self) -> Self {
         self.configurable = true;
+        self
+    }
+    /// Declares that this connector implements
+    /// [`Connector::classify_response`](crate::Connector::classify_response) for answers with
+    /// HTTP 200 (providers that put errors in a 200 body): the host's proxy then shows it small
+    /// JSON answers. Without this the proxy classifies by status alone.
+    pub fn classifies_responses(mut self) -> Self {
+        self.classifies_responses = true;
         self
     }
 

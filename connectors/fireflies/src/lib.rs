@@ -58,6 +58,7 @@ impl Connector for Fireflies {
         .version("0.1.0")
         .icon(ICON)
         .docs_url("https://docs.fireflies.ai/")
+        .classifies_responses()
         .api_key_form(
             "API key",
             "In Fireflies: Integrations → Fireflies API, then copy the API key.",

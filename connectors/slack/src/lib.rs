@@ -63,6 +63,7 @@ impl Connector for Slack {
         .credential(CredentialPlacement::Bearer)
         .api_base_url("https://slack.com/api/")
         .egress_host("slack.com")
+        .classifies_responses()
         .scope(Scope::required("chat:write", "Post messages as the app"))
         .scope(Scope::required(
             "channels:read",

@@ -3,6 +3,7 @@
 //! Errors are `{"error": {"code", "message"}}` with a message that says what to do. Request bodies
 //! are capped at 256 KiB.
 
+mod admin;
 pub mod auth;
 mod connections;
 mod oauth;
@@ -191,6 +192,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/connections/{id}/proxy", any(usage::proxy))
         .route("/api/v1/connections/{id}/proxy/{*path}", any(usage::proxy))
         .route("/api/v1/audit", get(usage::audit))
+        .route(
+            "/api/v1/admin/providers",
+            post(admin::import).get(admin::list),
+        )
+        .route("/api/v1/admin/providers/export", get(admin::export))
+        .route("/api/v1/admin/providers/import", post(admin::import_file))
+        .route(
+            "/api/v1/admin/providers/{id}",
+            get(admin::get).put(admin::update).delete(admin::delete),
+        )
         .route(
             "/api/v1/webhooks",
             post(usage::create_webhook).get(usage::list_webhooks),

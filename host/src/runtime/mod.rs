@@ -473,6 +473,7 @@ fn placeholder_manifest() -> Manifest {
         egress_hosts: Vec::new(),
         config_schema: String::new(),
         configurable: false,
+        classifies_responses: false,
     }
 }
 

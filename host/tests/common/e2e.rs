@@ -453,13 +453,25 @@ impl Browser {
     /// at the redirect to keyport's callback, which it returns (not yet followed).
     pub async fn authorize_at_provider(&self, launch_url: &str, user: &str, deny: bool) -> String {
         let (s, loc, body) = self.get(launch_url).await;
-        assert_eq!(s, 302, "launch answers a redirect to the provider: {body}");
-        let mut next = loc.unwrap();
+        assert!(
+            (300..400).contains(&s),
+            "launch answers a redirect to the provider: {s} {body}"
+        );
+        let mut next = url::Url::parse(launch_url)
+            .unwrap()
+            .join(&loc.unwrap())
+            .unwrap()
+            .to_string();
         for _ in 0..20 {
             if next.contains("/oauth/callback") {
                 return next;
             }
-            let (s, loc, _) = self.get(&next).await;
+            // Steered straight to the provider, the first stop may be its interaction page.
+            let (s, loc, _) = if next.contains("/interaction/") {
+                (302, Some(next.clone()), String::new())
+            } else {
+                self.get(&next).await
+            };
             assert!(
                 (300..400).contains(&s),
                 "expected a redirect at {next}, got {s}"

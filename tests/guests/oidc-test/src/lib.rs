@@ -25,6 +25,7 @@ impl Connector for OidcTest {
         )
         .api_base_url(&format!("{ORIGIN}/"))
         .egress_host("oidc.keyport.test")
+        .classifies_responses()
         .scope(Scope::required("openid", "Sign in"))
         .scope(Scope::required(
             "offline_access",
