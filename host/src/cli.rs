@@ -315,9 +315,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .load_builtins(&runtime)
         .await
         .map_err(|(name, e)| anyhow::anyhow!("built-in connector {name} failed to load: {e}"))?;
-    if let Some(dir) = &args.connectors_dir {
-        registry.load_dir(&runtime, dir).await?;
-    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -356,6 +353,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             audit_retention_ms: args.audit_retention.as_millis() as i64,
         },
     )?);
+    let _ = service.runtime.set(runtime.clone());
+    let mut dir_state = crate::hotload::DirState::default();
+    if let Some(dir) = &args.connectors_dir {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "the connectors directory {} does not exist; create it or drop --connectors-dir",
+                dir.display()
+            );
+        }
+        service
+            .scan_dir(dir, &mut dir_state, true)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load the connectors directory: {e}"))?;
+    }
+    let mut uploads_seen = None;
+    service
+        .sync_uploads(&mut uploads_seen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the uploaded connectors: {e}"))?;
+    let watcher = args.connectors_dir.clone().map(|dir| {
+        let service = service.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                if let Err(e) = service.scan_dir(&dir, &mut dir_state, false).await {
+                    tracing::warn!(error = %e, "watching the connectors directory failed");
+                }
+            }
+        })
+    });
     let mut providers_seen = None;
     service
         .sync_custom_providers(&mut providers_seen)
@@ -381,6 +408,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                if let Err(e) = service.sync_uploads(&mut uploads_seen).await {
+                    tracing::warn!(error = %e, "could not sync uploaded connectors");
+                }
                 if let Err(e) = service.sync_custom_providers(&mut providers_seen).await {
                     tracing::warn!(error = %e, "could not sync imported providers");
                 }
@@ -432,6 +462,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     background.abort();
     scheduler.abort();
     deliveries.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     if let Err(e) = flush.flush_usage().await {
         tracing::warn!(error = %e, "could not write proxy usage at shutdown");
     }

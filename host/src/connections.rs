@@ -191,6 +191,10 @@ pub struct Service {
     /// API credentials recently checked: token hash → (when, workspace, actor, permissions).
     pub(crate) auth_cache:
         Mutex<HashMap<String, (std::time::Instant, Option<crate::api::auth::Caller>)>>,
+    /// The connector runtime, for loading uploads (set once at start).
+    pub runtime: std::sync::OnceLock<crate::runtime::Runtime>,
+    /// Problems with files in the watched connectors directory.
+    pub(crate) dir_errors: crate::hotload::DirErrors,
 }
 
 /// How long the proxy trusts a cached connection row and credential. Changes made by this
@@ -396,6 +400,8 @@ impl Service {
             app_cache: Mutex::default(),
             conn_cache: Mutex::default(),
             auth_cache: Mutex::default(),
+            runtime: std::sync::OnceLock::new(),
+            dir_errors: Default::default(),
         })
     }
 
@@ -422,6 +428,14 @@ impl Service {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+    }
+
+    /// Drops every cached connection (a connector was swapped: its grants may have changed).
+    pub(crate) fn forget_all(&self) {
+        self.conn_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// A connection and its call env for the proxy, from a cache of at most `CONN_CACHE_TTL`.
@@ -1299,6 +1313,13 @@ impl Service {
             if let Some(s) = secret {
                 form_secrets.insert(SecretKind::ClientSecret, s);
             }
+        } else if let AuthScheme::ApiKey(_) = &m.auth {
+            // API-key connectors have no OAuth app, only the admin's endpoint overrides.
+            overrides = self
+                .api_key_overrides(ws, &c.connector_id)
+                .await?
+                .into_iter()
+                .collect();
         }
         if let Some(cred) = &credential {
             form_secrets.insert(
@@ -1324,7 +1345,10 @@ impl Service {
             credential,
             form_secrets,
             api_base_url: base,
-            granted_hosts: None,
+            granted_hosts: self
+                .registry
+                .get(&c.connector_id)
+                .and_then(|e| e.granted_hosts.clone()),
             endpoint_overrides: overrides.into_iter().collect(),
         })
     }
@@ -1712,7 +1736,7 @@ impl Service {
             credential: Some(credential.clone()),
             form_secrets: HashMap::from([(SecretKind::ApiKey, credential)]),
             api_base_url: Some(base),
-            granted_hosts: None,
+            granted_hosts: entry.granted_hosts.clone(),
             endpoint_overrides: self.api_key_overrides(ws, &m.id).await?,
         };
         let account = entry

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod connections;
+pub mod hotload;
 pub mod oauth;
 pub mod providers;
 pub mod proxy;

@@ -176,8 +176,15 @@ impl Service {
                 .await
                 .map_err(|e| {
                     let e = e.without_url();
+                    let mut why = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(inner) = src {
+                        why.push_str(": ");
+                        why.push_str(&inner.to_string());
+                        src = inner.source();
+                    }
                     Error::Upstream(format!(
-                        "Could not reach the provider: {e}. Try again later."
+                        "Could not reach the provider: {why}. Try again later."
                     ))
                 })?;
             let status = resp.status();

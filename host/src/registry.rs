@@ -31,6 +31,11 @@ pub struct Entry {
     pub connector: Connector,
     /// Its origin.
     pub source: Source,
+    /// Egress hosts the admin granted, for uploaded connectors; `None`: every host the manifest
+    /// declares (built-in, directory and imported connectors are the operator's configuration).
+    pub granted_hosts: Option<Vec<String>>,
+    /// When it was loaded (Unix ms).
+    pub loaded_at: i64,
 }
 
 /// Loaded connectors by id.
@@ -99,8 +104,23 @@ impl Registry {
 
     /// Adds or replaces a connector (atomic swap).
     pub fn insert(&self, connector: Connector, source: Source) {
+        self.insert_granted(connector, source, None);
+    }
+
+    /// Adds or replaces a connector whose egress is limited to `granted` hosts.
+    pub fn insert_granted(
+        &self,
+        connector: Connector,
+        source: Source,
+        granted_hosts: Option<Vec<String>>,
+    ) {
         let id = connector.manifest().id.clone();
-        let entry = Arc::new(Entry { connector, source });
+        let entry = Arc::new(Entry {
+            connector,
+            source,
+            granted_hosts,
+            loaded_at: crate::store::now_ms(),
+        });
         self.map.rcu(|m| {
             let mut m = BTreeMap::clone(m);
             m.insert(id.clone(), entry.clone());

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use axum::http::{HeaderMap, StatusCode, Uri};
 use common::e2e::*;
 use common::fake_as::{self, FakeAs};
 use serde_json::{Value, json};
@@ -320,4 +321,50 @@ async fn raw_credentials_need_an_explicit_permission_and_every_read_is_audited()
             .to_string()
             .contains(body["access_token"].as_str().unwrap())
     );
+}
+
+#[tokio::test]
+async fn api_key_connections_are_proxied_with_their_key_and_overrides() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let app = axum::Router::new().route(
+        "/v1/{*rest}",
+        axum::routing::get(|headers: HeaderMap, uri: Uri| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if auth != "Bearer key-123" {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"detail": "bad key"})),
+                );
+            }
+            (
+                StatusCode::OK,
+                axum::Json(json!({"id": "acct-1", "name": "Key Co", "path": uri.path()})),
+            )
+        }),
+    );
+    let base = common::serve_fake(app).await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "apikey-test", "api_key": "key-123"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_str().unwrap();
+    let (s, b) = kp
+        .get(&format!("/api/v1/connections/{id}/proxy/reports/7"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["path"], "/v1/reports/7");
 }

@@ -113,3 +113,107 @@ pub async fn import_file(
             .await?,
     ))
 }
+
+/// Largest component an upload may carry.
+pub const UPLOAD_MAX: usize = 32 * 1024 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// Comma-separated egress hosts granted with the upload.
+    #[serde(default)]
+    grant: String,
+}
+
+/// `POST /api/v1/admin/connectors?grant=host,…`: the body is the `.wasm` component.
+pub async fn upload_connector(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UploadQuery>,
+    req: axum::extract::Request,
+) -> R<impl IntoResponse> {
+    caller.require_admin()?;
+    let bytes = axum::body::to_bytes(req.into_body(), UPLOAD_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "send the component as the request body, at most {} MiB",
+                UPLOAD_MAX >> 20
+            ))
+        })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is empty: send the .wasm file (curl --data-binary @connector.wasm)",
+        ));
+    }
+    let grant: Vec<String> = q
+        .grant
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    let v = s
+        .service
+        .upload_connector(&caller.actor, &bytes, &grant)
+        .await?;
+    let status = if v["status"] == "active" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(v)))
+}
+
+/// `GET /api/v1/admin/connectors`: loaded connectors, waiting uploads, directory problems.
+pub async fn list_connectors(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(s.service.loaded_connectors().await?))
+}
+
+/// `DELETE /api/v1/admin/connectors/{id}?force=`.
+pub async fn unload_connector(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<Force>,
+) -> R<StatusCode> {
+    caller.require_admin()?;
+    s.service
+        .unload_connector(&caller.actor, &id, q.force)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/admin/connectors/{id}/rollback`.
+pub async fn rollback_connector(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> R<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(
+        s.service.rollback_connector(&caller.actor, &id).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    hosts: Vec<String>,
+}
+
+/// `POST /api/v1/admin/connectors/{id}/approve {hosts}`: grants egress hosts.
+pub async fn approve_connector(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(a): ApiJson<Approve>,
+) -> R<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(
+        s.service
+            .approve_connector(&caller.actor, &id, &a.hosts)
+            .await?,
+    ))
+}

@@ -196,6 +196,22 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/providers",
             post(admin::import).get(admin::list),
         )
+        .route(
+            "/api/v1/admin/connectors",
+            post(admin::upload_connector).get(admin::list_connectors),
+        )
+        .route(
+            "/api/v1/admin/connectors/{id}",
+            delete(admin::unload_connector),
+        )
+        .route(
+            "/api/v1/admin/connectors/{id}/rollback",
+            post(admin::rollback_connector),
+        )
+        .route(
+            "/api/v1/admin/connectors/{id}/approve",
+            post(admin::approve_connector),
+        )
         .route("/api/v1/admin/providers/export", get(admin::export))
         .route("/api/v1/admin/providers/import", post(admin::import_file))
         .route(
