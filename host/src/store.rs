@@ -649,6 +649,11 @@ impl Store {
         t: &TokenMeta,
         fence: Option<(&str, i64)>,
     ) -> Result<Option<i64>> {
+        if self.kind == DbKind::Postgres {
+            return self
+                .store_tokens_one_statement(workspace, id, access, refresh, t, fence)
+                .await;
+        }
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let fields: Vec<&SealedField> = std::iter::once(access).chain(refresh).collect();
@@ -699,6 +704,82 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Some(row.get::<i64, _>(0)))
+    }
+
+    /// PostgreSQL: the same writes as [`Store::store_tokens`] in one statement (data-modifying
+    /// CTEs: one round trip, one implicit transaction). The secrets and the audit row are written
+    /// only when the fenced update matched.
+    async fn store_tokens_one_statement(
+        &self,
+        workspace: &str,
+        id: &str,
+        access: &SealedField,
+        refresh: Option<&SealedField>,
+        t: &TokenMeta,
+        fence: Option<(&str, i64)>,
+    ) -> Result<Option<i64>> {
+        let now = now_ms();
+        let values = if refresh.is_some() {
+            "($14, $15, $16::bytea), ($17, $18, $19::bytea)"
+        } else {
+            "($14, $15, $16::bytea)"
+        };
+        let audit_param = if refresh.is_some() { 20 } else { 17 };
+        let sql = format!(
+            "WITH u AS (
+               UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
+                 granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
+                 last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
+                 next_refresh_at = $11, refresh_failures = 0, next_probe_at = $12,
+                 expiring_soon_at = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_at END,
+                 expiring_soon_reason = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_reason END,
+                 lease_owner = CASE WHEN $9::text IS NULL THEN lease_owner ELSE NULL END,
+                 lease_until = CASE WHEN $9::text IS NULL THEN lease_until ELSE NULL END
+               WHERE workspace_id = $1 AND id = $2
+                 AND ($9::text IS NULL OR (lease_owner = $9 AND token_version = $10))
+               RETURNING id, workspace_id, token_version
+             ), s AS (
+               INSERT INTO secrets (owner_id, field, workspace_id, key_id, ciphertext, updated_at)
+               SELECT u.id, v.field, u.workspace_id, v.key_id, v.ct, $8 FROM u, (VALUES {values}) AS v(field, key_id, ct)
+               ON CONFLICT (owner_id, field) DO UPDATE SET key_id = excluded.key_id,
+                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at
+             ), a AS (
+               INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at)
+               SELECT u.workspace_id, u.id, ${a}::text, ${b}::text, ${c}::text, $8 FROM u WHERE ${a}::text IS NOT NULL
+             )
+             SELECT token_version FROM u",
+            a = audit_param,
+            b = audit_param + 1,
+            c = audit_param + 2,
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(workspace)
+            .bind(id)
+            .bind(t.expires_at)
+            .bind(t.refresh_token_expires_at)
+            .bind(t.granted_scopes.as_deref())
+            .bind(t.scope_narrowed as i64)
+            .bind(&t.metadata)
+            .bind(now)
+            .bind(fence.map(|f| f.0))
+            .bind(fence.map(|f| f.1).unwrap_or(0))
+            .bind(t.next_refresh_at)
+            .bind(t.next_probe_at)
+            .bind(t.new_grant as i64);
+        for f in std::iter::once(access).chain(refresh) {
+            q = q.bind(f.field).bind(&f.key_id).bind(&f.ciphertext);
+        }
+        let (action, actor, detail) = match &t.audit {
+            Some((a, b, c)) => (Some(a.as_str()), Some(b.as_str()), Some(c.as_str())),
+            None => (None, None, None),
+        };
+        let row = q
+            .bind(action)
+            .bind(actor)
+            .bind(detail)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0)))
     }
 
     /// Claims the refresh lease for the token version `version`, unless another process holds

@@ -136,3 +136,131 @@ async fn the_grant_survives_ten_cycles_of_concurrent_refreshes_with_reuse_detect
         "oidc-provider never saw a reused refresh token: {c}"
     );
 }
+
+/// The write-back is fenced: with a lease or token version that is not ours nothing is written
+/// (no secret, no audit row); with ours, tokens, version, lease release and the audit row land
+/// together. On SQLite (a transaction) and PostgreSQL (one statement).
+#[tokio::test]
+async fn the_token_write_back_is_fenced_by_lease_and_version() {
+    use keyport::store::{SealedField, Store, TokenMeta};
+    let pg = PgDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite:{}", dir.path().join("fence.db").display());
+    for url in [sqlite.as_str(), pg.url.as_str()] {
+        let store = Store::connect(url).await.unwrap();
+        store.migrate().await.unwrap();
+        store.ensure_workspace("default", "Default").await.unwrap();
+        let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
+        let now = keyport::store::now_ms();
+        keyport::seed::oauth_connections(
+            &store,
+            &ring,
+            &keyport::seed::Spec {
+                workspace: "default",
+                connector: "oidc-test",
+                start: 0,
+                count: 1,
+                prefix: "fence-",
+                expires_at: now,
+                next_refresh_at: now,
+                tokens: &|_| ("at-0".into(), "rt-0".into()),
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        let seal = |field: &'static str, v: &str| SealedField {
+            field,
+            key_id: ring.active().to_string(),
+            ciphertext: ring.seal(
+                v.as_bytes(),
+                keyport::vault::Context {
+                    workspace: "default",
+                    row: "fence-0",
+                    field,
+                },
+            ),
+        };
+        let meta = TokenMeta {
+            metadata: "{}".into(),
+            audit: Some(("token.refreshed".into(), "test".into(), "{}".into())),
+            ..Default::default()
+        };
+        let read = |field: &'static str| {
+            let store = &store;
+            let ring = &ring;
+            async move {
+                let ct = store
+                    .secret("default", "fence-0", field)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                ring.open_string(
+                    &ct,
+                    keyport::vault::Context {
+                        workspace: "default",
+                        row: "fence-0",
+                        field,
+                    },
+                )
+                .unwrap()
+                .to_string()
+            }
+        };
+        let audits = || async {
+            store
+                .audit_events("default", Some("fence-0"), 100)
+                .await
+                .unwrap()
+                .len()
+        };
+        assert!(
+            store
+                .acquire_lease("default", "fence-0", "me", 0, 30_000)
+                .await
+                .unwrap()
+        );
+        // Someone else's lease, or a stale version: nothing is written.
+        for fence in [("other", 0), ("me", 7)] {
+            let (a, r) = (seal("access_token", "at-x"), seal("refresh_token", "rt-x"));
+            let out = store
+                .store_tokens("default", "fence-0", &a, Some(&r), &meta, Some(fence))
+                .await
+                .unwrap();
+            assert_eq!(out, None, "{url}: fenced out by {fence:?}");
+            assert_eq!(read("refresh_token").await, "rt-0", "{url}");
+            assert_eq!(audits().await, 0, "{url}");
+        }
+        // Ours: everything lands, and the lease is released.
+        let (a, r) = (seal("access_token", "at-1"), seal("refresh_token", "rt-1"));
+        let out = store
+            .store_tokens("default", "fence-0", &a, Some(&r), &meta, Some(("me", 0)))
+            .await
+            .unwrap();
+        assert_eq!(out, Some(1), "{url}");
+        assert_eq!(read("access_token").await, "at-1");
+        assert_eq!(read("refresh_token").await, "rt-1");
+        assert_eq!(audits().await, 1, "{url}");
+        let c = store
+            .connection("default", "fence-0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.lease_owner, None, "{url}: the lease went with the write");
+        // A response without a refresh token keeps the old one.
+        assert!(
+            store
+                .acquire_lease("default", "fence-0", "me", 1, 30_000)
+                .await
+                .unwrap()
+        );
+        let a = seal("access_token", "at-2");
+        let out = store
+            .store_tokens("default", "fence-0", &a, None, &meta, Some(("me", 1)))
+            .await
+            .unwrap();
+        assert_eq!(out, Some(2));
+        assert_eq!(read("access_token").await, "at-2");
+        assert_eq!(read("refresh_token").await, "rt-1", "{url}: kept");
+    }
+}
