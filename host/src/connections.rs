@@ -1353,16 +1353,20 @@ impl Service {
         })
     }
 
-    /// Looks up the account and activates the connection; a transient failure leaves it
-    /// `pending` and schedules a retry. Returns the resulting status.
-    pub async fn lookup_and_activate(&self, ws: &str, id: &str) -> Result<String> {
-        let c = self.get(ws, id).await?;
+    /// The connector's account lookup with the connection's stored credential and config.
+    async fn look_up(
+        &self,
+        c: &ConnectionRow,
+    ) -> Result<
+        std::result::Result<
+            std::result::Result<crate::runtime::Account, crate::runtime::ConnectorError>,
+            crate::runtime::CallError,
+        >,
+    > {
         let entry = self.connector(&c.connector_id)?;
-        let m = entry.connector.manifest();
-        let env = self.call_env(&c, m).await?;
-        let config = self.effective_config(ws, id, &json!({})).await?;
-        let actor = Actor("keyport".into());
-        let result = entry
+        let env = self.call_env(c, entry.connector.manifest()).await?;
+        let config = self.effective_config_of(c, &json!({}))?;
+        Ok(entry
             .connector
             .lookup_account(
                 env,
@@ -1372,8 +1376,15 @@ impl Service {
                     definition: String::new(),
                 },
             )
-            .await;
-        match result {
+            .await)
+    }
+
+    /// Looks up the account and activates the connection; a transient failure leaves it
+    /// `pending` and schedules a retry. Returns the resulting status.
+    pub async fn lookup_and_activate(&self, ws: &str, id: &str) -> Result<String> {
+        let c = self.get(ws, id).await?;
+        let actor = Actor("keyport".into());
+        match self.look_up(&c).await? {
             Ok(Ok(account)) => {
                 self.store
                     .set_account(
@@ -1607,21 +1618,8 @@ impl Service {
     /// One probe: the account lookup with the stored credential.
     async fn probe(&self, ws: &str, id: &str) -> Result<()> {
         let c = self.get(ws, id).await?;
-        let entry = self.connector(&c.connector_id)?;
-        let env = self.call_env(&c, entry.connector.manifest()).await?;
-        let config = self.effective_config(ws, id, &json!({})).await?;
         let actor = Actor("probe".into());
-        let result = entry
-            .connector
-            .lookup_account(
-                env,
-                CallContext {
-                    config: config.to_string(),
-                    metadata: c.metadata.clone(),
-                    definition: String::new(),
-                },
-            )
-            .await;
+        let result = self.look_up(&c).await?;
         metrics::counter!("keyport_probes_total", "outcome" => match &result {
             Ok(Ok(_)) => "success",
             Ok(Err(e)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Revoked) => "rejected",

@@ -449,13 +449,7 @@ impl Service {
     }
 
     async fn bump_uploads(&self) -> Result<()> {
-        self.store
-            .put_setting(
-                GENERATION,
-                &format!("{}-{}", now_ms(), crate::vault::random_hex(4)),
-            )
-            .await?;
-        Ok(())
+        self.bump_generation(GENERATION).await
     }
 
     /// Makes the registry match the stored deployments (at start, and when another replica

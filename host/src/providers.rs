@@ -129,7 +129,7 @@ impl Service {
             .put_custom_provider(&id, issuer.as_deref(), &definition.to_string())
             .await?;
         self.registry.insert(connector, Source::Imported);
-        self.bump_generation().await?;
+        self.bump_generation(GENERATION).await?;
         if let Some(client_id) = client_id {
             self.put_provider_app(
                 ws,
@@ -270,10 +270,11 @@ impl Service {
         Ok(out)
     }
 
-    async fn bump_generation(&self) -> Result<()> {
+    /// Bumps a settings key so replicas notice a change and reload.
+    pub(crate) async fn bump_generation(&self, key: &str) -> Result<()> {
         self.store
             .put_setting(
-                GENERATION,
+                key,
                 &format!("{}-{}", now_ms(), crate::vault::random_hex(4)),
             )
             .await?;
@@ -330,7 +331,7 @@ impl Service {
         }
         self.store.delete_custom_provider(id).await?;
         self.registry.remove(id);
-        self.bump_generation().await?;
+        self.bump_generation(GENERATION).await?;
         self.store
             .audit(
                 ws,

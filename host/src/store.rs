@@ -658,7 +658,8 @@ impl Store {
         let now = now_ms();
         let fields: Vec<&SealedField> = std::iter::once(access).chain(refresh).collect();
         upsert_secrets(&mut tx, id, workspace, &fields, now).await?;
-        let row = sqlx::query(
+        let row = bind_token_update(
+            sqlx::query(
             "UPDATE connections SET expires_at = $3, refresh_token_expires_at = COALESCE($4, refresh_token_expires_at),
                granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
                last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
@@ -670,20 +671,13 @@ impl Store {
              WHERE workspace_id = $1 AND id = $2
                AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10))
              RETURNING token_version",
+            ),
+            workspace,
+            id,
+            t,
+            now,
+            fence,
         )
-        .bind(workspace)
-        .bind(id)
-        .bind(t.expires_at)
-        .bind(t.refresh_token_expires_at)
-        .bind(t.granted_scopes.as_deref())
-        .bind(t.scope_narrowed as i64)
-        .bind(&t.metadata)
-        .bind(now)
-        .bind(fence.map(|f| f.0))
-        .bind(fence.map(|f| f.1).unwrap_or(0))
-        .bind(t.next_refresh_at)
-        .bind(t.next_probe_at)
-        .bind(t.new_grant as i64)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -752,20 +746,7 @@ impl Store {
             b = audit_param + 1,
             c = audit_param + 2,
         );
-        let mut q = sqlx::query(&sql)
-            .bind(workspace)
-            .bind(id)
-            .bind(t.expires_at)
-            .bind(t.refresh_token_expires_at)
-            .bind(t.granted_scopes.as_deref())
-            .bind(t.scope_narrowed as i64)
-            .bind(&t.metadata)
-            .bind(now)
-            .bind(fence.map(|f| f.0))
-            .bind(fence.map(|f| f.1).unwrap_or(0))
-            .bind(t.next_refresh_at)
-            .bind(t.next_probe_at)
-            .bind(t.new_grant as i64);
+        let mut q = bind_token_update(sqlx::query(&sql), workspace, id, t, now, fence);
         for f in std::iter::once(access).chain(refresh) {
             q = q.bind(f.field).bind(&f.key_id).bind(&f.ciphertext);
         }
@@ -1563,6 +1544,30 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Binds $1–$13 of the token write-back (shared by the SQLite and PostgreSQL forms).
+fn bind_token_update<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    workspace: &'q str,
+    id: &'q str,
+    t: &'q TokenMeta,
+    now: i64,
+    fence: Option<(&'q str, i64)>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(workspace)
+        .bind(id)
+        .bind(t.expires_at)
+        .bind(t.refresh_token_expires_at)
+        .bind(t.granted_scopes.as_deref())
+        .bind(t.scope_narrowed as i64)
+        .bind(&t.metadata)
+        .bind(now)
+        .bind(fence.map(|f| f.0))
+        .bind(fence.map(|f| f.1).unwrap_or(0))
+        .bind(t.next_refresh_at)
+        .bind(t.next_probe_at)
+        .bind(t.new_grant as i64)
 }
 
 /// An event to deliver to webhooks.
