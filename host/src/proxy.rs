@@ -121,7 +121,7 @@ impl Service {
         let mut cached = self.cached_conn(ws, id, false).await?;
         usable(&cached.0)?;
         let entry = self.connector(&cached.0.connector_id)?;
-        let m = entry.connector.manifest().clone();
+        let m = entry.connector.manifest();
         let oauth = matches!(m.auth, AuthScheme::Oauth2(_));
         if oauth
             && cached

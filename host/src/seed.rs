@@ -138,3 +138,16 @@ pub async fn refresh_progress(
     .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
+
+/// How many connections of `connector` are due for a refresh now (uses the due-time index).
+pub async fn still_due(store: &Store, connector: &str) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM connections WHERE next_refresh_at <= $1 AND connector_id = $2
+           AND status IN ('active', 'error')",
+    )
+    .bind(now_ms())
+    .bind(connector)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(row.try_get(0)?)
+}

@@ -190,6 +190,39 @@ async fn a_429_passes_through_with_retry_after() {
 }
 
 #[tokio::test]
+async fn idempotent_requests_are_retried_after_a_short_retry_after_only_when_asked() {
+    let (kp, fake, id) = setup().await;
+    let url = format!("{}/api/v1/connections/{id}/proxy/api/flaky", kp.url);
+    // POST is not idempotent: the 429 passes through even when retries are asked for.
+    let r = kp
+        .http
+        .post(format!("{url}-post"))
+        .bearer_auth(ADMIN)
+        .header("x-keyport-retries", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // GET with retries asked: keyport waits the second and retries.
+    let r = kp
+        .http
+        .get(format!("{url}-get"))
+        .bearer_auth(ADMIN)
+        .header("x-keyport-retries", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let statuses: Vec<u16> = fake.api_requests().iter().map(|r| r.2).collect();
+    assert_eq!(
+        statuses,
+        [429, 429, 200],
+        "the POST's 429; the GET's 429 and its retry"
+    );
+}
+
+#[tokio::test]
 async fn revoked_connections_answer_409_and_error_ones_recover() {
     let (kp, fake, id) = setup().await;
     kp.sql(&format!(

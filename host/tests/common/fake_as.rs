@@ -221,6 +221,7 @@ impl FakeAs {
 
 /// A small provider API behind the base URL:
 /// - `/api/limited`: 429 with `Retry-After: 7`;
+/// - `/api/flaky…`: 429 with `Retry-After: 1` the first time for each path, then like any other;
 /// - `/api/slack-style`: HTTP 200 with `{"ok": false, "error": "invalid_auth"}` for a bad token;
 /// - anything else: 401 for a bad token, else an echo of the request (method, path, query,
 ///   headers, body).
@@ -240,7 +241,25 @@ async fn api(
         .to_string();
     let valid = !f.script.lock().unwrap().api_rejects_all
         && f.seen.lock().unwrap().valid_tokens.contains(&token);
-    let (status, resp) = if path == "/api/limited" {
+    let flaky = path.starts_with("/api/flaky")
+        && !f
+            .seen
+            .lock()
+            .unwrap()
+            .api_requests
+            .iter()
+            .any(|r| r.1 == path);
+    let (status, resp) = if flaky {
+        (
+            429,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                Json(json!({"error": "slow_down"})),
+            )
+                .into_response(),
+        )
+    } else if path == "/api/limited" {
         (
             429,
             (
