@@ -276,15 +276,7 @@ impl Service {
         d.granted_hosts = serde_json::to_string(&granted).unwrap_or_default();
         let mut activated = None;
         if let Some(pending) = d.pending_hash.clone() {
-            let bytes = self
-                .store
-                .upload_bytes(&pending)
-                .await?
-                .ok_or_else(|| Error::Internal("the waiting upload is missing".into()))?;
-            let c =
-                self.runtime()?.load(&bytes).await.map_err(|e| {
-                    Error::Internal(format!("the waiting upload no longer loads: {e}"))
-                })?;
+            let c = self.load_upload(&pending, "waiting").await?;
             let missing: Vec<&String> = c
                 .manifest()
                 .egress_hosts
@@ -305,19 +297,13 @@ impl Service {
             }
         } else if let Some(active) = self.registry.get(id) {
             // Re-insert the active version with the wider grant.
-            if let Some(bytes) = self.store.upload_bytes(active.connector.hash()).await? {
-                let c = self
-                    .runtime()?
-                    .load(&bytes)
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                self.registry.insert_granted(
-                    c,
-                    Source::Uploaded,
-                    Some(granted.iter().cloned().collect()),
-                );
-                self.forget_all();
-            }
+            let c = self.load_upload(active.connector.hash(), "active").await?;
+            self.registry.insert_granted(
+                c,
+                Source::Uploaded,
+                Some(granted.iter().cloned().collect()),
+            );
+            self.forget_all();
         }
         self.store.put_deployment(&d).await?;
         self.bump_uploads().await?;
@@ -346,15 +332,7 @@ impl Service {
         let previous = d.previous_hash.clone().ok_or_else(|| {
             Error::Conflict(format!("{id} has no previous version to roll back to"))
         })?;
-        let bytes = self
-            .store
-            .upload_bytes(&previous)
-            .await?
-            .ok_or_else(|| Error::Internal("the previous upload is missing".into()))?;
-        let c =
-            self.runtime()?.load(&bytes).await.map_err(|e| {
-                Error::Internal(format!("the previous version no longer loads: {e}"))
-            })?;
+        let c = self.load_upload(&previous, "previous").await?;
         let version = c.manifest().version.clone();
         d.previous_hash = d.active_hash.take();
         d.active_hash = Some(previous.clone());
@@ -448,6 +426,19 @@ impl Service {
         Ok(json!({"connectors": out, "pending_approval": pending, "directory_errors": errors}))
     }
 
+    /// Loads a stored upload by hash (`what` names it in errors: "previous", "waiting", …).
+    async fn load_upload(&self, hash: &str, what: &str) -> Result<Connector> {
+        let bytes = self.store.upload_bytes(hash).await?.ok_or_else(|| {
+            Error::Internal(format!(
+                "the {what} upload {hash} is missing from the database"
+            ))
+        })?;
+        self.runtime()?
+            .load(&bytes)
+            .await
+            .map_err(|e| Error::Internal(format!("the {what} upload {hash} no longer loads: {e}")))
+    }
+
     async fn bump_uploads(&self) -> Result<()> {
         self.bump_generation(GENERATION).await
     }
@@ -471,11 +462,7 @@ impl Service {
             }) {
                 continue;
             }
-            let Some(bytes) = self.store.upload_bytes(active).await? else {
-                tracing::error!(connector = %d.connector_id, "an active upload is missing from the database");
-                continue;
-            };
-            match self.runtime()?.load(&bytes).await {
+            match self.load_upload(active, "active").await {
                 Ok(c) => {
                     tracing::info!(connector = %d.connector_id, %active, "loaded uploaded connector");
                     self.registry
