@@ -389,6 +389,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the imported providers: {e}"))?;
     let scheduler = tokio::spawn(service.clone().run_refresh_scheduler());
+    // Probes call providers (up to a connector's call timeout each): their own loop, so they
+    // never hold up usage flushes, syncs and sweeps.
+    let probes = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = service.run_due_probes().await {
+                    tracing::warn!(error = %e, "credential probes failed");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    };
     let deliveries = {
         let service = service.clone();
         tokio::spawn(async move {
@@ -419,9 +432,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }
                 if let Err(e) = service.run_due_lookups().await {
                     tracing::warn!(error = %e, "account lookup retries failed");
-                }
-                if let Err(e) = service.run_due_probes().await {
-                    tracing::warn!(error = %e, "credential probes failed");
                 }
                 if let Err(e) = service.flag_expiring_refresh_tokens().await {
                     tracing::warn!(error = %e, "expiring-soon check failed");
@@ -462,6 +472,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     background.abort();
     scheduler.abort();
     deliveries.abort();
+    probes.abort();
     if let Some(w) = watcher {
         w.abort();
     }

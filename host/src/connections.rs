@@ -37,6 +37,10 @@ pub const ON_DEMAND_MARGIN_MS: i64 = 60_000;
 /// How long a refresh lease lasts; a crashed holder's lease expires after this.
 pub const LEASE_MS: i64 = 30_000;
 
+/// Shortest time between two refreshes of one connection caused by the provider rejecting its
+/// token (the proxy after a 401).
+pub const REJECTION_REFRESH_MIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Lifetime of an OAuth flow (O1: at most 10 minutes).
 pub const FLOW_TTL_MS: i64 = 10 * 60 * 1000;
 
@@ -195,6 +199,8 @@ pub struct Service {
     pub runtime: std::sync::OnceLock<crate::runtime::Runtime>,
     /// Problems with files in the watched connectors directory.
     pub(crate) dir_errors: crate::hotload::DirErrors,
+    /// When the proxy last refreshed each connection because the provider rejected its token.
+    pub(crate) rejection_refreshes: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// How long the proxy trusts a cached connection row and credential. Changes made by this
@@ -402,6 +408,7 @@ impl Service {
             auth_cache: Mutex::default(),
             runtime: std::sync::OnceLock::new(),
             dir_errors: Default::default(),
+            rejection_refreshes: Mutex::default(),
         })
     }
 
@@ -1911,6 +1918,23 @@ impl Service {
         if fresh(&c) {
             return Ok(c);
         }
+        if let RefreshMode::RejectedAt(_) = mode {
+            // A caller hammering an endpoint that keeps answering 401 for another reason must
+            // not rotate the tokens on every request: one rejection-driven refresh per
+            // connection per REJECTION_REFRESH_MIN (callers that queued behind it share it above).
+            let mut recent = self
+                .rejection_refreshes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if recent
+                .get(id)
+                .is_some_and(|at| at.elapsed() < REJECTION_REFRESH_MIN)
+            {
+                return Ok(c);
+            }
+            recent.retain(|_, at| at.elapsed() < REJECTION_REFRESH_MIN);
+            recent.insert(id.to_string(), std::time::Instant::now());
+        }
         let entry = self.connector(&c.connector_id)?;
         if c.auth_kind == "api_key" {
             // Nothing to refresh: verify the key instead.
@@ -1920,10 +1944,11 @@ impl Service {
         self.oauth_of(entry.connector.manifest())?;
         // Single flight across processes: claim the lease for the version we read, or wait for
         // the process that holds it and share its result.
-        let deadline = now_ms() + LEASE_MS + 5_000;
+        let lease_ms = self.config.refresh_lease_ms;
+        let deadline = now_ms() + lease_ms + 5_000;
         while !self
             .store
-            .acquire_lease(ws, id, &self.instance, c.token_version, LEASE_MS)
+            .acquire_lease(ws, id, &self.instance, c.token_version, lease_ms)
             .await?
         {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -2176,15 +2201,24 @@ impl Service {
         let from = c.status.clone();
         let changed = self
             .store
-            .transition_status(&c.workspace_id, &c.id, to, reason, |row| {
-                crate::webhooks::status_event(&from, to).map(|kind| {
-                    crate::webhooks::connection_event(
-                        kind,
-                        row,
-                        json!({"previous_status": from, "reason": reason}),
-                    )
-                })
-            })
+            // Revoking applies whatever happened meanwhile; other changes only from the status
+            // they were decided on.
+            .transition_status(
+                &c.workspace_id,
+                &c.id,
+                (to != "revoked").then_some(from.as_str()),
+                to,
+                reason,
+                |row| {
+                    crate::webhooks::status_event(&from, to).map(|kind| {
+                        crate::webhooks::connection_event(
+                            kind,
+                            row,
+                            json!({"previous_status": from, "reason": reason}),
+                        )
+                    })
+                },
+            )
             .await?;
         if changed {
             self.audit(

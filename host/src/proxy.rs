@@ -191,10 +191,13 @@ impl Service {
             // 401: refresh once (single flight) and retry once.
             if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
                 refreshed = true;
-                self.refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
-                    .await?;
-                cached = self.cached_conn(ws, id, true).await?;
-                continue;
+                if self
+                    .refresh_after_rejection(ws, actor, id, sent_at, c.token_version)
+                    .await?
+                {
+                    cached = self.cached_conn(ws, id, true).await?;
+                    continue;
+                }
             }
             // 429/503 with a short Retry-After: retry idempotent requests when asked to.
             if (status == http::StatusCode::TOO_MANY_REQUESTS
@@ -236,10 +239,13 @@ impl Service {
                         if e.kind == ErrorKind::Unauthorized && oauth && !refreshed =>
                     {
                         refreshed = true;
-                        self.refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
-                            .await?;
-                        cached = self.cached_conn(ws, id, true).await?;
-                        continue;
+                        if self
+                            .refresh_after_rejection(ws, actor, id, sent_at, c.token_version)
+                            .await?
+                        {
+                            cached = self.cached_conn(ws, id, true).await?;
+                            continue;
+                        }
                     }
                     Ok(Some(Classification::Failure(e))) if e.kind == ErrorKind::Revoked => {
                         let reason = format!(
@@ -252,7 +258,11 @@ impl Service {
                 }
                 Body::from(bytes)
             } else {
-                Body::from_stream(resp.bytes_stream().map_err(std::io::Error::other))
+                // Errors without the URL: it may carry a credential as a query parameter.
+                Body::from_stream(
+                    resp.bytes_stream()
+                        .map_err(|e| std::io::Error::other(e.without_url())),
+                )
             };
             if status.is_success() && c.status == "error" {
                 // A success after failures: "recovered".
@@ -264,6 +274,24 @@ impl Service {
             *out.headers_mut() = headers;
             return Ok(out);
         }
+    }
+
+    /// One refresh after the provider rejected the token a request carried, through the
+    /// single-flight path; true when there is a newer token to retry with (refreshed now, or by
+    /// someone else since), false when the connection was refreshed for a rejection moments ago
+    /// and the provider still refuses (the answer passes through).
+    async fn refresh_after_rejection(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        sent_at: i64,
+        used_version: i64,
+    ) -> Result<bool> {
+        let c = self
+            .refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
+            .await?;
+        Ok(c.token_version != used_version)
     }
 
     fn record_use(

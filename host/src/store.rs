@@ -497,17 +497,19 @@ impl Store {
         status: &str,
         reason: Option<&str>,
     ) -> Result<bool> {
-        self.transition_status(workspace, id, status, reason, |_| None)
+        self.transition_status(workspace, id, None, status, reason, |_| None)
             .await
     }
 
     /// Sets status and reason; when the status actually changes, queues the event `event`
     /// makes from the updated row for every matching webhook, in the same transaction.
-    /// True when the status changed.
+    /// With `from`, only a connection still in that status changes (a decision made on a read
+    /// that another process has overtaken changes nothing). True when the status changed.
     pub async fn transition_status(
         &self,
         workspace: &str,
         id: &str,
+        from: Option<&str>,
         status: &str,
         reason: Option<&str>,
         event: impl FnOnce(&ConnectionRow) -> Option<OutEvent>,
@@ -516,13 +518,14 @@ impl Store {
         let now = now_ms();
         let changed = sqlx::query(
             "UPDATE connections SET status = $3, status_reason = $4, updated_at = $5
-             WHERE workspace_id = $1 AND id = $2 AND status <> $3",
+             WHERE workspace_id = $1 AND id = $2 AND status <> $3 AND ($6 IS NULL OR status = $6)",
         )
         .bind(workspace)
         .bind(id)
         .bind(status)
         .bind(reason)
         .bind(now)
+        .bind(from)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -539,11 +542,12 @@ impl Store {
             }
         } else {
             sqlx::query(
-                "UPDATE connections SET status_reason = $3 WHERE workspace_id = $1 AND id = $2",
+                "UPDATE connections SET status_reason = $3 WHERE workspace_id = $1 AND id = $2 AND status = $4",
             )
             .bind(workspace)
             .bind(id)
             .bind(reason)
+            .bind(status)
             .execute(&mut *tx)
             .await?;
         }
@@ -669,7 +673,7 @@ impl Store {
                lease_owner = CASE WHEN $9 IS NULL THEN lease_owner ELSE NULL END,
                lease_until = CASE WHEN $9 IS NULL THEN lease_until ELSE NULL END
              WHERE workspace_id = $1 AND id = $2
-               AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10))
+               AND ($9 IS NULL OR (lease_owner = $9 AND token_version = $10 AND status <> 'revoked'))
              RETURNING token_version",
             ),
             workspace,
@@ -730,7 +734,7 @@ impl Store {
                  lease_owner = CASE WHEN $9::text IS NULL THEN lease_owner ELSE NULL END,
                  lease_until = CASE WHEN $9::text IS NULL THEN lease_until ELSE NULL END
                WHERE workspace_id = $1 AND id = $2
-                 AND ($9::text IS NULL OR (lease_owner = $9 AND token_version = $10))
+                 AND ($9::text IS NULL OR (lease_owner = $9 AND token_version = $10 AND status <> 'revoked'))
                RETURNING id, workspace_id, token_version
              ), s AS (
                INSERT INTO secrets (owner_id, field, workspace_id, key_id, ciphertext, updated_at)
@@ -1497,7 +1501,7 @@ impl Store {
                delivered_at = CASE WHEN $4 = 1 THEN $5 ELSE NULL END,
                failed_at = CASE WHEN $4 = 0 AND $6 IS NULL THEN $5 ELSE NULL END,
                next_attempt_at = $6
-             WHERE id = $1",
+             WHERE id = $1 AND delivered_at IS NULL",
         )
         .bind(id)
         .bind(status)

@@ -236,7 +236,9 @@ impl Service {
 
     /// Sends due deliveries; returns how many were attempted.
     pub async fn run_webhook_deliveries(&self) -> Result<usize> {
-        let due = self.store.claim_deliveries(50, 60_000).await?;
+        // A few at a time, under a lease longer than their timeouts together (15 s each), so a
+        // claim never lapses while its deliveries are still being sent.
+        let due = self.store.claim_deliveries(4, 90_000).await?;
         let mut hooks: std::collections::HashMap<String, Option<(WebhookRow, String)>> =
             Default::default();
         for d in &due {

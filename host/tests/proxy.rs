@@ -141,17 +141,18 @@ async fn a_401_refreshes_once_and_retries_once() {
     assert_eq!(statuses, [401, 200], "one retry");
     let token = kp.read_secret(&id, "access_token").await.unwrap();
     assert_eq!(b["headers"]["authorization"], format!("Bearer {token}"));
-    // A provider that keeps refusing: still exactly one refresh and one retry.
+    // A provider that keeps refusing right after that: no second refresh within 10 s (tokens
+    // are not rotated on every request of a caller hammering a refusing endpoint); the 401
+    // passes through.
     fake.script.lock().unwrap().api_rejects_all = true;
     let before = fake.token_requests();
-    let (s, _) = kp
-        .get(&format!("/api/v1/connections/{id}/proxy/api/echo/again"))
-        .await;
-    assert_eq!(
-        s, 401,
-        "the provider's answer passes through after one retry"
-    );
-    assert_eq!(fake.token_requests(), before + 1);
+    for _ in 0..3 {
+        let (s, _) = kp
+            .get(&format!("/api/v1/connections/{id}/proxy/api/echo/again"))
+            .await;
+        assert_eq!(s, 401, "the provider's answer passes through");
+    }
+    assert_eq!(fake.token_requests(), before, "no refresh storm");
 }
 
 #[tokio::test]

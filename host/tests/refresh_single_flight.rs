@@ -262,5 +262,38 @@ async fn the_token_write_back_is_fenced_by_lease_and_version() {
         assert_eq!(out, Some(2));
         assert_eq!(read("access_token").await, "at-2");
         assert_eq!(read("refresh_token").await, "rt-1", "{url}: kept");
+        // A connection revoked meanwhile takes no new tokens, and a change decided on a stale
+        // read (error → active) does not bring it back.
+        store
+            .set_status("default", "fence-0", "revoked", Some("revoked by a user"))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .acquire_lease("default", "fence-0", "me", 2, 30_000)
+                .await
+                .unwrap()
+        );
+        let a = seal("access_token", "at-3");
+        let out = store
+            .store_tokens("default", "fence-0", &a, None, &meta, Some(("me", 2)))
+            .await
+            .unwrap();
+        assert_eq!(out, None, "{url}: revoked connections take no tokens");
+        assert_eq!(read("access_token").await, "at-2");
+        let changed = store
+            .transition_status("default", "fence-0", Some("error"), "active", None, |_| {
+                None
+            })
+            .await
+            .unwrap();
+        assert!(!changed, "{url}");
+        let c = store
+            .connection("default", "fence-0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.status, "revoked", "{url}");
+        assert_eq!(c.status_reason.as_deref(), Some("revoked by a user"));
     }
 }
