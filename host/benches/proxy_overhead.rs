@@ -9,22 +9,14 @@
 //! nginx must be installed (`apt-get install nginx-light`); without it that column is skipped
 //! with a message.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{ADMIN, Host, master_keys, start_host};
 use keyport::store::{Store, now_ms};
 
-const ADMIN: &str = "kp_admin_bench_0123456789abcdef";
-
-fn master_keys() -> String {
-    use base64::Engine;
-    format!(
-        "k1:{}",
-        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
-    )
-}
+mod common;
 
 async fn upstream() -> String {
     use axum::routing::get;
@@ -52,55 +44,17 @@ impl Drop for Proc {
     }
 }
 
-fn start_keyport(data: &std::path::Path) -> (Proc, String) {
-    let connectors = data.join("connectors");
-    std::fs::create_dir_all(&connectors).unwrap();
-    std::fs::copy(
-        keyport_test_artifacts::OIDC_TEST,
-        connectors.join("oidc_test.wasm"),
-    )
-    .unwrap();
-    std::fs::copy(
-        keyport_test_artifacts::APIKEY_TEST,
-        connectors.join("apikey_test.wasm"),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--connectors-dir")
-        .arg(&connectors)
-        .env("KEYPORT_ALLOW_LOOPBACK", "1")
-        .env("KEYPORT_ADMIN_TOKEN", ADMIN)
-        .env("KEYPORT_MASTER_KEYS", master_keys())
-        .env("RUST_LOG", "warn")
-        .env_remove("KEYPORT_DATABASE_URL")
-        .env_remove("KEYPORT_PUBLIC_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in err.lines().map_while(Result::ok) {
-            if let Some(rest) = line.trim().strip_prefix("keyport is running. Open ") {
-                let url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .trim_end_matches('/');
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("keyport serve did not start");
-    (Proc(child), url)
+fn start_keyport(data: &std::path::Path) -> (Host, String) {
+    let host = start_host(
+        data,
+        &[
+            keyport_test_artifacts::OIDC_TEST,
+            keyport_test_artifacts::APIKEY_TEST,
+        ],
+        &[],
+    );
+    let url = host.url.clone();
+    (host, url)
 }
 
 fn start_nginx(dir: &std::path::Path, upstream: &str) -> Option<(Proc, String)> {

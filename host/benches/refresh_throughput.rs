@@ -10,24 +10,16 @@
 //!   postgres://postgres@127.0.0.1:5432, a scratch database created and dropped).
 //! - `KEYPORT_BENCH_CONCURRENCY`: the host's refresh concurrency and the baseline's (default 64).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{ADMIN, Host, master_keys, start_host};
 use keyport::store::{Store, now_ms};
 
-const ADMIN: &str = "kp_admin_bench_0123456789abcdef";
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+mod common;
 
-fn master_keys() -> String {
-    use base64::Engine;
-    format!(
-        "k1:{}",
-        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
-    )
-}
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The token endpoint: answers every refresh grant with a new token pair.
 async fn token_endpoint() -> (String, Arc<AtomicU64>) {
@@ -87,68 +79,17 @@ async fn raw_capacity(issuer: &str, concurrency: usize, secs: u64) -> f64 {
     done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
 }
 
-struct Host {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_host(data: &std::path::Path, db_url: &str, concurrency: usize) -> Host {
-    let connectors = data.join("connectors");
-    std::fs::create_dir_all(&connectors).unwrap();
-    std::fs::copy(
-        keyport_test_artifacts::OIDC_TEST,
-        connectors.join("oidc_test.wasm"),
+fn start_refresh_host(data: &std::path::Path, db_url: &str, concurrency: usize) -> Host {
+    start_host(
+        data,
+        &[keyport_test_artifacts::OIDC_TEST],
+        &[
+            ("KEYPORT_DATABASE_URL", db_url.to_string()),
+            ("KEYPORT_REFRESH_RATE_LIMIT", "0".into()),
+            ("KEYPORT_REFRESH_CONCURRENCY", concurrency.to_string()),
+            ("KEYPORT_DB_MAX_CONNECTIONS", "32".into()),
+        ],
     )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyport"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--connectors-dir")
-        .arg(&connectors)
-        .arg("--database-url")
-        .arg(db_url)
-        .env("KEYPORT_ALLOW_LOOPBACK", "1")
-        .env("KEYPORT_ADMIN_TOKEN", ADMIN)
-        .env("KEYPORT_MASTER_KEYS", master_keys())
-        .env("KEYPORT_REFRESH_RATE_LIMIT", "0")
-        .env("KEYPORT_REFRESH_CONCURRENCY", concurrency.to_string())
-        .env("KEYPORT_DB_MAX_CONNECTIONS", "32")
-        .env("RUST_LOG", "warn")
-        .env_remove("KEYPORT_PUBLIC_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in err.lines().map_while(Result::ok) {
-            if let Some(rest) = line.trim().strip_prefix("keyport is running. Open ") {
-                let url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .trim_end_matches('/');
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.to_string());
-                }
-            } else if line.contains("ERROR") || line.contains("error:") {
-                eprintln!("host: {line}");
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("keyport serve did not start");
-    Host { child, url }
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -174,7 +115,7 @@ async fn run(db: &str, db_url: &str, n: usize, issuer: &str, concurrency: usize)
     store.ensure_workspace("default", "Default").await.unwrap();
     // Configure the provider app through the API of a first host, then stop it.
     {
-        let host = start_host(data.path(), db_url, concurrency);
+        let host = start_refresh_host(data.path(), db_url, concurrency);
         let r = reqwest::Client::new()
             .put(format!("{}/api/v1/provider-apps/oidc-test", host.url))
             .bearer_auth(ADMIN)
@@ -214,7 +155,7 @@ async fn run(db: &str, db_url: &str, n: usize, issuer: &str, concurrency: usize)
     eprintln!("  {db}: seeded {n} in {:.1?}", seeding.elapsed());
     let since = now_ms();
     let t = Instant::now();
-    let host = start_host(data.path(), db_url, concurrency);
+    let host = start_refresh_host(data.path(), db_url, concurrency);
     // Poll what is still due (an index range that shrinks), not what was done (a full scan that
     // would compete with the host for the same two cores).
     let poll = if n >= 100_000 { 1_000 } else { 200 };

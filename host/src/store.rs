@@ -287,6 +287,15 @@ impl Store {
         Ok(())
     }
 
+    /// The row-lock clause of claim queries: PostgreSQL replicas claim disjoint rows; SQLite has
+    /// one writer and needs none.
+    fn skip_locked(&self) -> &'static str {
+        match self.kind {
+            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+            DbKind::Sqlite => "",
+        }
+    }
+
     /// The database kind.
     pub fn kind(&self) -> DbKind {
         self.kind
@@ -812,10 +821,7 @@ impl Store {
             let marks: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 5)).collect();
             format!(" AND connector_id NOT IN ({})", marks.join(", "))
         };
-        let lock = match self.kind {
-            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
-            DbKind::Sqlite => "",
-        };
+        let lock = self.skip_locked();
         let sql = format!(
             "UPDATE connections SET lease_owner = $3, lease_until = $4
              WHERE id IN (SELECT id FROM connections
@@ -877,10 +883,7 @@ impl Store {
         limit: i64,
         next: i64,
     ) -> Result<Vec<(String, String)>> {
-        let lock = match self.kind {
-            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
-            DbKind::Sqlite => "",
-        };
+        let lock = self.skip_locked();
         let sql = format!(
             "UPDATE connections SET next_probe_at = $3
              WHERE id IN (SELECT id FROM connections
@@ -920,10 +923,7 @@ impl Store {
         horizon: i64,
         limit: i64,
     ) -> Result<Vec<(String, String, i64)>> {
-        let lock = match self.kind {
-            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
-            DbKind::Sqlite => "",
-        };
+        let lock = self.skip_locked();
         let sql = format!(
             "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = 'refresh_token_expiring'
              WHERE id IN (SELECT id FROM connections
@@ -1464,10 +1464,7 @@ impl Store {
     /// Claims up to `limit` due deliveries, pushing their next attempt `lease_ms` ahead so no
     /// other replica sends them meanwhile.
     pub async fn claim_deliveries(&self, limit: i64, lease_ms: i64) -> Result<Vec<DeliveryRow>> {
-        let lock = match self.kind {
-            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
-            DbKind::Sqlite => "",
-        };
+        let lock = self.skip_locked();
         let now = now_ms();
         let sql = format!(
             "UPDATE webhook_outbox SET next_attempt_at = $2

@@ -21,18 +21,8 @@ async fn setup() -> Setup {
     })
     .await;
     let fake = fake_as::start().await;
-    point_oidc_test_at(&kp, &fake).await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
     Setup { kp, fake }
-}
-
-async fn point_oidc_test_at(kp: &Keyport, fake: &FakeAs) {
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/oidc-test",
-            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "endpoint_overrides": {"https://oidc.keyport.test": fake.issuer()}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
 }
 
 async fn start(kp: &Keyport, extra: Value) -> (String, String) {

@@ -21,13 +21,7 @@ async fn setup() -> (Keyport, FakeAs, String) {
     })
     .await;
     let fake = fake_as::start().await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/oidc-test",
-            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "endpoint_overrides": {"https://oidc.keyport.test": fake.issuer()}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    kp.point_oidc_test_at(&fake.issuer()).await;
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     (kp, fake, id)

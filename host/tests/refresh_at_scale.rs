@@ -141,16 +141,6 @@ async fn seed(kp: &Keyport, n: usize, expires_at: i64, due: i64) {
     .unwrap();
 }
 
-async fn point_oidc_test_at(kp: &Keyport, issuer: &str) {
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/oidc-test",
-            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "endpoint_overrides": {"https://oidc.keyport.test": issuer}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-}
-
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -181,7 +171,7 @@ async fn three_replicas_on_postgres_refresh_500_short_lived_tokens_exactly_once_
         Instant::now() + Duration::from_secs(LIFETIME),
     )
     .await;
-    point_oidc_test_at(&a, &issuer).await;
+    a.point_oidc_test_at(&issuer).await;
     seed(&a, N, now + LIFETIME as i64 * 1000, now + 2_000).await;
     let replicas = [
         Keyport::start(KeyportOpts {
@@ -272,7 +262,7 @@ async fn a_replica_killed_during_a_refresh_storm_loses_no_connection_and_no_leas
         Instant::now() + Duration::from_secs(3600),
     )
     .await;
-    point_oidc_test_at(&kp, &issuer).await;
+    kp.point_oidc_test_at(&issuer).await;
     let now = keyport::store::now_ms();
     seed(&kp, N, now + 3_600_000, now).await;
     let refreshed = || {

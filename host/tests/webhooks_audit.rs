@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use common::e2e::*;
-use common::fake_as::{self, FakeAs};
+use common::fake_as;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -73,16 +73,6 @@ async fn start(env: &[(&str, &str)]) -> Keyport {
     .await
 }
 
-async fn use_fake(kp: &Keyport, fake: &FakeAs) {
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/oidc-test",
-            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "endpoint_overrides": {"https://oidc.keyport.test": fake.issuer()}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-}
-
 async fn wait_until(what: &str, secs: u64, mut pred: impl FnMut() -> bool) {
     for _ in 0..secs * 10 {
         if pred() {
@@ -97,7 +87,7 @@ async fn wait_until(what: &str, secs: u64, mut pred: impl FnMut() -> bool) {
 async fn deliveries_are_signed_and_each_transition_is_delivered_once() {
     let kp = start(&[]).await;
     let fake = fake_as::start().await;
-    use_fake(&kp, &fake).await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
     let got = Received::default();
     let (url, _task) = receiver(0, got.clone()).await;
     let (s, hook) = kp
@@ -165,7 +155,7 @@ async fn a_receiver_that_is_down_gets_each_event_once_after_it_returns_even_acro
     ];
     let kp = start(&env).await;
     let fake = fake_as::start().await;
-    use_fake(&kp, &fake).await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
     // A port nobody listens on yet: the receiver is down.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -277,7 +267,7 @@ async fn complete_flow(authorize_url: &str) {
 async fn every_lifecycle_action_is_audited_and_the_log_pages_with_a_cursor() {
     let kp = start(&[]).await;
     let fake = fake_as::start().await;
-    use_fake(&kp, &fake).await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     let c = format!("/api/v1/connections/{id}");

@@ -634,6 +634,18 @@ impl Keyport {
         Some(plain.to_string())
     }
 
+    /// Configures the `oidc-test` provider app with the test client and points the connector's
+    /// placeholder origin at `issuer` (oidc-provider or a fake authorization server).
+    pub async fn point_oidc_test_at(&self, issuer: &str) {
+        let (s, b) = self
+            .put(
+                "/api/v1/provider-apps/oidc-test",
+                serde_json::json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "endpoint_overrides": {"https://oidc.keyport.test": issuer}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// Runs SQL against the process's database (test set-up only).
     pub async fn sql(&self, statement: &str) {
         let store = keyport::store::Store::connect(&self.db_url())

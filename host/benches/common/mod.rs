@@ -1,0 +1,83 @@
+//! What the benchmarks share: a release `keyport serve` child process with the test connectors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The admin token of benchmark hosts.
+pub const ADMIN: &str = "kp_admin_bench_0123456789abcdef";
+
+/// A fixed master key (benchmark data only).
+pub fn master_keys() -> String {
+    use base64::Engine;
+    format!(
+        "k1:{}",
+        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+    )
+}
+
+/// A running host; killed on drop.
+pub struct Host {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `keyport serve` on loopback with `data` as data directory, the given test connectors
+/// (paths from `keyport_test_artifacts`) in its connectors directory, and extra environment.
+/// Its errors are echoed; returns once it serves.
+pub fn start_host(data: &Path, connectors: &[&str], env: &[(&str, String)]) -> Host {
+    let dir = data.join("connectors");
+    std::fs::create_dir_all(&dir).unwrap();
+    for c in connectors {
+        let name = Path::new(c).file_name().unwrap();
+        std::fs::copy(c, dir.join(name)).unwrap();
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyport"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .arg("--connectors-dir")
+        .arg(&dir)
+        .env("KEYPORT_ALLOW_LOOPBACK", "1")
+        .env("KEYPORT_ADMIN_TOKEN", ADMIN)
+        .env("KEYPORT_MASTER_KEYS", master_keys())
+        .env("RUST_LOG", "warn")
+        .env_remove("KEYPORT_DATABASE_URL")
+        .env_remove("KEYPORT_PUBLIC_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in err.lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("keyport is running. Open ") {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/');
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.to_string());
+                }
+            } else if line.contains("ERROR") || line.contains("error:") {
+                eprintln!("host: {line}");
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("keyport serve did not start");
+    Host { child, url }
+}
