@@ -41,7 +41,7 @@ fn check_accepts_slack_and_prints_its_manifest() {
     assert_eq!(manifest["auth_kind"], "oauth2");
     assert_eq!(manifest["config_schema"]["type"], "object");
     assert!(
-        stderr.contains("implements keyport:connector@0.1.0"),
+        stderr.contains("implements keyport:connector@0.2.0"),
         "{stderr}"
     );
 }
@@ -75,7 +75,7 @@ fn check_rejects_a_component_of_another_world() {
     let (ok, _, stderr) = check(std::path::Path::new(guests::WRONG_WORLD));
     assert!(!ok);
     assert!(
-        stderr.contains("does not implement the keyport:connector@0.1.0 `connector` world"),
+        stderr.contains("does not implement the `connector` world of keyport:connector@0.2.0"),
         "{stderr}"
     );
 }

@@ -2,14 +2,15 @@
 //! and later calls see it; a version asking for more egress waits for approval while the old one
 //! serves; broken uploads are rejected with a clear error and change nothing; rollback and unload;
 //! an upload to one replica is served by another on the same PostgreSQL; a file dropped into the
-//! watched directory serves within 2 seconds.
+//! watched directory serves within 2 seconds; a component built against the frozen 0.1.0 contract
+//! keeps loading and working next to 0.2.0 connectors.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use common::e2e::*;
 use serde_json::{Value, json};
 
@@ -283,4 +284,119 @@ async fn a_connector_dropped_into_the_watched_directory_serves_within_two_second
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("removing the file did not unload the connector");
+}
+
+/// A fake provider for `legacy-test`: `/me` answers the account when the key and the manifest's
+/// header arrived; `/dead` answers HTTP 200 with `ok: false` (what the connector's
+/// `classify-response` calls revoked).
+async fn legacy_provider() -> String {
+    let app = axum::Router::new()
+        .route(
+            "/me",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                if h("x-legacy-key").as_deref() != Some("legacy-key") {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({})));
+                }
+                assert_eq!(h("x-contract").as_deref(), Some("0.1.0"));
+                (StatusCode::OK, axum::Json(json!({"id": "legacy-user"})))
+            }),
+        )
+        .route(
+            "/dead",
+            axum::routing::get(|| async { axum::Json(json!({"ok": false})) }),
+        );
+    common::serve_fake(app).await
+}
+
+#[tokio::test]
+async fn a_component_built_against_the_frozen_0_1_0_contract_keeps_working_next_to_0_2_0() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let (s, b) = upload(
+        &kp,
+        guest(keyport_test_artifacts::LEGACY_V0_1),
+        "api.legacy.test",
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, list) = kp.get("/api/v1/admin/connectors").await;
+    let contract = |id: &str| {
+        list["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["contract"].clone())
+    };
+    assert_eq!(contract("legacy-test"), Some(json!("0.1.0")), "{list}");
+    assert_eq!(contract("slack"), Some(json!("0.2.0")), "{list}");
+    // describe, adapted: 0.1.0 has no categories.
+    let (s, m) = kp.get("/api/v1/connectors/legacy-test").await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["categories"], json!([]));
+    assert_eq!(m["auth"]["ApiKey"]["label"], "Legacy key", "{m}");
+    assert_eq!(
+        kp.get("/api/v1/connectors/slack").await.1["categories"],
+        json!(["communication"])
+    );
+
+    let provider = legacy_provider().await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/legacy-test",
+            json!({"endpoint_overrides": {"https://api.legacy.test": provider}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // validate-config, adapted.
+    let (s, err) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "legacy-test", "api_key": "legacy-key", "config": {"team": "forbidden"}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{err}");
+    assert_eq!(err["error"]["fields"][0]["path"], "/team", "{err}");
+    assert_eq!(
+        err["error"]["fields"][0]["message"],
+        "this team is not allowed"
+    );
+    // lookup-account through the 0.1.0 `http` import: a wrong key is refused...
+    let (s, err) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "legacy-test", "api_key": "wrong"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 401"),
+        "{err}"
+    );
+    // ... and the right one connects, the call context carrying the defaulted config.
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "legacy-test", "api_key": "legacy-key"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(c["status"], "active", "{c}");
+    assert_eq!(c["account"]["display_name"], "legacy-user (core)", "{c}");
+    // classify-response, adapted: the provider's `ok: false` marks the connection revoked.
+    let id = c["id"].as_str().unwrap();
+    let (s, _) = kp
+        .get(&format!("/api/v1/connections/{id}/proxy/dead"))
+        .await;
+    assert_eq!(s, 200);
+    let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(c["status"], "revoked", "{c}");
 }

@@ -48,7 +48,7 @@ pub mod __private {
     #[allow(missing_docs, unused_qualifications, clippy::all)]
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit/v0.1.0",
+            path: "../wit/v0.2.0",
             world: "connector",
             runtime_path: "::keyport_sdk::__private::wit_bindgen::rt",
             pub_export_macro: true,

@@ -23,6 +23,7 @@ impl Manifest {
             config_schema: r#"{"type":"object","properties":{}}"#.into(),
             configurable: false,
             classifies_responses: false,
+            categories: Vec::new(),
         }
     }
 
@@ -53,6 +54,12 @@ impl Manifest {
     /// Sets the icon (an SVG document).
     pub fn icon(mut self, svg: &str) -> Self {
         self.icon = svg.into();
+        self
+    }
+    /// Adds a catalogue category (`crm`, `communication`, `email`, `meetings`, ...): the
+    /// Integrations page groups and filters cards by them. Most relevant first.
+    pub fn category(mut self, category: &str) -> Self {
+        self.categories.push(category.into());
         self
     }
     /// Sets the provider documentation link.

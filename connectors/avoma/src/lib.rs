@@ -31,6 +31,7 @@ impl Connector for Avoma {
             "Meeting recordings, transcripts and notes from Avoma.",
         )
         .version("0.1.0")
+        .category("meetings")
         .icon(ICON)
         .docs_url("https://dev694.avoma.com/")
         .api_key_form(

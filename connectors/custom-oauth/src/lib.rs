@@ -491,6 +491,7 @@ fn manifest_for(d: &Value) -> Result<Manifest, Vec<FieldError>> {
         .unwrap_or("A custom OAuth 2 provider.");
     let mut m = Manifest::oauth2(&format!("custom-{slug}"), name, description, oauth)
         .version(d.get("version").and_then(Value::as_str).unwrap_or("1.0.0"))
+        .category("custom")
         .config_schema(schema);
     if let Some(icon) = d.get("icon").and_then(Value::as_str) {
         m = m.icon(icon);
@@ -545,6 +546,7 @@ impl Connector for CustomOAuth {
             oauth,
         )
         .version("0.1.0")
+        .category("custom")
         .configurable()
     }
 

@@ -56,6 +56,7 @@ impl Connector for Fireflies {
             "Meeting transcripts and summaries from Fireflies.ai.",
         )
         .version("0.1.0")
+        .category("meetings")
         .icon(ICON)
         .docs_url("https://docs.fireflies.ai/")
         .classifies_responses()

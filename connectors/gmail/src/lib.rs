@@ -50,6 +50,7 @@ impl Connector for Gmail {
             oauth,
         )
         .version("0.1.0")
+        .category("email")
         .icon(ICON)
         .docs_url("https://developers.google.com/identity/protocols/oauth2/web-server")
         .api_base_url("https://gmail.googleapis.com/")

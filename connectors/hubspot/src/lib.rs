@@ -54,6 +54,7 @@ impl Connector for HubSpot {
             oauth,
         )
         .version("0.1.0")
+        .category("crm")
         .icon(ICON)
         .docs_url("https://developers.hubspot.com/docs/api/oauth-quickstart-guide")
         .api_base_url(&format!("{BASE}/"))

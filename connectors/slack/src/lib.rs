@@ -58,6 +58,7 @@ impl Connector for Slack {
             oauth,
         )
         .version("0.1.0")
+        .category("communication")
         .icon(ICON)
         .docs_url("https://api.slack.com/authentication/oauth-v2")
         .credential(CredentialPlacement::Bearer)

@@ -8,6 +8,7 @@
 //! | egress-hosts | valid patterns (see [`super::egress`]) |
 //! | oauth2 URLs | http(s) URLs; scope separator not empty |
 //! | scopes | names not empty, unique |
+//! | categories | at most 8, each `[a-z0-9][a-z0-9-]*`, at most 32 characters, unique |
 //! | config-schema | JSON, an object schema, valid against the JSON Schema meta-schema, compilable |
 
 use super::egress;
@@ -126,6 +127,26 @@ pub fn validate_manifest(m: &Manifest) -> Result<(), ManifestError> {
         }
         if !seen.insert(&s.name) {
             return Err(err("scopes", format!("scope {:?} is listed twice", s.name)));
+        }
+    }
+    if m.categories.len() > 8 {
+        return Err(err("categories", "at most 8 categories"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &m.categories {
+        let ok = !c.is_empty()
+            && c.len() <= 32
+            && !c.starts_with('-')
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(err(
+                "categories",
+                format!("{c:?} must be 1-32 characters of a-z, 0-9 and '-', e.g. \"crm\""),
+            ));
+        }
+        if !seen.insert(c) {
+            return Err(err("categories", format!("{c:?} is listed twice")));
         }
     }
     config_schema(&m.config_schema)?;

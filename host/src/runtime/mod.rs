@@ -19,6 +19,7 @@
 
 pub mod egress;
 mod http;
+mod legacy;
 
 pub use http::{add_credential, checked_target, outbound_client};
 mod manifest;
@@ -73,21 +74,33 @@ pub(crate) fn test_oauth2() -> Oauth2 {
     }
 }
 
-/// Host bindings for `keyport:connector@0.1.0`.
+/// Host bindings for `keyport:connector@0.2.0`, the current contract.
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.2.0",
         world: "connector",
         imports: { default: async },
         exports: { default: async },
-        additional_derives: [serde::Serialize],
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
-use bindings::ConnectorPre;
+/// The contract versions this host loads, newest first. Older versions are adapted to the newest
+/// (see `legacy`).
+pub const CONTRACT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
-/// The contract versions this host loads.
-pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0"];
+/// A pre-instantiated component, by the contract version it implements.
+#[derive(Clone)]
+enum Pre {
+    Current(bindings::ConnectorPre<HostState>),
+    V0_1(legacy::bindings::ConnectorPre<HostState>),
+}
+
+/// An instance of a component, by contract version.
+enum Instance {
+    Current(bindings::Connector),
+    V0_1(legacy::bindings::Connector),
+}
 
 /// Resource limits for connector calls.
 #[derive(Debug, Clone)]
@@ -153,7 +166,9 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     /// The component does not implement the contract.
-    #[error("the component does not implement the keyport:connector@0.1.0 `connector` world: {0}")]
+    #[error(
+        "the component does not implement the `connector` world of keyport:connector@0.2.0 (or of an older supported version: 0.1.0): {0}"
+    )]
     WrongWorld(String),
     /// `describe` failed.
     #[error("calling `describe` failed: {0}")]
@@ -182,7 +197,7 @@ pub enum CallError {
 
 /// A loaded connector: compiled, pre-instantiated, its manifest read and validated.
 pub struct Connector {
-    pre: ConnectorPre<HostState>,
+    pre: Pre,
     runtime: Arc<RuntimeInner>,
     manifest: Manifest,
     access: Option<Arc<ManifestAccess>>,
@@ -308,6 +323,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
         bindings::Connector::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(to_anyhow)?;
+        legacy::bindings::Connector::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(to_anyhow)?;
 
         let http = http::client(&config)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -373,14 +390,21 @@ impl Runtime {
                 flatten(&e)
             ))
         })?;
-        let pre = ConnectorPre::new(pre).map_err(|e| LoadError::WrongWorld(flatten(&e)))?;
+        // The newest contract first; a component that matches none is reported against it.
+        let (pre, contract) = match bindings::ConnectorPre::new(pre.clone()) {
+            Ok(p) => (Pre::Current(p), CONTRACT_VERSIONS[0]),
+            Err(current) => match legacy::bindings::ConnectorPre::new(pre) {
+                Ok(p) => (Pre::V0_1(p), "0.1.0"),
+                Err(_) => return Err(LoadError::WrongWorld(flatten(&current))),
+            },
+        };
         let mut connector = Connector {
             pre,
             runtime: self.inner.clone(),
             manifest: placeholder_manifest(),
             access: None,
             hash,
-            contract: CONTRACT_VERSIONS[0],
+            contract,
             definition: None,
         };
         let manifest = connector.describe().await?;
@@ -474,6 +498,7 @@ fn placeholder_manifest() -> Manifest {
         config_schema: String::new(),
         configurable: false,
         classifies_responses: false,
+        categories: Vec::new(),
     }
 }
 
@@ -607,7 +632,17 @@ impl Connector {
             .call(
                 Arc::new(CallEnv::default()),
                 Imports::Disabled,
-                move |c, s| Box::pin(async move { c.call_configure(s, &def).await }),
+                move |c, s| {
+                    Box::pin(async move {
+                        match c {
+                            Instance::Current(c) => c.call_configure(s, &def).await,
+                            Instance::V0_1(c) => match c.call_configure(s, &def).await? {
+                                Ok(m) => Ok(Ok(legacy::manifest(m)?)),
+                                Err(e) => Ok(Err(legacy::convert(e)?)),
+                            },
+                        }
+                    })
+                },
             )
             .await?
             .map_err(ConfigureError::Invalid)?;
@@ -647,7 +682,7 @@ impl Connector {
     async fn call<R, F>(&self, env: Arc<CallEnv>, imports: Imports, f: F) -> Result<R, CallError>
     where
         F: for<'a> FnOnce(
-                &'a bindings::Connector,
+                &'a Instance,
                 &'a mut Store<HostState>,
             ) -> std::pin::Pin<
                 Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
@@ -693,7 +728,10 @@ impl Connector {
 
         let timeout = limits.call_timeout;
         let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = match &self.pre {
+                Pre::Current(pre) => Instance::Current(pre.instantiate_async(&mut store).await?),
+                Pre::V0_1(pre) => Instance::V0_1(pre.instantiate_async(&mut store).await?),
+            };
             f(&instance, &mut store).await
         };
         // The epoch deadline stops guest code; the wall-clock timeout also covers time spent
@@ -733,7 +771,12 @@ impl Connector {
     /// `describe`: the manifest as the component returns it (unvalidated).
     pub async fn describe(&self) -> Result<Manifest, CallError> {
         self.call(Arc::new(CallEnv::default()), Imports::Disabled, |c, s| {
-            Box::pin(c.call_describe(s))
+            Box::pin(async move {
+                match c {
+                    Instance::Current(c) => c.call_describe(s).await,
+                    Instance::V0_1(c) => legacy::manifest(c.call_describe(s).await?),
+                }
+            })
         })
         .await
     }
@@ -747,7 +790,15 @@ impl Connector {
         let mut ctx = ctx;
         ctx.definition = self.definition.as_deref().unwrap_or_default().to_owned();
         self.call(Arc::new(env), Imports::Enabled, move |c, s| {
-            Box::pin(async move { c.call_lookup_account(s, &ctx).await })
+            Box::pin(async move {
+                match c {
+                    Instance::Current(c) => c.call_lookup_account(s, &ctx).await,
+                    Instance::V0_1(c) => {
+                        let ctx = legacy::convert(&ctx)?;
+                        legacy::convert(c.call_lookup_account(s, &ctx).await?)
+                    }
+                }
+            })
         })
         .await
     }
@@ -758,7 +809,16 @@ impl Connector {
         self.call(
             Arc::new(CallEnv::default()),
             Imports::Disabled,
-            move |c, s| Box::pin(async move { c.call_validate_config(s, &config).await }),
+            move |c, s| {
+                Box::pin(async move {
+                    match c {
+                        Instance::Current(c) => c.call_validate_config(s, &config).await,
+                        Instance::V0_1(c) => {
+                            legacy::convert(c.call_validate_config(s, &config).await?)
+                        }
+                    }
+                })
+            },
         )
         .await
     }
@@ -773,7 +833,14 @@ impl Connector {
             Arc::new(CallEnv::default()),
             Imports::Disabled,
             move |c, s| {
-                Box::pin(async move { c.call_parse_token_response(s, status, &body).await })
+                Box::pin(async move {
+                    match c {
+                        Instance::Current(c) => c.call_parse_token_response(s, status, &body).await,
+                        Instance::V0_1(c) => {
+                            legacy::convert(c.call_parse_token_response(s, status, &body).await?)
+                        }
+                    }
+                })
             },
         )
         .await
@@ -787,7 +854,17 @@ impl Connector {
         self.call(
             Arc::new(CallEnv::default()),
             Imports::Disabled,
-            move |c, s| Box::pin(async move { c.call_classify_response(s, &response).await }),
+            move |c, s| {
+                Box::pin(async move {
+                    match c {
+                        Instance::Current(c) => c.call_classify_response(s, &response).await,
+                        Instance::V0_1(c) => {
+                            let response = legacy::response_view(response);
+                            legacy::convert(c.call_classify_response(s, &response).await?)
+                        }
+                    }
+                })
+            },
         )
         .await
     }
