@@ -8,6 +8,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
+    // `sqlx::migrate!` embeds the migrations: rebuild when they change.
+    println!("cargo:rerun-if-changed=../migrations");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("host/ has a parent");

@@ -286,7 +286,7 @@ async fn admin_token(store: &Store, embedded: bool) -> anyhow::Result<()> {
         .await?
     {
         eprintln!(
-            "\n  Admin token (shown once, store it now): {token}\n  Use it as `Authorization: Bearer <token>`.\n"
+            "\n  Admin token (shown once, store it now): {token}\n  Sign in to the web UI with it, and use it as `Authorization: Bearer <token>` for the API.\n"
         );
     }
     Ok(())
@@ -465,7 +465,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics,
     });
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
-    eprintln!("\n  keyport is running. Open {public_url}/ in a browser.\n");
+    eprintln!(
+        "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

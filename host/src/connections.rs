@@ -225,6 +225,16 @@ pub struct StartOAuth {
     pub scopes: Option<Vec<String>>,
     pub config: Option<Value>,
     pub return_to: Option<String>,
+    /// Set by the API layer (never from the body): the UI session starting the flow, whose
+    /// browser alone may open the launch link.
+    #[serde(skip)]
+    pub session: Option<String>,
+}
+
+/// Where a flow's browser comes back to, and the UI session it belongs to.
+struct FlowBrowser {
+    return_to: Option<String>,
+    session: Option<String>,
 }
 
 /// `POST /connections` body (API key).
@@ -412,7 +422,8 @@ impl Service {
         })
     }
 
-    fn redirect_uri(&self) -> String {
+    /// The OAuth redirect URI providers must allow.
+    pub fn redirect_uri(&self) -> String {
         format!("{}/oauth/callback", self.config.public_url)
     }
 
@@ -805,8 +816,11 @@ impl Service {
         )
         .await;
         self.emit("connection.created", &row, json!({})).await;
-        self.new_flow(ws, &id, &m.id, &scopes, req.return_to, false)
-            .await
+        let browser = FlowBrowser {
+            return_to: req.return_to,
+            session: req.session,
+        };
+        self.new_flow(ws, &id, &m.id, &scopes, false, browser).await
     }
 
     /// Scopes to request: required ones, the app's chosen ones, the caller's, and `extra`.
@@ -847,8 +861,8 @@ impl Service {
         conn: &str,
         connector: &str,
         scopes: &[String],
-        return_to: Option<String>,
         reconnect: bool,
+        browser: FlowBrowser,
     ) -> Result<Started> {
         let now = now_ms();
         let flow_id = new_id("flow");
@@ -864,8 +878,9 @@ impl Service {
             browser_hash: None,
             redirect_uri: self.redirect_uri(),
             requested_scopes: serde_json::to_string(scopes).unwrap_or_default(),
-            return_to,
+            return_to: browser.return_to,
             reconnect: reconnect as i64,
+            session_hash: browser.session,
             expires_at: now + FLOW_TTL_MS,
             launched_at: None,
             consumed_at: None,
@@ -892,14 +907,31 @@ impl Service {
 
     /// Opens a launch link once: binds the flow to this browser and returns (provider URL,
     /// cookie name, cookie value).
-    pub async fn launch(&self, launch: &str) -> Result<(String, String, String)> {
+    /// `session` is the opening browser's UI session (cookie hash), if signed in.
+    pub async fn launch(
+        &self,
+        launch: &str,
+        session: Option<&str>,
+    ) -> Result<(String, String, String)> {
         let binding = oauth::new_state();
         let now = now_ms();
-        let flow = self
+        let launch_hash = oauth::hash(launch);
+        let Some(flow) = self
             .store
-            .launch_flow(&oauth::hash(launch), &oauth::hash(&binding), now)
+            .launch_flow(&launch_hash, &oauth::hash(&binding), session, now)
             .await?
-            .ok_or_else(|| Error::BadRequest("This authorization link was already used or has expired. Start the connection again.".into()))?;
+        else {
+            let other_session = self
+                .store
+                .flow_by_launch(&launch_hash, now)
+                .await?
+                .is_some_and(|f| f.session_hash.is_some());
+            return Err(Error::BadRequest(if other_session {
+                "This authorization link was started from another keyport sign-in. Open it in the browser that started it, or start the connection again.".into()
+            } else {
+                "This authorization link was already used or has expired. Start the connection again.".into()
+            }));
+        };
         let ws = flow.workspace_id.as_str();
         let entry = self.connector(&flow.connector_id)?;
         let m = entry.connector.manifest();
@@ -1073,7 +1105,9 @@ impl Service {
         let verifier = self.open_secret(&ws, &flow.id, "pkce_verifier").await?;
         self.store.delete_secrets(&ws, &flow.id, None).await?;
         let actor = Actor("oauth-callback".into());
-        let done = |status: &str, message: Option<&str>| {
+        // `error` is a fixed code pages may show text for; `message` is the detail for the
+        // platform's own `return_to` page.
+        let done = |status: &str, failure: Option<(&str, &str)>| {
             let base = flow
                 .return_to
                 .clone()
@@ -1085,8 +1119,10 @@ impl Service {
             u.query_pairs_mut()
                 .append_pair("connection_id", &flow.connection_id)
                 .append_pair("status", status);
-            if let Some(msg) = message {
-                u.query_pairs_mut().append_pair("message", msg);
+            if let Some((code, msg)) = failure {
+                u.query_pairs_mut()
+                    .append_pair("error", code)
+                    .append_pair("message", msg);
             }
             CallbackOutcome {
                 location: u.to_string(),
@@ -1102,7 +1138,12 @@ impl Service {
                 format!("The provider returned an error ({err}). Try connecting again.")
             };
             self.authorization_failed(&flow, &reason, err).await?;
-            return Ok(done("error", Some(&reason)));
+            let code = if err == "access_denied" {
+                "access_denied"
+            } else {
+                "provider_error"
+            };
+            return Ok(done("error", Some((code, &reason))));
         }
         let code = p.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
             Error::BadRequest(
@@ -1143,7 +1184,7 @@ impl Service {
                     format!("Could not complete the authorization: {e}. Try connecting again.");
                 self.authorization_failed(&flow, &reason, &e.to_string())
                     .await?;
-                return Ok(done("error", Some(&reason)));
+                return Ok(done("error", Some(("token_exchange_failed", &reason))));
             }
         };
         self.save_tokens(&ws, &conn, &tokens, &requested, true, None, None)
@@ -2241,6 +2282,7 @@ impl Service {
         id: &str,
         extra_scopes: &[String],
         return_to: Option<String>,
+        session: Option<String>,
     ) -> Result<Started> {
         let c = self.get(ws, id).await?;
         let entry = self.connector(&c.connector_id)?;
@@ -2260,7 +2302,8 @@ impl Service {
             json!({"scopes": scopes}),
         )
         .await;
-        self.new_flow(ws, id, &m.id, &scopes, return_to, true).await
+        let browser = FlowBrowser { return_to, session };
+        self.new_flow(ws, id, &m.id, &scopes, true, browser).await
     }
 
     /// Revokes at the provider (when it has an endpoint) and deletes the secrets whatever the

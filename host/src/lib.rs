@@ -16,6 +16,7 @@ pub mod registry;
 pub mod runtime;
 pub mod seed;
 pub mod store;
+pub mod ui;
 pub mod vault;
 pub mod webhooks;
 

@@ -158,10 +158,23 @@ pub struct FlowRow {
     pub requested_scopes: String,
     pub return_to: Option<String>,
     pub reconnect: i64,
+    /// The UI session that started the flow: only its browser may open the launch link.
+    pub session_hash: Option<String>,
     pub expires_at: i64,
     pub launched_at: Option<i64>,
     pub consumed_at: Option<i64>,
     pub created_at: i64,
+}
+
+/// A signed-in web UI session (the cookie's hash, never the cookie).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UiSessionRow {
+    pub id_hash: String,
+    pub csrf_token: String,
+    pub workspace_id: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
 }
 
 /// A provider app: a workspace's OAuth client for one connector.
@@ -1177,8 +1190,8 @@ impl Store {
     pub async fn insert_flow(&self, f: &FlowRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO oauth_flows (id, workspace_id, connection_id, connector_id, state_hash, launch_hash, redirect_uri,
-               requested_scopes, return_to, reconnect, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+               requested_scopes, return_to, reconnect, expires_at, created_at, session_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&f.id)
         .bind(&f.workspace_id)
@@ -1192,29 +1205,110 @@ impl Store {
         .bind(f.reconnect)
         .bind(f.expires_at)
         .bind(f.created_at)
+        .bind(&f.session_hash)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    /// The unopened, unexpired flow with this launch hash.
+    pub async fn flow_by_launch(&self, launch_hash: &str, now: i64) -> Result<Option<FlowRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM oauth_flows
+             WHERE launch_hash = $1 AND launched_at IS NULL AND consumed_at IS NULL AND expires_at > $2",
+        )
+        .bind(launch_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Binds a flow to the browser that opened its launch link, once. Returns the flow if this
-    /// call bound it.
+    /// call bound it. A flow started from a UI session binds only for that session.
     pub async fn launch_flow(
         &self,
         launch_hash: &str,
         browser_hash: &str,
+        session_hash: Option<&str>,
         now: i64,
     ) -> Result<Option<FlowRow>> {
         Ok(sqlx::query_as(
             "UPDATE oauth_flows SET browser_hash = $2, launched_at = $3
              WHERE launch_hash = $1 AND launched_at IS NULL AND consumed_at IS NULL AND expires_at > $3
+               AND (session_hash IS NULL OR session_hash = $4)
              RETURNING *",
         )
         .bind(launch_hash)
         .bind(browser_hash)
         .bind(now)
+        .bind(session_hash)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Creates a UI session.
+    pub async fn create_ui_session(&self, s: &UiSessionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ui_sessions (id_hash, csrf_token, workspace_id, created_at, last_seen_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.csrf_token)
+        .bind(&s.workspace_id)
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live UI session with this cookie hash; expired ones are deleted on sight.
+    pub async fn ui_session(&self, id_hash: &str, now: i64) -> Result<Option<UiSessionRow>> {
+        let row: Option<UiSessionRow> =
+            sqlx::query_as("SELECT * FROM ui_sessions WHERE id_hash = $1")
+                .bind(id_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(r) if r.expires_at > now => Ok(Some(r)),
+            Some(_) => {
+                self.delete_ui_session(id_hash).await?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Extends a session's idle expiry.
+    pub async fn touch_ui_session(&self, id_hash: &str, now: i64, expires_at: i64) -> Result<()> {
+        sqlx::query("UPDATE ui_sessions SET last_seen_at = $2, expires_at = $3 WHERE id_hash = $1")
+            .bind(id_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a session (sign-out).
+    pub async fn delete_ui_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM ui_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes expired UI sessions.
+    pub async fn purge_ui_sessions(&self, now: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// The flow with this state hash.

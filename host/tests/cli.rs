@@ -213,8 +213,8 @@ async fn serve_reports_health_and_lists_the_builtin_connectors() {
         .await
         .unwrap();
     assert!(
-        page.contains("Slack"),
-        "the start page lists the connectors"
+        page.contains("Sign in to keyport"),
+        "the start page asks to sign in"
     );
     let missing = reqwest::get(format!("{url}/api/v1/connectors/nope"))
         .await

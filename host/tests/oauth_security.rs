@@ -384,6 +384,7 @@ async fn o11_access_denied_makes_no_token_request_and_says_what_to_do() {
     assert_eq!(done.status, 303);
     let q = query(&done.location.unwrap());
     assert_eq!(q["status"], "error");
+    assert_eq!(q["error"], "access_denied");
     assert_eq!(
         q["message"],
         "The provider denied access — try again and approve the permissions."

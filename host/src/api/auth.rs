@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | admin token | `KEYPORT_ADMIN_TOKEN`, or generated on first start of the embedded default and printed once; stored as SHA-256 | any workspace: `X-Keyport-Workspace` (default `default`); admin-only endpoints |
 //! | workspace API key | `POST /api/v1/api-keys` (admin); shown once; stored as SHA-256 | its own workspace only |
+//! | web UI session | the session cookie set by signing in with the admin token at `/login`; changes also need the page's `X-CSRF-Token` and a same-origin `Origin` | the session's workspace, as admin |
 //!
 //! Anything else is 401. Tokens are compared by their hashes; none is logged.
 
@@ -29,6 +30,8 @@ pub struct Caller {
     pub actor: Actor,
     /// Extra permissions of an API key (e.g. `credentials:read`); the admin token has none.
     pub permissions: Vec<String>,
+    /// The UI session's cookie hash, when the caller is the web UI.
+    pub session: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -38,6 +41,18 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if parts.headers.get(header::AUTHORIZATION).is_none()
+            && let Some(session) = crate::ui::session_of(state, &parts.headers).await?
+        {
+            crate::ui::check_csrf(&parts.method, &parts.headers, &session)?;
+            return Ok(Caller {
+                workspace: session.workspace_id,
+                admin: true,
+                actor: Actor("ui:admin".into()),
+                permissions: Vec::new(),
+                session: Some(session.id_hash),
+            });
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -109,6 +124,7 @@ async fn authenticate(state: &AppState, h: &str, ws_header: &str) -> Result<Call
                 admin: true,
                 actor: Actor("admin".into()),
                 permissions: Vec::new(),
+                session: None,
             });
         }
         if let Some(key) = store
@@ -121,6 +137,7 @@ async fn authenticate(state: &AppState, h: &str, ws_header: &str) -> Result<Call
                 admin: false,
                 actor: Actor(format!("api-key:{}", key.id)),
                 permissions: serde_json::from_str(&key.permissions).unwrap_or_default(),
+                session: None,
             });
         }
         Err(ApiError::unauthorized(

@@ -174,8 +174,9 @@ pub async fn get_provider_app(
 pub async fn start_oauth(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<StartOAuth>,
+    ApiJson(mut req): ApiJson<StartOAuth>,
 ) -> R<impl IntoResponse> {
+    req.session = caller.session.clone();
     let started = s
         .service
         .start_oauth(&caller.workspace, &caller.actor, req)
@@ -350,6 +351,7 @@ pub async fn reconnect(
             &id,
             b.scopes.as_deref().unwrap_or(&[]),
             b.return_to,
+            caller.session.clone(),
         )
         .await?;
     Ok(Json(serde_json::to_value(started).unwrap_or_default()))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
@@ -135,7 +135,6 @@ where
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/connectors", get(list_connectors))
@@ -227,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/launch/{token}", get(oauth::launch))
         .route("/oauth/callback", get(oauth::callback))
         .route("/oauth/done", get(oauth::done))
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
@@ -283,40 +283,6 @@ async fn get_connector(
     let mut v = manifest_json(&e.connector);
     v["source"] = json!(e.source);
     Ok(Json(v))
-}
-
-async fn index(State(state): State<AppState>) -> Html<String> {
-    let mut cards = String::new();
-    for e in state.registry.all() {
-        let m = e.connector.manifest();
-        let kind = match m.auth {
-            crate::runtime::AuthScheme::Oauth2(_) => "OAuth 2",
-            crate::runtime::AuthScheme::ApiKey(_) => "API key",
-        };
-        cards.push_str(&format!(
-            "<li class=card><div class=icon aria-hidden=true>{icon}</div><div><h2>{name}</h2><p>{desc}</p><p class=meta>{kind} · v{version} · {scopes} scopes</p></div></li>",
-            icon = icon_img(&m.icon),
-            name = escape(&m.display_name),
-            desc = escape(&m.description),
-            version = escape(&m.version),
-            scopes = m.scopes.len(),
-        ));
-    }
-    Html(format!(
-        r#"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1"><title>keyport</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:52rem;padding:0 1rem;color:#1a1a1a}}ul{{list-style:none;padding:0}}.card{{display:flex;gap:1rem;border:1px solid #ccc;border-radius:8px;padding:1rem;margin:.75rem 0}}.icon img{{width:40px;height:40px}}h2{{margin:0;font-size:1.1rem}}p{{margin:.2rem 0}}.meta{{color:#555;font-size:.9rem}}</style></head>
-<body><h1>keyport</h1><p>Integrations loaded on this host. The JSON API is at <a href="/api/v1/connectors">/api/v1/connectors</a>.</p><ul>{cards}</ul></body></html>"#
-    ))
-}
-
-/// An icon as an `<img>` with a data URL: SVG shown this way cannot run scripts.
-fn icon_img(svg: &str) -> String {
-    use base64::Engine;
-    if !svg.trim_start().starts_with("<svg") {
-        return String::new();
-    }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(svg);
-    format!("<img alt=\"\" width=40 height=40 src=\"data:image/svg+xml;base64,{b64}\">")
 }
 
 /// Escapes text for HTML.

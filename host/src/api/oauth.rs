@@ -49,8 +49,13 @@ fn error_page(e: ServiceError) -> Response {
 
 /// `GET /oauth/launch/{token}`: binds the flow to this browser with a cookie, then redirects to
 /// the provider.
-pub async fn launch(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    match s.service.launch(&token).await {
+pub async fn launch(
+    State(s): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let session = crate::ui::session_hash_of(&s, &headers);
+    match s.service.launch(&token, session.as_deref()).await {
         Ok((url, cookie, value)) => {
             let secure = if s.service.secure_cookies() {
                 "; Secure"
@@ -115,22 +120,17 @@ pub async fn callback(
 pub async fn done(Query(q): Query<HashMap<String, String>>) -> Response {
     let status = q.get("status").map(String::as_str).unwrap_or("unknown");
     let conn = q.get("connection_id").map(String::as_str).unwrap_or("");
-    let message = q.get("message").cloned().unwrap_or_else(|| match status {
-        "active" => "Connected. You can close this window.".into(),
-        "pending" => {
-            "Authorized. keyport is still looking up the account; it will appear shortly.".into()
-        }
-        _ => "The connection was not completed.".into(),
-    });
-    let payload = serde_json::json!({"type": "keyport:oauth", "status": status, "connection_id": conn, "message": message});
+    // Only fixed texts: the query string is anyone's to write.
+    let message = crate::ui::outcome_message(status, q.get("error").map(String::as_str));
+    let payload = serde_json::json!({"type": "keyport:oauth", "status": status, "connection_id": conn, "error": q.get("error").filter(|_| status == "error"), "message": message});
     let script = format!(
-        "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);}}}}catch(e){{}}</script>",
+        "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);setTimeout(function(){{window.close();}},200);}}}}catch(e){{}}</script>",
         payload.to_string().replace('<', "\\u003c")
     );
 
     no_store(
         Html(format!(
-            "<!doctype html><html lang=en><head><meta charset=utf-8><title>keyport</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{}</h1><p role=status>{}</p>{script}</body></html>",
+            "<!doctype html><html lang=en><head><meta charset=utf-8><title>keyport</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{}</h1><p role=status>{}</p>{script}<p><a href=\"/connections\">Back to keyport</a></p></body></html>",
             if status == "error" { "Connection not completed" } else { "Connection" },
             escape(&message)
         ))

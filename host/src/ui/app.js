@@ -1,0 +1,318 @@
+// keyport web UI: the OAuth popup, dialogs, forms and toasts. Every change goes through the JSON
+// API with the session cookie and the page's CSRF token.
+"use strict";
+(function () {
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  async function api(method, url, body, raw) {
+    const headers = { "X-CSRF-Token": csrf };
+    let payload;
+    if (raw !== undefined) { payload = raw; headers["Content-Type"] = "application/wasm"; }
+    else if (body !== undefined) { payload = JSON.stringify(body); headers["Content-Type"] = "application/json"; }
+    let r;
+    try {
+      r = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
+    } catch (e) {
+      return { status: 0, body: { error: { message: "keyport did not answer. Check your network and try again." } } };
+    }
+    let data = null;
+    try { data = await r.json(); } catch (e) { data = null; }
+    if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); }
+    return { status: r.status, body: data || {} };
+  }
+  function errorText(res, fallback) {
+    const m = res.body && res.body.error && res.body.error.message;
+    return m || fallback;
+  }
+
+  // Toasts; a toast can survive one reload (flash).
+  function toast(message, kind) {
+    const box = document.getElementById("toasts");
+    if (!box) return;
+    const t = document.createElement("div");
+    t.className = "toast toast-" + (kind || "ok");
+    t.setAttribute("role", kind === "error" ? "alert" : "status");
+    t.textContent = message;
+    const close = document.createElement("button");
+    close.type = "button"; close.className = "link"; close.textContent = "Dismiss";
+    close.addEventListener("click", () => t.remove());
+    t.appendChild(close);
+    box.appendChild(t);
+    setTimeout(() => t.remove(), kind === "error" ? 12000 : 6000);
+  }
+  function flash(message, kind) { sessionStorage.setItem("keyport-flash", JSON.stringify([message, kind || "ok"])); }
+  const pending = sessionStorage.getItem("keyport-flash");
+  if (pending) { sessionStorage.removeItem("keyport-flash"); try { const [m, k] = JSON.parse(pending); toast(m, k); } catch (e) {} }
+
+  // Outcome of a same-window OAuth flow (fixed texts: the URL is anyone's to write).
+  const OUTCOMES = {
+    access_denied: "The provider denied access — try again and approve the permissions.",
+    token_exchange_failed: "The provider did not complete the authorization. Try connecting again; if it keeps failing, check the provider app settings under Admin.",
+    provider_error: "The provider returned an error. Try connecting again.",
+  };
+  function outcome(status, error) {
+    if (status === "active") return ["Connected.", "ok"];
+    if (status === "pending") return ["Connected. Looking up the account…", "ok"];
+    return [OUTCOMES[error] || "The connection was not completed. Try connecting again.", "error"];
+  }
+  {
+    const q = new URLSearchParams(location.search);
+    if (q.get("oauth") === "1" && q.get("status")) {
+      const [m, k] = outcome(q.get("status"), q.get("error"));
+      toast(m, k);
+      history.replaceState(null, "", location.pathname);
+    }
+  }
+
+  // Local times.
+  document.querySelectorAll("time[datetime]").forEach((el) => {
+    const d = new Date(el.getAttribute("datetime"));
+    if (!isNaN(d)) { el.textContent = d.toLocaleString(); el.title = el.getAttribute("datetime"); }
+  });
+
+  // Dialogs.
+  document.addEventListener("click", (ev) => {
+    const open = ev.target.closest("[data-open-dialog]");
+    if (open) { const d = document.getElementById(open.dataset.openDialog); if (d) d.showModal(); }
+    const close = ev.target.closest("[data-close-dialog]");
+    if (close) { const d = close.closest("dialog"); if (d) d.close(); }
+  });
+
+  // OAuth in a popup, with a same-window fallback when the popup is blocked.
+  function oauthPopup(key, start) {
+    let popup = window.open("", "keyport-connect", "popup,width=560,height=720");
+    // Blockers return null, or a window that is already closed.
+    if (popup && popup.closed) popup = null;
+    const notice = document.querySelector('[data-popup-blocked="' + CSS.escape(key) + '"]');
+    const returnTo = location.origin + location.pathname + "?oauth=1";
+    start(popup ? null : returnTo).then((res) => {
+      if (res.status !== 200 && res.status !== 201) {
+        if (popup) popup.close();
+        toast(errorText(res, "Could not start the connection."), "error");
+        return;
+      }
+      const url = res.body.authorize_url;
+      if (popup) {
+        popup.location.href = url;
+        const done = (ev) => {
+          if (ev.origin !== location.origin || !ev.data || ev.data.type !== "keyport:oauth") return;
+          window.removeEventListener("message", done);
+          const [m, k] = outcome(ev.data.status, ev.data.error);
+          flash(m, k);
+          location.reload();
+        };
+        window.addEventListener("message", done);
+        return;
+      }
+      if (notice) {
+        notice.textContent = "";
+        notice.append("Your browser blocked the sign-in window. Allow pop-ups for this site, or ");
+        const a = document.createElement("a");
+        a.href = url; a.textContent = "continue in this window"; a.className = "button primary";
+        a.setAttribute("data-same-window", "");
+        notice.append(a, ".");
+        notice.hidden = false;
+        a.focus();
+      }
+    });
+  }
+  document.querySelectorAll("[data-connect]").forEach((b) => b.addEventListener("click", () => {
+    const id = b.dataset.connect;
+    oauthPopup(id, (returnTo) => api("POST", "/api/v1/connections/oauth/start", returnTo ? { connector: id, return_to: returnTo } : { connector: id }));
+  }));
+  document.querySelectorAll("[data-reconnect]").forEach((b) => b.addEventListener("click", () => {
+    const id = b.dataset.reconnect;
+    oauthPopup(id, (returnTo) => api("POST", "/api/v1/connections/" + id + "/reconnect", returnTo ? { return_to: returnTo } : {}));
+  }));
+
+  // "Connected as" may arrive a moment after the status.
+  document.querySelectorAll("[data-poll-account]").forEach((el) => {
+    const id = el.dataset.pollAccount;
+    let tries = 0;
+    const tick = async () => {
+      tries += 1;
+      const res = await api("GET", "/api/v1/connections/" + id);
+      const name = res.body && res.body.account && res.body.account.display_name;
+      if (name) {
+        el.textContent = "";
+        el.classList.remove("muted");
+        if (el.classList.contains("account")) { el.append("Connected as: "); const s = document.createElement("strong"); s.textContent = name; el.append(s); }
+        else el.textContent = name;
+        return;
+      }
+      if (tries < 30) setTimeout(tick, 1000);
+    };
+    setTimeout(tick, 500);
+  });
+
+  // Inline field errors.
+  function showErrors(form, fields) {
+    form.querySelectorAll("[data-error-for]").forEach((e) => { e.textContent = ""; });
+    form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
+    let first = null;
+    for (const f of fields || []) {
+      const slot = form.querySelector('[data-error-for="' + CSS.escape(f.path || "") + '"]') || form.querySelector("[data-error-for]");
+      if (slot) {
+        slot.textContent = f.message;
+        const input = slot.closest(".field") ? slot.closest(".field").querySelector("input,select,textarea") : null;
+        if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
+      }
+    }
+    if (first) first.focus();
+  }
+
+  // API-key connections.
+  document.querySelectorAll("[data-api-key-form]").forEach((form) => form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const connector = form.dataset.apiKeyForm;
+    const key = form.elements.api_key.value;
+    if (!key.trim()) { showErrors(form, [{ path: "/api_key", message: "Paste the key first." }]); return; }
+    const body = { connector, api_key: key };
+    if (form.elements.name.value.trim()) body.name = form.elements.name.value.trim();
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    const res = await api("POST", "/api/v1/connections", body);
+    button.disabled = false;
+    if (res.status === 201) {
+      const who = res.body.account && res.body.account.display_name;
+      flash(who ? "Connected as " + who + "." : "Connected.", "ok");
+      location.reload();
+      return;
+    }
+    showErrors(form, [{ path: "/api_key", message: errorText(res, "The key was not accepted.") }]);
+  }));
+
+  // Connection actions.
+  document.querySelectorAll("[data-refresh]").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    const res = await api("POST", "/api/v1/connections/" + b.dataset.refresh + "/refresh");
+    b.disabled = false;
+    if (res.status === 200) { flash("Connection refreshed.", "ok"); location.reload(); }
+    else toast("Failed to refresh connection. You may need to reconnect. (" + errorText(res, "no details") + ")", "error");
+  }));
+  document.querySelectorAll("[data-revoke]").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    const res = await api("POST", "/api/v1/connections/" + b.dataset.revoke + "/revoke");
+    b.disabled = false;
+    const d = b.closest("dialog"); if (d) d.close();
+    if (res.status === 200) {
+      const pr = res.body.provider_revocation;
+      flash(pr && pr.ok === false ? "Connection revoked. " + pr.message : "Connection revoked.", pr && pr.ok === false ? "error" : "ok");
+      location.reload();
+    } else toast("Failed to revoke the connection: " + errorText(res, "no details"), "error");
+  }));
+  document.querySelectorAll("[data-delete]").forEach((b) => b.addEventListener("click", async () => {
+    const id = b.dataset.delete;
+    const box = document.getElementById("delete-error");
+    const res = await api("DELETE", "/api/v1/connections/" + id);
+    if (res.status === 204) { flash("Connection deleted.", "ok"); location.href = "/connections"; return; }
+    if (box) {
+      box.textContent = "";
+      const p = document.createElement("p");
+      p.textContent = errorText(res, "The connection could not be deleted.");
+      box.append(p);
+      if (res.status === 409) {
+        const deps = await api("GET", "/api/v1/connections/" + id + "/dependents");
+        const list = (deps.body && deps.body.dependents) || [];
+        if (list.length) {
+          const intro = document.createElement("p");
+          intro.textContent = "These depend on it; remove them (or move them to another connection) first:";
+          const ul = document.createElement("ul");
+          list.forEach((d) => { const li = document.createElement("li"); const c = document.createElement("code"); c.textContent = d.ref; li.append(c); ul.append(li); });
+          box.append(intro, ul);
+        }
+      }
+      box.hidden = false;
+      box.scrollIntoView({ block: "nearest" });
+    }
+  }));
+
+  // Config forms generated from the JSON Schema: checked here first, then by the server.
+  function readConfig(form) {
+    const out = {}; const errors = [];
+    form.querySelectorAll("[data-type]").forEach((el) => {
+      const key = el.name; const type = el.dataset.type; const path = "/" + key;
+      if (type === "boolean") { out[key] = el.checked; return; }
+      const v = el.value.trim();
+      if (v === "") { if (el.hasAttribute("data-required")) errors.push({ path, message: "Required." }); return; }
+      if (type === "integer" || type === "number") {
+        const n = Number(v);
+        if (!isFinite(n) || (type === "integer" && !Number.isInteger(n))) { errors.push({ path, message: type === "integer" ? "Enter a whole number." : "Enter a number." }); return; }
+        if (el.dataset.min !== undefined && n < Number(el.dataset.min)) errors.push({ path, message: "Must be at least " + el.dataset.min + "." });
+        if (el.dataset.max !== undefined && n > Number(el.dataset.max)) errors.push({ path, message: "Must be at most " + el.dataset.max + "." });
+        out[key] = n; return;
+      }
+      if (type === "array") { out[key] = v.split(",").map((s) => s.trim()).filter(Boolean); return; }
+      if (el.dataset.maxLength !== undefined && v.length > Number(el.dataset.maxLength)) errors.push({ path, message: "At most " + el.dataset.maxLength + " characters." });
+      if (el.dataset.minLength !== undefined && v.length < Number(el.dataset.minLength)) errors.push({ path, message: "At least " + el.dataset.minLength + " characters." });
+      if (el.dataset.pattern !== undefined && !new RegExp(el.dataset.pattern, "u").test(v)) errors.push({ path, message: "Does not have the expected format." });
+      out[key] = v;
+    });
+    return [out, errors];
+  }
+  document.querySelectorAll("[data-config-form]").forEach((form) => form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const [config, errors] = readConfig(form);
+    if (errors.length) { showErrors(form, errors); toast("Settings not saved: fix the highlighted fields.", "error"); return; }
+    const res = await api("PATCH", "/api/v1/connections/" + form.dataset.configForm, { config });
+    if (res.status === 200) { showErrors(form, []); toast("Settings saved.", "ok"); return; }
+    const fields = res.body.error && res.body.error.fields;
+    showErrors(form, fields && fields.length ? fields : [{ path: "", message: errorText(res, "Not saved.") }]);
+    toast("Settings not saved: " + errorText(res, "fix the highlighted fields."), "error");
+  }));
+
+  // Integrations category filter.
+  const cat = document.querySelector("[data-category-filter]");
+  if (cat) cat.addEventListener("change", () => {
+    document.querySelectorAll(".card[data-categories]").forEach((c) => {
+      c.hidden = cat.value !== "" && !c.dataset.categories.split(" ").includes(cat.value);
+    });
+  });
+
+  // Admin.
+  const upload = document.querySelector("[data-upload-form]");
+  if (upload) upload.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const file = upload.elements.file.files[0];
+    if (!file) { showErrors(upload, [{ path: "/upload", message: "Choose a .wasm file." }]); return; }
+    const grant = encodeURIComponent(upload.elements.grant.value.replace(/\s+/g, ""));
+    const res = await api("POST", "/api/v1/admin/connectors" + (grant ? "?grant=" + grant : ""), undefined, await file.arrayBuffer());
+    if (res.status === 201) { flash("Connector loaded.", "ok"); location.reload(); }
+    else if (res.status === 202) { flash("Uploaded; it waits for approval of its egress hosts. The current version keeps serving.", "ok"); location.reload(); }
+    else showErrors(upload, [{ path: "/upload", message: errorText(res, "The upload was refused.") }]);
+  });
+  document.querySelectorAll("[data-approve]").forEach((b) => b.addEventListener("click", async () => {
+    const id = b.dataset.approve;
+    const input = document.querySelector('[data-approve-hosts="' + CSS.escape(id) + '"]');
+    const hosts = (input ? input.value : "").split(",").map((s) => s.trim()).filter(Boolean);
+    const res = await api("POST", "/api/v1/admin/connectors/" + id + "/approve", { hosts });
+    if (res.status === 200) { flash(res.body.activated ? "Approved; the new version serves." : "Hosts granted; more are still missing.", "ok"); location.reload(); }
+    else toast(errorText(res, "Approval failed."), "error");
+  }));
+  const imp = document.querySelector("[data-import-form]");
+  if (imp) imp.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    let body;
+    const def = imp.elements.definition.value.trim();
+    if (def) {
+      try { body = JSON.parse(def); } catch (e) { showErrors(imp, [{ path: "/import", message: "The definition is not valid JSON: " + e.message }]); return; }
+      if (imp.elements.issuer.value.trim()) body.issuer = imp.elements.issuer.value.trim();
+    } else if (imp.elements.issuer.value.trim()) body = { issuer: imp.elements.issuer.value.trim() };
+    else { showErrors(imp, [{ path: "/import", message: "Give an issuer URL or a definition." }]); return; }
+    const res = await api("POST", "/api/v1/admin/providers", body);
+    if (res.status === 201) { flash("Provider imported; it is on the Integrations page.", "ok"); location.reload(); return; }
+    const fields = (res.body.error && res.body.error.fields) || [];
+    showErrors(imp, [{ path: "/import", message: errorText(res, "Import failed.") + fields.map((f) => " " + f.path + ": " + f.message).join(";") }]);
+  });
+  document.querySelectorAll("[data-app-form]").forEach((form) => form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const id = form.dataset.appForm;
+    const body = { client_id: form.elements.client_id.value.trim() };
+    if (form.elements.client_secret.value) body.client_secret = form.elements.client_secret.value;
+    const boxes = form.querySelectorAll('input[name="scopes"]');
+    if (boxes.length) body.scopes = Array.from(boxes).filter((b) => b.checked).map((b) => b.value);
+    const res = await api("PUT", "/api/v1/provider-apps/" + id, body);
+    if (res.status === 200) { form.elements.client_secret.value = ""; form.elements.client_secret.placeholder = res.body.client_secret_set ? "stored — leave empty to keep" : "not set"; showErrors(form, []); toast("Provider app saved.", "ok"); }
+    else showErrors(form, [{ path: "/app/" + id, message: errorText(res, "Not saved.") }]);
+  }));
+})();

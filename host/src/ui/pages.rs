@@ -1,0 +1,732 @@
+//! The pages, rendered with maud (every interpolation is HTML-escaped).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{SignedIn, page_response};
+use crate::api::AppState;
+use crate::connections::{rfc3339, view};
+use crate::runtime::{AuthScheme, Manifest};
+use crate::store::{ConnectionFilter, UiSessionRow};
+
+const STATUSES: &[&str] = &["pending", "active", "expired", "error", "revoked"];
+
+fn status_label(s: &str) -> &'static str {
+    match s {
+        "pending" => "Pending",
+        "active" => "Active",
+        "expired" => "Expired",
+        "error" => "Error",
+        "revoked" => "Revoked",
+        _ => "Unknown",
+    }
+}
+
+/// What a status means, and what to do next.
+fn status_help(s: &str) -> (&'static str, &'static str) {
+    match s {
+        "pending" => (
+            "Waiting for the authorization or for the account lookup.",
+            "Finish the provider's consent screen, or Reconnect to start again.",
+        ),
+        "active" => (
+            "Working. keyport refreshes the credential before it expires.",
+            "Nothing to do.",
+        ),
+        "expired" => (
+            "The credential expired and keyport could not refresh it yet.",
+            "Refresh credential; if that fails, Reconnect.",
+        ),
+        "error" => (
+            "Recent refreshes or calls with this connection failed.",
+            "keyport keeps retrying. Refresh credential to try now, or Reconnect.",
+        ),
+        "revoked" => (
+            "The authorization was revoked; keyport holds no credential for it any more.",
+            "Reconnect to authorize again, or Delete the connection.",
+        ),
+        _ => ("", ""),
+    }
+}
+
+fn badge(status: &str) -> Markup {
+    html! { span class={ "badge badge-" (status) } { (status_label(status)) } }
+}
+
+fn time(ts: Option<&str>) -> Markup {
+    match ts {
+        Some(t) => html! { time datetime=(t) { (t) } },
+        None => html! { span class="muted" { "never" } },
+    }
+}
+
+fn icon(svg: &str) -> Markup {
+    use base64::Engine;
+    if !svg.trim_start().starts_with("<svg") {
+        return html! { span class="icon icon-empty" aria-hidden="true" {} };
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(svg);
+    html! { img class="icon" alt="" width="40" height="40" src={ "data:image/svg+xml;base64," (b64) }; }
+}
+
+fn auth_kind(m: &Manifest) -> &'static str {
+    match m.auth {
+        AuthScheme::Oauth2(_) => "OAuth 2",
+        AuthScheme::ApiKey(_) => "API key",
+    }
+}
+
+fn layout(s: &UiSessionRow, title: &str, nav: &str, body: Markup) -> Markup {
+    let links = [
+        ("/", "Integrations", "integrations"),
+        ("/connections", "Connections", "connections"),
+        ("/admin", "Admin", "admin"),
+        ("/admin/audit", "Audit log", "audit"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                meta name="csrf-token" content=(s.csrf_token);
+                title { (title) " · keyport" }
+                link rel="stylesheet" href="/ui/app.css";
+                script src="/ui/app.js" defer {}
+            }
+            body {
+                a class="skip" href="#main" { "Skip to content" }
+                header class="top" {
+                    a class="brand" href="/" { "keyport" }
+                    nav aria-label="Main" {
+                        @for (href, label, key) in links {
+                            a href=(href) aria-current=[(key == nav).then_some("page")] { (label) }
+                        }
+                    }
+                    form method="post" action="/logout" class="signout" {
+                        input type="hidden" name="csrf" value=(s.csrf_token);
+                        span class="muted" { "Workspace " strong { (s.workspace_id) } }
+                        button type="submit" class="link" { "Sign out" }
+                    }
+                }
+                main id="main" { (body) }
+                div id="toasts" class="toasts" role="status" aria-live="polite" {}
+            }
+        }
+    }
+}
+
+/// The sign-in page.
+pub fn login(next: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { "Sign in · keyport" }
+                link rel="stylesheet" href="/ui/app.css";
+            }
+            body class="login" {
+                main id="main" class="narrow" {
+                    h1 { "Sign in to keyport" }
+                    p { "Use the admin token: keyport printed it with the address of this page when it first started (or it is the value of " code { "KEYPORT_ADMIN_TOKEN" } ")." }
+                    @if let Some(e) = error { p class="alert" role="alert" id="login-error" { (e) } }
+                    form method="post" action="/login" {
+                        input type="hidden" name="next" value=(next);
+                        label for="token" { "Admin token" }
+                        input id="token" name="token" type="password" autocomplete="current-password" required autofocus
+                            aria-describedby=[error.map(|_| "login-error")];
+                        button type="submit" class="primary" { "Sign in" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connections_of(state: &AppState, ws: &str, filter: &ConnectionFilter) -> Vec<Value> {
+    state
+        .service
+        .store
+        .connections(ws, filter)
+        .await
+        .map(|rows| rows.iter().map(view).collect())
+        .unwrap_or_default()
+}
+
+fn account_line(c: &Value) -> Markup {
+    let id = c["id"].as_str().unwrap_or_default();
+    let name = c["account"]["display_name"].as_str();
+    html! {
+        @if let Some(n) = name {
+            span class="account" { "Connected as: " strong { (n) } }
+        } @else if c["status"] == "pending" || c["status"] == "active" {
+            span class="account muted" data-poll-account=(id) { "Looking up the account…" }
+        }
+    }
+}
+
+/// `/`: Integrations.
+pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) -> Response {
+    let conns = connections_of(&state, &s.workspace_id, &ConnectionFilter::default()).await;
+    let mut entries = state.registry.all();
+    entries.retain(|e| !e.connector.manifest().configurable);
+    entries.sort_by(|a, b| {
+        a.connector
+            .manifest()
+            .display_name
+            .to_lowercase()
+            .cmp(&b.connector.manifest().display_name.to_lowercase())
+    });
+    let mut categories: Vec<String> = entries
+        .iter()
+        .flat_map(|e| e.connector.manifest().categories.clone())
+        .collect();
+    categories.sort();
+    categories.dedup();
+    let body = html! {
+        h1 { "Integrations" }
+        p class="lead" { "Connect the accounts your workflows use. keyport keeps their credentials encrypted and fresh." }
+        @if categories.len() > 1 {
+            div class="filters" {
+                label for="category-filter" { "Category" }
+                select id="category-filter" data-category-filter {
+                    option value="" { "All" }
+                    @for c in &categories { option value=(c) { (c) } }
+                }
+            }
+        }
+        ul class="cards" {
+            @for e in &entries {
+                @let m = e.connector.manifest();
+                @let mine: Vec<&Value> = conns.iter().filter(|c| c["connector"] == m.id.as_str()).collect();
+                @let connected = mine.iter().any(|c| c["status"] == "active");
+                li class="card" data-connector=(m.id) data-categories=(m.categories.join(" ")) {
+                    div class="card-head" {
+                        (icon(&m.icon))
+                        div {
+                            h2 { (m.display_name) }
+                            p class="meta" {
+                                span class="pill" { (auth_kind(m)) }
+                                @for c in &m.categories { " " span class="pill pill-soft" { (c) } }
+                                @if connected { " " span class="badge badge-active" { "Connected" } }
+                            }
+                        }
+                    }
+                    p { (m.description) }
+                    @if !m.scopes.is_empty() {
+                        details {
+                            summary { "Permissions requested (" (m.scopes.len()) ")" }
+                            ul class="scopes" {
+                                @for sc in &m.scopes {
+                                    li { code { (sc.name) } @if !sc.description.is_empty() { " — " (sc.description) } @if !sc.required { " " span class="muted" { "(optional)" } } }
+                                }
+                            }
+                        }
+                    }
+                    div class="actions" {
+                        @match &m.auth {
+                            AuthScheme::Oauth2(_) => {
+                                button type="button" class="primary" data-connect=(m.id) { @if mine.is_empty() { "Connect" } @else { "Connect another" } }
+                            }
+                            AuthScheme::ApiKey(k) => {
+                                button type="button" class="primary" data-open-dialog={ "configure-" (m.id) } { "Configure" }
+                                dialog id={ "configure-" (m.id) } aria-labelledby={ "configure-title-" (m.id) } {
+                                    form data-api-key-form=(m.id) {
+                                        h2 id={ "configure-title-" (m.id) } { "Connect " (m.display_name) }
+                                        label for={ "key-" (m.id) } { (k.label) }
+                                        input id={ "key-" (m.id) } name="api_key" type="password" autocomplete="off" required aria-describedby={ "key-help-" (m.id) " key-error-" (m.id) };
+                                        p class="help" id={ "key-help-" (m.id) } { (k.help) @if let Some(d) = &m.docs_url { " " a href=(d) target="_blank" rel="noopener noreferrer" { "Where to find it" } } }
+                                        p class="field-error" id={ "key-error-" (m.id) } data-error-for="/api_key" {}
+                                        label for={ "name-" (m.id) } { "Name (optional)" }
+                                        input id={ "name-" (m.id) } name="name" type="text" placeholder=(m.display_name);
+                                        div class="actions" {
+                                            button type="button" data-close-dialog { "Cancel" }
+                                            button type="submit" class="primary" { "Connect" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        @if let Some(d) = &m.docs_url { a href=(d) target="_blank" rel="noopener noreferrer" { "Docs" } }
+                    }
+                    p class="notice" data-popup-blocked=(m.id) hidden {}
+                    @if !mine.is_empty() {
+                        ul class="conn-list" aria-label={ (m.display_name) " connections" } {
+                            @for c in &mine {
+                                li {
+                                    (badge(c["status"].as_str().unwrap_or_default()))
+                                    " " span { (c["name"].as_str().unwrap_or_default()) } " "
+                                    (account_line(c))
+                                    " " a href={ "/connections/" (c["id"].as_str().unwrap_or_default()) } { "Manage" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page_response(
+        StatusCode::OK,
+        layout(&s, "Integrations", "integrations", body),
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    connector: Option<String>,
+    status: Option<String>,
+}
+
+/// `/connections`: the table with filters.
+pub async fn connections(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let connector = q.connector.filter(|c| !c.is_empty());
+    let status = q.status.filter(|st| STATUSES.contains(&st.as_str()));
+    let filtered = connector.is_some() || status.is_some();
+    let rows = connections_of(
+        &state,
+        &s.workspace_id,
+        &ConnectionFilter {
+            connector: connector.clone(),
+            status: status.clone(),
+        },
+    )
+    .await;
+    let mut ids: Vec<(String, String)> = state
+        .registry
+        .all()
+        .iter()
+        .map(|e| {
+            (
+                e.connector.manifest().id.clone(),
+                e.connector.manifest().display_name.clone(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let name_of = |id: &str| {
+        ids.iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let body = html! {
+        h1 { "Connections" }
+        form class="filters" method="get" action="/connections" {
+            label for="f-connector" { "Connector" }
+            select id="f-connector" name="connector" {
+                option value="" { "All connectors" }
+                @for (id, name) in &ids { option value=(id) selected[connector.as_deref() == Some(id.as_str())] { (name) } }
+            }
+            label for="f-status" { "Status" }
+            select id="f-status" name="status" {
+                option value="" { "All statuses" }
+                @for st in STATUSES { option value=(st) selected[status.as_deref() == Some(*st)] { (status_label(st)) } }
+            }
+            button type="submit" { "Apply" }
+            @if filtered { a href="/connections" { "Clear filters" } }
+        }
+        @if rows.is_empty() {
+            div class="empty" {
+                @if filtered {
+                    h2 { "No connections match these filters" }
+                    p { a href="/connections" { "Clear the filters" } " to see every connection." }
+                } @else {
+                    h2 { "No connections yet" }
+                    p { "Open " a href="/" { "Integrations" } " and choose Connect (or Configure for API-key services) on a card. Connections appear here with their status." }
+                }
+            }
+        } @else {
+            table class="table" {
+                caption class="sr-only" { "Connections" }
+                thead { tr { th scope="col" { "Connector" } th scope="col" { "Name" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { "Last used" } th scope="col" { span class="sr-only" { "Actions" } } } }
+                tbody {
+                    @for c in &rows {
+                        @let id = c["id"].as_str().unwrap_or_default();
+                        tr data-connection=(id) {
+                            td { (name_of(c["connector"].as_str().unwrap_or_default())) }
+                            td { (c["name"].as_str().unwrap_or_default()) }
+                            td { @if let Some(n) = c["account"]["display_name"].as_str() { (n) } @else { span class="muted" { "—" } } }
+                            td { (badge(c["status"].as_str().unwrap_or_default())) }
+                            td { (time(c["last_used_at"].as_str())) }
+                            td { a href={ "/connections/" (id) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page_response(
+        StatusCode::OK,
+        layout(&s, "Connections", "connections", body),
+    )
+}
+
+fn not_found(s: &UiSessionRow, what: &str) -> Response {
+    page_response(
+        StatusCode::NOT_FOUND,
+        layout(
+            s,
+            "Not found",
+            "",
+            html! { h1 { "Not found" } p { (what) " " a href="/connections" { "Back to connections" } } },
+        ),
+    )
+}
+
+/// One config field generated from a JSON Schema property.
+fn config_field(key: &str, prop: &Value, value: &Value, required: bool) -> Markup {
+    let id = format!("cfg-{key}");
+    let path = format!("/{key}");
+    let label = prop["title"].as_str().unwrap_or(key);
+    let help = prop["description"].as_str().unwrap_or_default();
+    let kind = prop["type"].as_str().unwrap_or("string");
+    let described = format!("{id}-help {id}-error");
+    let text_value = match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        v => v.to_string(),
+    };
+    html! {
+        div class="field" {
+            @if kind == "boolean" {
+                label class="check" {
+                    input type="checkbox" id=(id) name=(key) data-type="boolean" checked[value.as_bool() == Some(true)] aria-describedby=(described);
+                    " " (label)
+                }
+            } @else {
+                label for=(id) { (label) @if required { " " span class="muted" { "(required)" } } }
+                @if let Some(options) = prop["enum"].as_array() {
+                    select id=(id) name=(key) data-type=(kind) aria-describedby=(described) {
+                        @if !required { option value="" { "—" } }
+                        @for o in options {
+                            @let ov = o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string());
+                            option value=(ov) selected[ov == text_value] { (ov) }
+                        }
+                    }
+                } @else if kind == "integer" || kind == "number" {
+                    input type="number" id=(id) name=(key) data-type=(kind) value=(text_value)
+                        step=(if kind == "integer" { "1" } else { "any" })
+                        data-min=[prop["minimum"].as_f64()] data-max=[prop["maximum"].as_f64()]
+                        data-required[required] aria-describedby=(described);
+                } @else {
+                    input type="text" id=(id) name=(key) data-type=(kind) value=(text_value)
+                        data-max-length=[prop["maxLength"].as_u64()] data-min-length=[prop["minLength"].as_u64()]
+                        data-pattern=[prop["pattern"].as_str()] data-required[required] aria-describedby=(described);
+                }
+            }
+            @if !help.is_empty() { p class="help" id={ (id) "-help" } { (help) } }
+            @if let Some(d) = prop.get("default") { p class="help muted" { "Default: " code { (d) } } }
+            p class="field-error" id={ (id) "-error" } data-error-for=(path) {}
+        }
+    }
+}
+
+/// `/connections/{id}`: the connection detail.
+pub async fn connection(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    Path(id): Path<String>,
+) -> Response {
+    let ws = s.workspace_id.as_str();
+    let Ok(row) = state.service.get(ws, &id).await else {
+        return not_found(&s, "This connection does not exist (or was deleted).");
+    };
+    let c = view(&row);
+    let status = row.status.as_str();
+    let entry = state.registry.get(&row.connector_id);
+    let manifest = entry.as_ref().map(|e| e.connector.manifest().clone());
+    let connector_name = manifest
+        .as_ref()
+        .map(|m| m.display_name.clone())
+        .unwrap_or_else(|| row.connector_id.clone());
+    let oauth = row.auth_kind == "oauth2";
+    let schema: Value = manifest
+        .as_ref()
+        .and_then(|m| serde_json::from_str(&m.config_schema).ok())
+        .unwrap_or_default();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    // The form shows the effective values: the schema's defaults under the stored config.
+    let mut effective = crate::connections::schema_defaults(&schema);
+    if let Some(stored) = c["config"].as_object() {
+        effective.extend(stored.clone());
+    }
+    let config = Value::Object(effective);
+    let events = state
+        .service
+        .store
+        .audit_events(ws, Some(&id), 20)
+        .await
+        .unwrap_or_default();
+    let (meaning, next) = status_help(status);
+    let scopes: Vec<String> = c["granted_scopes"]
+        .as_array()
+        .or(c["requested_scopes"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = html! {
+        p class="crumbs" { a href="/connections" { "Connections" } " / " (row.name) }
+        div class="detail-head" data-connection-id=(id) {
+            h1 { (row.name) " " (badge(status)) }
+            p class="status-help" { strong { (meaning) } " " (next) }
+            @if let Some(reason) = &row.status_reason { @if !reason.is_empty() { p class="reason" { (reason) } } }
+        }
+        dl class="facts" {
+            dt { "Connector" } dd { (connector_name) }
+            dt { "Account" } dd { @if let Some(n) = &row.account_name { (n) @if let Some(e) = &row.account_email { " (" (e) ")" } } @else { span class="muted" data-poll-account=[(status != "revoked").then_some(id.as_str())] { "Not known yet" } } }
+            dt { "Granted scopes" } dd { @if scopes.is_empty() { span class="muted" { "—" } } @else { @for sc in &scopes { code { (sc) } " " } } }
+            dt { "Last refreshed" } dd { (time(c["last_refreshed_at"].as_str())) }
+            dt { "Last used" } dd { (time(c["last_used_at"].as_str())) }
+            @if oauth { dt { "Token expires" } dd { (time(c["expires_at"].as_str())) } }
+            dt { "Created" } dd { (time(c["created_at"].as_str())) }
+        }
+        div class="actions" {
+            @if oauth && status != "revoked" { button type="button" data-refresh=(id) { "Refresh credential" } }
+            @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } }
+            @if status != "revoked" { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
+            button type="button" class="danger-outline" data-delete=(id) { "Delete" }
+        }
+        p class="notice" data-popup-blocked=(id) hidden {}
+        div class="alert" id="delete-error" role="alert" hidden {}
+        dialog id="revoke-dialog" aria-labelledby="revoke-title" {
+            h2 id="revoke-title" { "Revoke this connection?" }
+            p { "keyport deletes its credentials and asks " (connector_name) " to revoke the authorization. Dependent workflows will pause until someone reconnects." }
+            div class="actions" {
+                button type="button" data-close-dialog autofocus { "Cancel" }
+                button type="button" class="danger" data-revoke=(id) { "Revoke connection" }
+            }
+        }
+        section aria-labelledby="config-title" {
+            h2 id="config-title" { "Settings" }
+            @match schema["properties"].as_object() {
+                Some(props) if !props.is_empty() => {
+                    form data-config-form=(id) novalidate {
+                        @for (key, prop) in props {
+                            (config_field(key, prop, &config[key.as_str()], required.contains(&key.as_str())))
+                        }
+                        div class="actions" { button type="submit" class="primary" { "Save settings" } }
+                    }
+                }
+                _ => { p class="muted" { "This connector has no settings." } }
+            }
+        }
+        section aria-labelledby="audit-title" {
+            h2 id="audit-title" { "Recent activity" }
+            @if events.is_empty() { p class="muted" { "No events yet." } } @else {
+                table class="table compact" {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Event" } th scope="col" { "By" } } }
+                    tbody { @for e in &events { tr { td { (time(Some(&rfc3339(e.created_at)))) } td { code { (e.action) } } td { (e.actor) } } } }
+                }
+                p { a href={ "/admin/audit?connection=" (id) } { "Full audit log for this connection" } }
+            }
+        }
+    };
+    page_response(StatusCode::OK, layout(&s, &row.name, "connections", body))
+}
+
+/// `/admin`: connectors, custom OAuth providers, provider apps.
+pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Response {
+    let ws = s.workspace_id.as_str();
+    let loaded = state.service.loaded_connectors().await.unwrap_or_default();
+    let providers = state.service.list_providers().await.unwrap_or_default();
+    let mut oauth_connectors: Vec<Manifest> = state
+        .registry
+        .all()
+        .iter()
+        .map(|e| e.connector.manifest().clone())
+        .filter(|m| matches!(m.auth, AuthScheme::Oauth2(_)) && !m.configurable)
+        .collect();
+    oauth_connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut apps = Vec::new();
+    for m in &oauth_connectors {
+        apps.push(state.service.provider_app_view(ws, &m.id).await.ok());
+    }
+    let empty = Vec::new();
+    let body = html! {
+        h1 { "Admin" }
+        section aria-labelledby="connectors-title" {
+            h2 id="connectors-title" { "Connectors" }
+            table class="table compact" {
+                thead { tr { th scope="col" { "Connector" } th scope="col" { "Version" } th scope="col" { "Contract" } th scope="col" { "Hash" } th scope="col" { "Source" } th scope="col" { "Egress hosts" } th scope="col" { "Loaded" } } }
+                tbody {
+                    @for c in loaded["connectors"].as_array().unwrap_or(&empty) {
+                        tr {
+                            td { code { (c["id"].as_str().unwrap_or_default()) } }
+                            td { (c["version"].as_str().unwrap_or_default()) }
+                            td { (c["contract"].as_str().unwrap_or_default()) }
+                            td { code title=(c["hash"].as_str().unwrap_or_default()) { (c["hash"].as_str().unwrap_or_default().chars().take(12).collect::<String>()) } }
+                            td { (c["source"].as_str().unwrap_or_default()) }
+                            td { @for h in c["egress_hosts"].as_array().unwrap_or(&empty) {
+                                span class={ "pill " @if h["granted"] == true { "pill-soft" } @else { "pill-warn" } } { (h["host"].as_str().unwrap_or_default()) @if h["granted"] != true { " (not granted)" } } " "
+                            } }
+                            td { (time(c["loaded_at"].as_str())) }
+                        }
+                    }
+                }
+            }
+            @let pending = loaded["pending_approval"].as_array().cloned().unwrap_or_default();
+            @if !pending.is_empty() {
+                h3 { "Waiting for approval" }
+                ul { @for p in &pending {
+                    @let id = p["id"].as_str().unwrap_or_default();
+                    li { code { (id) } " " (p["version"].as_str().unwrap_or_default()) " asks for egress hosts that are not granted. "
+                        label for={ "approve-" (id) } { "Hosts to grant" } " "
+                        input id={ "approve-" (id) } type="text" data-approve-hosts=(id) placeholder="api.example.com";
+                        " " button type="button" data-approve=(id) { "Approve" } }
+                } }
+            }
+            form data-upload-form class="stack" {
+                h3 { "Upload a connector" }
+                label for="upload-file" { "Component (.wasm, built for wasm32-wasip2)" }
+                input id="upload-file" name="file" type="file" accept=".wasm,application/wasm" required;
+                label for="upload-grant" { "Grant egress hosts (comma-separated, optional)" }
+                input id="upload-grant" name="grant" type="text" placeholder="api.example.com";
+                p class="field-error" data-error-for="/upload" {}
+                button type="submit" class="primary" { "Upload" }
+            }
+        }
+        section aria-labelledby="custom-title" {
+            h2 id="custom-title" { "Custom OAuth providers" }
+            @let list = providers["providers"].as_array().cloned().unwrap_or_default();
+            @if list.is_empty() { p class="muted" { "None imported yet." } } @else {
+                ul { @for p in &list { li { code { (p["id"].as_str().unwrap_or_default()) } " " (p["display_name"].as_str().or(p["name"].as_str()).unwrap_or_default()) " " span class="muted" { (p["issuer"].as_str().unwrap_or_default()) } } } }
+            }
+            form data-import-form class="stack" {
+                h3 { "Import a provider" }
+                label for="import-issuer" { "Issuer URL (the rest is discovered)" }
+                input id="import-issuer" name="issuer" type="url" placeholder="https://auth.example.com";
+                label for="import-definition" { "…or a full definition (JSON)" }
+                textarea id="import-definition" name="definition" rows="6" placeholder="{\"id\": \"acme\", \"display_name\": \"Acme\", \"authorization_url\": \"…\", \"token_url\": \"…\"}" {}
+                p class="field-error" data-error-for="/import" {}
+                button type="submit" class="primary" { "Import" }
+            }
+        }
+        section aria-labelledby="apps-title" {
+            h2 id="apps-title" { "Provider apps" }
+            p class="muted" { "The OAuth client each connector uses in this workspace. Register keyport's redirect URI at the provider: " code { (state.service.redirect_uri()) } }
+            @for (m, app) in oauth_connectors.iter().zip(&apps) {
+                form data-app-form=(m.id) class="stack app" {
+                    h3 { (m.display_name) }
+                    label for={ "app-id-" (m.id) } { "Client ID" }
+                    input id={ "app-id-" (m.id) } name="client_id" type="text" value=(app.as_ref().and_then(|a| a["client_id"].as_str()).unwrap_or_default()) autocomplete="off";
+                    label for={ "app-secret-" (m.id) } { "Client secret" }
+                    input id={ "app-secret-" (m.id) } name="client_secret" type="password" autocomplete="off"
+                        placeholder=(if app.as_ref().is_some_and(|a| a["client_secret_set"] == true) { "stored — leave empty to keep" } else { "not set" });
+                    @let chosen: Vec<String> = app.as_ref().and_then(|a| a["scopes"].as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                    @let optional: Vec<_> = m.scopes.iter().filter(|sc| !sc.required).collect();
+                    @if !optional.is_empty() {
+                        fieldset { legend { "Optional scopes to request" }
+                            @for sc in &optional { label class="check" { input type="checkbox" name="scopes" value=(sc.name) checked[chosen.contains(&sc.name)]; " " code { (sc.name) } } }
+                        }
+                    }
+                    p class="field-error" data-error-for={ "/app/" (m.id) } {}
+                    button type="submit" { "Save" }
+                }
+            }
+        }
+    };
+    page_response(StatusCode::OK, layout(&s, "Admin", "admin", body))
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    connection: Option<String>,
+    action: Option<String>,
+    before: Option<i64>,
+}
+
+/// `/admin/audit`: the audit log viewer.
+pub async fn audit(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let connection = q.connection.filter(|c| !c.is_empty());
+    let action = q.action.filter(|a| !a.is_empty());
+    let rows = state
+        .service
+        .store
+        .audit_page(
+            &s.workspace_id,
+            connection.as_deref(),
+            action.as_deref(),
+            None,
+            q.before,
+            50,
+        )
+        .await
+        .unwrap_or_default();
+    let older = (rows.len() == 50)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    let body = html! {
+        h1 { "Audit log" }
+        form class="filters" method="get" action="/admin/audit" {
+            label for="a-connection" { "Connection ID" }
+            input id="a-connection" name="connection" type="text" value=(connection.clone().unwrap_or_default());
+            label for="a-action" { "Event" }
+            input id="a-action" name="action" type="text" placeholder="connection.refreshed" value=(action.clone().unwrap_or_default());
+            button type="submit" { "Apply" }
+            @if connection.is_some() || action.is_some() { a href="/admin/audit" { "Clear filters" } }
+        }
+        @if rows.is_empty() { div class="empty" { h2 { "No events" } p { "Nothing matches these filters yet." } } } @else {
+            table class="table compact" {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Event" } th scope="col" { "By" } th scope="col" { "Connection" } th scope="col" { "Detail" } } }
+                tbody { @for e in &rows { tr {
+                    td { (time(Some(&rfc3339(e.created_at)))) }
+                    td { code { (e.action) } }
+                    td { (e.actor) }
+                    td { @if let Some(c) = &e.connection_id { a href={ "/connections/" (c) } { code { (c) } } } }
+                    td { code class="detail" { (e.detail) } }
+                } } }
+            }
+            @if let Some(before) = older {
+                p { a href={ "/admin/audit?" (serde_urlencoded(&connection, &action, before)) } { "Older events" } }
+            }
+        }
+    };
+    page_response(StatusCode::OK, layout(&s, "Audit log", "audit", body))
+}
+
+fn serde_urlencoded(
+    connection: &Option<String>,
+    action: &Option<String>,
+    before: i64,
+) -> PreEscaped<String> {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(c) = connection {
+        q.append_pair("connection", c);
+    }
+    if let Some(a) = action {
+        q.append_pair("action", a);
+    }
+    q.append_pair("before", &before.to_string());
+    // Inside an attribute: escape what the serializer leaves (`&`).
+    PreEscaped(q.finish().replace('&', "&amp;"))
+}

@@ -1,0 +1,622 @@
+//! The web UI in a real headless Chromium (Debian's `chromium` and `chromium-driver`), driven
+//! through WebDriver against a real `keyport serve`, a real OAuth server (`oidc-provider`) and a
+//! fake API-key provider: sign in; connect an API-key connection and an OAuth connection through
+//! the popup; "Connected as"; refresh; config with a validation error, then saved; revoke
+//! through the dialog; delete refused while a dependent exists; the blocked-popup fallback.
+//! Each test saves a screenshot of the page it checks under `target/ui-screenshots/` (or
+//! `$KEYPORT_SCREENSHOT_DIR`).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use common::e2e::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const GOOD_KEY: &str = "ak_live_5d1e0f3c2b9a8877";
+
+/// A running ChromeDriver and a browser session through it.
+struct Chrome {
+    client: Client,
+    driver: Child,
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn find_binary(env: &str, names: &[&str]) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    for n in names {
+        for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+            let p = PathBuf::from(dir).join(n);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "the browser tests need Chromium and ChromeDriver: `apt-get install chromium chromium-driver` (or set {env})"
+    );
+}
+
+impl Chrome {
+    async fn start(extra_args: &[&str]) -> Chrome {
+        let driver_bin = find_binary("KEYPORT_CHROMEDRIVER", &["chromedriver"]);
+        let chromium = find_binary(
+            "KEYPORT_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let mut args = vec![
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+        ];
+        args.extend_from_slice(extra_args);
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": chromium, "args": args}),
+        );
+        let started = Instant::now();
+        let client = loop {
+            // WebDriver on loopback: plain HTTP, no TLS stack.
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            let attempt = ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+            match attempt {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("could not start a Chromium session through chromedriver: {e}"),
+            }
+        };
+        Chrome { client, driver }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let dir = std::env::var("KEYPORT_SCREENSHOT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                    .join("..")
+                    .join("ui-screenshots")
+            });
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = self.client.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
+    async fn click(&self, css: &str) {
+        self.wait_visible(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.wait_visible(css).await;
+        el.clear().await.unwrap();
+        el.send_keys(text).await.unwrap();
+    }
+
+    async fn wait_visible(&self, css: &str) -> fantoccini::elements::Element {
+        let t = Instant::now();
+        loop {
+            if let Ok(el) = self.client.find(Locator::Css(css)).await
+                && el.is_displayed().await.unwrap_or(false)
+            {
+                return el;
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                panic!("{css} never became visible on {}", self.url().await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the element's text contains `needle`; returns the text.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let t = Instant::now();
+        let mut last = String::new();
+        loop {
+            if let Ok(els) = self.client.find_all(Locator::Css(css)).await {
+                for el in els {
+                    if let Ok(text) = el.text().await {
+                        if text.contains(needle) {
+                            return text;
+                        }
+                        last = text;
+                    }
+                }
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                panic!(
+                    "{css} never contained {needle:?} on {} (last text: {last:?})",
+                    self.url().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn exists(&self, css: &str) -> bool {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .map(|v| !v.is_empty())
+            .unwrap_or(false)
+    }
+
+    async fn url(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    async fn sign_in(&self, kp: &Keyport) {
+        self.goto(&format!("{}/", kp.url)).await;
+        self.type_into("#token", ADMIN).await;
+        self.click("main form button[type=submit]").await;
+        self.wait_text("h1", "Integrations").await;
+    }
+
+    /// Fills oidc-provider's login page, then its consent page, in the current window.
+    async fn approve_at_oidc_provider(&self, user: &str) {
+        self.type_into("input[name=login]", user).await;
+        self.type_into("input[name=password]", "any").await;
+        self.click("button[type=submit]").await;
+        // The consent page (a new interaction) follows.
+        let t = Instant::now();
+        while !self.url().await.contains("/interaction/") || self.exists("input[name=login]").await
+        {
+            if t.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.url().await.contains("/interaction/") {
+            self.click("button[type=submit]").await;
+        }
+    }
+}
+
+/// A fake API-key provider: `GET /v1/me` with the good key answers the account; anything else
+/// answers `401 {"detail": "Invalid Token"}`.
+async fn fake_key_provider() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/v1/me",
+        get(|h: HeaderMap| async move {
+            if h.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {GOOD_KEY}"))
+            {
+                Json(json!({"id": "acct-77", "name": "Acme Sales"})).into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"detail": "Invalid Token"})),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+async fn keyport_with_key_provider() -> Keyport {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let addr = fake_key_provider().await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": format!("http://{addr}")}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    kp
+}
+
+async fn api_key_connection(kp: &Keyport) -> String {
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "apikey-test", "api_key": GOOD_KEY, "name": "Sales key"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    c["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn sign_in_refuses_a_wrong_token_and_then_opens_integrations() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.goto(&format!("{}/connections", kp.url)).await;
+    assert!(
+        chrome.url().await.contains("/login?next=%2Fconnections"),
+        "{}",
+        chrome.url().await
+    );
+    chrome.type_into("#token", "kpa_not_the_token_at_all").await;
+    chrome.click("main form button[type=submit]").await;
+    chrome
+        .wait_text("#login-error", "not the admin token")
+        .await;
+    chrome.type_into("#token", ADMIN).await;
+    chrome.click("main form button[type=submit]").await;
+    // Back where the user was going, signed in.
+    chrome.wait_text("h1", "Connections").await;
+    chrome.wait_text(".empty", "No connections yet").await;
+    chrome.screenshot("sign-in-empty-connections").await;
+    // Pages' changes need the CSRF token: the session cookie alone is refused.
+    let status: Value = chrome
+        .client
+        .execute(
+            "return fetch('/api/v1/connections/oauth/start', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({connector: 'oidc-test'})}).then(r => r.status)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(403));
+    chrome.click("nav a[href='/']").await;
+    chrome
+        .wait_text(
+            ".card[data-connector=apikey-test] h2",
+            "API key test provider",
+        )
+        .await;
+    chrome.screenshot("sign-in-integrations").await;
+    // Sign out ends the session.
+    chrome.click(".signout button").await;
+    chrome.wait_text("h1", "Sign in").await;
+    chrome.goto(&format!("{}/", kp.url)).await;
+    chrome.wait_text("h1", "Sign in").await;
+}
+
+#[tokio::test]
+async fn api_key_connection_through_the_configure_dialog_shows_connected_as() {
+    let kp = keyport_with_key_provider().await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    chrome
+        .click(".card[data-connector=apikey-test] [data-open-dialog]")
+        .await;
+    chrome
+        .wait_text("#configure-apikey-test label", "API key")
+        .await;
+    chrome.type_into("#key-apikey-test", "wrong-key").await;
+    chrome
+        .click("#configure-apikey-test button[type=submit]")
+        .await;
+    let err = chrome
+        .wait_text("#key-error-apikey-test", "rejected the API key")
+        .await;
+    assert!(!err.contains("wrong-key"), "the key is never echoed: {err}");
+    chrome.type_into("#key-apikey-test", GOOD_KEY).await;
+    chrome
+        .click("#configure-apikey-test button[type=submit]")
+        .await;
+    chrome
+        .wait_text(
+            ".card[data-connector=apikey-test] .conn-list",
+            "Connected as: Acme Sales",
+        )
+        .await;
+    chrome
+        .wait_text(".card[data-connector=apikey-test] .meta", "Connected")
+        .await;
+    chrome
+        .wait_text("#toasts", "Connected as Acme Sales.")
+        .await;
+    chrome.screenshot("api-key-connected").await;
+    let (_, list) = kp.get("/api/v1/connections?connector=apikey-test").await;
+    assert_eq!(list["connections"][0]["status"], "active", "{list}");
+}
+
+#[tokio::test]
+async fn oauth_connection_through_the_popup_then_refresh_and_config() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    let main = chrome.client.window().await.unwrap();
+    chrome.click("[data-connect=oidc-test]").await;
+    // The provider's consent opens in a popup.
+    let t = Instant::now();
+    let popup = loop {
+        let windows = chrome.client.windows().await.unwrap();
+        if let Some(w) = windows.into_iter().find(|w| *w != main) {
+            break w;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no popup opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    chrome.client.switch_to_window(popup).await.unwrap();
+    chrome.approve_at_oidc_provider("alice").await;
+    // The popup reports to the page and closes itself.
+    let t = Instant::now();
+    while chrome.client.windows().await.unwrap().len() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the popup did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    chrome.client.switch_to_window(main).await.unwrap();
+    let (_, list) = kp.get("/api/v1/connections?connector=oidc-test").await;
+    let c = &list["connections"][0];
+    let id = c["id"].as_str().expect("a connection").to_string();
+    let c = kp
+        .wait_for(&id, |c| c["account"]["display_name"].is_string())
+        .await;
+    let account = c["account"]["display_name"].as_str().unwrap().to_string();
+    chrome
+        .wait_text(
+            ".card[data-connector=oidc-test] .conn-list",
+            &format!("Connected as: {account}"),
+        )
+        .await;
+    chrome.screenshot("oauth-popup-connected").await;
+
+    // Refresh credential.
+    chrome
+        .click(&format!(
+            ".card[data-connector=oidc-test] a[href='/connections/{id}']"
+        ))
+        .await;
+    chrome.wait_text(".detail-head", "Active").await;
+    let before = kp.get(&format!("/api/v1/connections/{id}")).await.1["last_refreshed_at"].clone();
+    chrome.click(&format!("[data-refresh='{id}']")).await;
+    chrome.wait_text("#toasts", "Connection refreshed.").await;
+    let after = kp.get(&format!("/api/v1/connections/{id}")).await.1["last_refreshed_at"].clone();
+    assert_ne!(before, after, "the refresh happened");
+    chrome.screenshot("oauth-refreshed").await;
+
+    // Config: a validation error inline, nothing saved; then saved.
+    chrome.type_into("#cfg-limit", "500").await;
+    chrome.click("[data-config-form] button[type=submit]").await;
+    chrome.wait_text("#cfg-limit-error", "at most 100").await;
+    chrome.wait_text("#toasts", "Settings not saved").await;
+    chrome.screenshot("config-validation-error").await;
+    let (_, cfg) = kp.get(&format!("/api/v1/connections/{id}/config")).await;
+    assert_eq!(cfg["config"]["limit"], 10, "nothing saved: {cfg}");
+    chrome.type_into("#cfg-limit", "50").await;
+    chrome.type_into("#cfg-label", "nightly sync").await;
+    chrome.click("[data-config-form] button[type=submit]").await;
+    chrome.wait_text("#toasts", "Settings saved.").await;
+    let (_, cfg) = kp.get(&format!("/api/v1/connections/{id}/config")).await;
+    assert_eq!(cfg["config"]["limit"], 50, "{cfg}");
+    assert_eq!(cfg["config"]["label"], "nightly sync", "{cfg}");
+    assert!(
+        !chrome.exists("#cfg-limit[aria-invalid=true]").await,
+        "the error is cleared"
+    );
+    chrome.screenshot("config-saved").await;
+}
+
+#[tokio::test]
+async fn revoke_through_the_confirmation_dialog() {
+    let kp = keyport_with_key_provider().await;
+    let id = api_key_connection(&kp).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    chrome.goto(&format!("{}/connections/{id}", kp.url)).await;
+    chrome.wait_text(".facts", "API key test provider").await;
+    chrome.click("[data-open-dialog=revoke-dialog]").await;
+    chrome
+        .wait_text("#revoke-dialog", "Dependent workflows will pause")
+        .await;
+    chrome.screenshot("revoke-dialog").await;
+    chrome
+        .click(&format!("#revoke-dialog [data-revoke='{id}']"))
+        .await;
+    chrome.wait_text("#toasts", "Connection revoked.").await;
+    chrome.wait_text(".detail-head", "Revoked").await;
+    chrome
+        .wait_text(".status-help", "Reconnect to authorize again")
+        .await;
+    assert!(
+        !chrome.exists("[data-open-dialog=revoke-dialog]").await,
+        "Revoke is hidden once revoked"
+    );
+    chrome.screenshot("revoked").await;
+    let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(c["status"], "revoked");
+}
+
+#[tokio::test]
+async fn delete_is_refused_while_a_dependent_exists_and_says_why() {
+    let kp = keyport_with_key_provider().await;
+    let id = api_key_connection(&kp).await;
+    let (s, _) = kp
+        .put(
+            &format!("/api/v1/connections/{id}/dependents/workflow:invoice-sync"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    chrome.goto(&format!("{}/connections", kp.url)).await;
+    chrome.wait_text("table", "Sales key").await;
+    chrome.click(&format!("a[href='/connections/{id}']")).await;
+    chrome.click(&format!("[data-delete='{id}']")).await;
+    chrome
+        .wait_text("#delete-error", "workflow:invoice-sync")
+        .await;
+    chrome.screenshot("delete-refused").await;
+    assert_eq!(kp.get(&format!("/api/v1/connections/{id}")).await.0, 200);
+    // Without the dependent it goes, back to the (now empty) list.
+    kp.delete(&format!(
+        "/api/v1/connections/{id}/dependents/workflow:invoice-sync"
+    ))
+    .await;
+    chrome.click(&format!("[data-delete='{id}']")).await;
+    chrome.wait_text("#toasts", "Connection deleted.").await;
+    chrome.wait_text(".empty", "No connections yet").await;
+    chrome.screenshot("deleted-empty-state").await;
+}
+
+#[tokio::test]
+async fn a_blocked_popup_explains_and_connects_in_the_same_window() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    // A popup blocker: `window.open` answers null, as blockers do (HTML: "the user agent may
+    // return null"). Chromium lets click-initiated popups through whatever its settings say.
+    chrome
+        .client
+        .execute("window.open = function () { return null; };", vec![])
+        .await
+        .unwrap();
+    chrome.click("[data-connect=oidc-test]").await;
+    chrome
+        .wait_text(
+            "[data-popup-blocked=oidc-test]",
+            "blocked the sign-in window",
+        )
+        .await;
+    assert_eq!(chrome.client.windows().await.unwrap().len(), 1);
+    chrome.screenshot("popup-blocked").await;
+    chrome
+        .click("[data-popup-blocked=oidc-test] a[data-same-window]")
+        .await;
+    chrome.approve_at_oidc_provider("bob").await;
+    chrome.wait_text("#toasts", "Connected").await;
+    chrome
+        .wait_text(
+            ".card[data-connector=oidc-test] .conn-list",
+            "Connected as:",
+        )
+        .await;
+    assert!(
+        !chrome.url().await.contains("code="),
+        "the address bar carries no code: {}",
+        chrome.url().await
+    );
+    chrome.screenshot("same-window-connected").await;
+}
+
+/// Signs in over HTTP; returns the cookie-keeping client and the page's CSRF token.
+async fn http_session(kp: &Keyport) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", ADMIN), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed in");
+    let page = client
+        .get(format!("{}/connections", kp.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries its CSRF token")
+        .to_string();
+    (client, csrf)
+}
+
+#[tokio::test]
+async fn a_flow_started_from_the_ui_opens_only_in_the_browser_that_started_it() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let (ui, csrf) = http_session(&kp).await;
+    let start = |csrf: Option<String>, origin: Option<&'static str>| {
+        let mut r = ui
+            .post(format!("{}/api/v1/connections/oauth/start", kp.url))
+            .json(&json!({"connector": "oidc-test"}));
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    // Without the token, or from another origin, the session cookie does nothing.
+    assert_eq!(start(None, None).await.unwrap().status(), 403);
+    assert_eq!(
+        start(Some(csrf.clone()), Some("https://evil.example"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = start(Some(csrf.clone()), None).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let launch = r.json::<Value>().await.unwrap()["authorize_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Another browser (an attacker's link sent to a victim) cannot open it...
+    let other = Browser::new();
+    let (s, _, body) = other.get(&launch).await;
+    assert_eq!(s, 400);
+    assert!(
+        body.contains("started from another keyport sign-in"),
+        "{body}"
+    );
+    // ... the browser that started it can.
+    let r = ui.get(&launch).send().await.unwrap();
+    assert_eq!(r.status(), 302, "redirect to the provider");
+}
