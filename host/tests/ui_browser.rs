@@ -77,8 +77,10 @@ impl Chrome {
             "--disable-gpu",
             "--disable-background-networking",
             "--disable-dev-shm-usage",
-            "--window-size=1280,1000",
         ];
+        if !extra_args.iter().any(|a| a.starts_with("--window-size")) {
+            args.push("--window-size=1280,1000");
+        }
         args.extend_from_slice(extra_args);
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -437,6 +439,236 @@ async fn oauth_connection_through_the_popup_then_refresh_and_config() {
         "the error is cleared"
     );
     chrome.screenshot("config-saved").await;
+
+    // With the provider gone, a refresh fails and the toast says what to do.
+    drop(oidc);
+    chrome.click(&format!("[data-refresh='{id}']")).await;
+    chrome
+        .wait_text(
+            "#toasts",
+            "Failed to refresh connection. You may need to reconnect.",
+        )
+        .await;
+    chrome.screenshot("refresh-failed").await;
+}
+
+#[tokio::test]
+async fn a_denied_consent_says_so_and_connects_nothing() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    let main = chrome.client.window().await.unwrap();
+    chrome.click("[data-connect=oidc-test]").await;
+    let t = Instant::now();
+    let popup = loop {
+        let windows = chrome.client.windows().await.unwrap();
+        if let Some(w) = windows.into_iter().find(|w| *w != main) {
+            break w;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no popup opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    chrome.client.switch_to_window(popup).await.unwrap();
+    // oidc-provider's login page offers to cancel: the user declines.
+    chrome.click("a[href$='/abort']").await;
+    let t = Instant::now();
+    while chrome.client.windows().await.unwrap().len() > 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the popup did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    chrome.client.switch_to_window(main).await.unwrap();
+    chrome
+        .wait_text(
+            "#toasts",
+            "The provider denied access — try again and approve the permissions.",
+        )
+        .await;
+    chrome.screenshot("consent-denied").await;
+    let (_, list) = kp
+        .get("/api/v1/connections?connector=oidc-test&status=active")
+        .await;
+    assert_eq!(list["connections"], json!([]), "nothing connected");
+}
+
+#[tokio::test]
+async fn admin_pages_save_provider_apps_upload_connectors_import_providers_and_show_the_audit_log()
+{
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    chrome.click("nav a[href='/admin']").await;
+    chrome.wait_text("h1", "Admin").await;
+
+    // Provider app: the secret is stored, never shown back.
+    chrome.type_into("#app-id-oidc-test", "ui-client").await;
+    chrome
+        .type_into("#app-secret-oidc-test", "ui-secret-value-0123")
+        .await;
+    chrome
+        .click("form[data-app-form=oidc-test] button[type=submit]")
+        .await;
+    chrome.wait_text("#toasts", "Provider app saved.").await;
+    let (_, app) = kp.get("/api/v1/provider-apps/oidc-test").await;
+    assert_eq!(app["client_id"], "ui-client", "{app}");
+    assert_eq!(app["client_secret_set"], true, "{app}");
+    chrome.goto(&format!("{}/admin", kp.url)).await;
+    let page = chrome.client.source().await.unwrap();
+    assert!(!page.contains("ui-secret-value-0123"));
+    chrome
+        .wait_visible("#app-secret-oidc-test[placeholder^=stored]")
+        .await;
+
+    // A broken upload is refused inline; a good one is loaded.
+    let garbage = kp.data.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not wasm at all").unwrap();
+    chrome
+        .wait_visible("#upload-file")
+        .await
+        .send_keys(garbage.to_str().unwrap())
+        .await
+        .unwrap();
+    chrome
+        .click("form[data-upload-form] button[type=submit]")
+        .await;
+    chrome
+        .wait_text("[data-error-for='/upload']", "not a WebAssembly file")
+        .await;
+    chrome.screenshot("admin-upload-refused").await;
+    let swap = std::path::Path::new(keyport_test_artifacts::SWAP_V1)
+        .canonicalize()
+        .unwrap();
+    let file = chrome.wait_visible("#upload-file").await;
+    file.clear().await.unwrap();
+    file.send_keys(swap.to_str().unwrap()).await.unwrap();
+    chrome.type_into("#upload-grant", "api.swap.test").await;
+    chrome
+        .click("form[data-upload-form] button[type=submit]")
+        .await;
+    chrome.wait_text("#toasts", "Connector loaded.").await;
+    chrome.wait_text("table", "swap-test").await;
+    assert_eq!(kp.get("/api/v1/connectors/swap-test").await.0, 200);
+
+    // Custom OAuth import: the issuer is discovered, the fields given next to it win.
+    chrome.type_into("#import-issuer", &oidc.issuer).await;
+    chrome
+        .type_into(
+            "#import-definition",
+            &json!({"id": "acme-id", "display_name": "Acme ID", "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET, "client_auth": "body"})
+            .to_string(),
+        )
+        .await;
+    chrome
+        .click("form[data-import-form] button[type=submit]")
+        .await;
+    chrome.wait_text("#toasts", "Provider imported").await;
+    chrome.wait_text("#custom-title + ul", "Acme ID").await;
+    chrome.screenshot("admin").await;
+    chrome.click("nav a[href='/']").await;
+    chrome.wait_text(".cards", "Acme ID").await;
+
+    // The audit log, filtered by event.
+    chrome.click("nav a[href='/admin/audit']").await;
+    chrome.wait_text("table", "provider_app.updated").await;
+    chrome.type_into("#a-action", "connector.uploaded").await;
+    chrome.click("form.filters button[type=submit]").await;
+    chrome.wait_text("table", "connector.uploaded").await;
+    let cells = chrome
+        .client
+        .find_all(Locator::Css("table tbody tr td:nth-child(2)"))
+        .await
+        .unwrap();
+    assert!(!cells.is_empty());
+    for c in cells {
+        assert_eq!(c.text().await.unwrap(), "connector.uploaded");
+    }
+    chrome.screenshot("audit-log").await;
+}
+
+#[tokio::test]
+async fn every_page_labels_its_controls_and_fits_a_phone() {
+    let kp = keyport_with_key_provider().await;
+    let id = api_key_connection(&kp).await;
+    let chrome = Chrome::start(&["--window-size=390,844"]).await;
+    chrome.sign_in(&kp).await;
+    for path in [
+        "/".to_string(),
+        "/connections".into(),
+        format!("/connections/{id}"),
+        "/admin".into(),
+        "/admin/audit".into(),
+    ] {
+        chrome.goto(&format!("{}{path}", kp.url)).await;
+        chrome.wait_visible("main h1").await;
+        // Every form control has an accessible name; every button has text; no horizontal
+        // scrolling on a 390 px wide screen; one h1.
+        let problems: Value = chrome
+            .client
+            .execute(
+                r#"const out = [];
+                for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+                  const labelled = (el.id && document.querySelector('label[for="' + el.id + '"]')) || el.closest('label') || el.getAttribute('aria-label');
+                  if (!labelled) out.push('unlabelled ' + el.outerHTML.slice(0, 80));
+                }
+                for (const b of document.querySelectorAll('button, a')) {
+                  if (!b.textContent.trim() && !b.getAttribute('aria-label')) out.push('empty ' + b.outerHTML.slice(0, 80));
+                }
+                if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('horizontal scroll: ' + document.documentElement.scrollWidth);
+                if (document.querySelectorAll('h1').length !== 1) out.push('h1 count');
+                return out;"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(problems, json!([]), "{path}");
+    }
+    chrome.goto(&format!("{}/connections/{id}", kp.url)).await;
+    chrome.screenshot("phone-connection").await;
+    // Keyboard: the revoke dialog opens from the keyboard and Escape closes it.
+    chrome
+        .client
+        .execute(
+            "document.querySelector('[data-open-dialog=revoke-dialog]').focus()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let focused = chrome.client.active_element().await.unwrap();
+    focused
+        .send_keys(&char::from(fantoccini::key::Key::Enter).to_string())
+        .await
+        .unwrap();
+    chrome.wait_visible("#revoke-dialog").await;
+    chrome
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&char::from(fantoccini::key::Key::Escape).to_string())
+        .await
+        .unwrap();
+    let t = Instant::now();
+    while chrome
+        .client
+        .find(Locator::Css("#revoke-dialog"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "Escape closes the dialog"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -619,4 +851,37 @@ async fn a_flow_started_from_the_ui_opens_only_in_the_browser_that_started_it() 
     // ... the browser that started it can.
     let r = ui.get(&launch).send().await.unwrap();
     assert_eq!(r.status(), 302, "redirect to the provider");
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_rate_limited() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = client
+            .post(format!("{}/login", kp.url))
+            .form(&[("token", "kpa_guessing_0123456789")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let page = r.text().await.unwrap();
+            assert!(page.contains("Too many sign-in attempts"), "{page}");
+        }
+    }
+    assert_eq!(&statuses[..10], &[401; 10]);
+    assert_eq!(&statuses[10..], &[429, 429]);
+    // Even the right token waits: guessing cannot race a legitimate sign-in.
+    let r = client
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
 }

@@ -253,12 +253,32 @@ struct LoginForm {
     next: Option<String>,
 }
 
+/// Sign-in attempts a process accepts: a burst of 10, then one every 6 seconds.
+fn sign_in_limiter() -> &'static governor::DefaultDirectRateLimiter {
+    static LIMITER: std::sync::OnceLock<governor::DefaultDirectRateLimiter> =
+        std::sync::OnceLock::new();
+    LIMITER.get_or_init(|| {
+        governor::RateLimiter::direct(governor::Quota::per_minute(
+            std::num::NonZeroU32::new(10).expect("non-zero"),
+        ))
+    })
+}
+
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = local_path(f.next.as_deref());
+    if sign_in_limiter().check().is_err() {
+        return page_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(
+                &next,
+                Some("Too many sign-in attempts. Wait a minute, then try again."),
+            ),
+        );
+    }
     if same_origin(&headers).is_err() {
         return page_response(
             StatusCode::FORBIDDEN,

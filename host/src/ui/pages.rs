@@ -480,7 +480,10 @@ pub async fn connection(
         .audit_events(ws, Some(&id), 20)
         .await
         .unwrap_or_default();
-    let (meaning, next) = status_help(status);
+    let (mut meaning, next) = status_help(status);
+    if status == "active" && !oauth {
+        meaning = "Working. keyport checks the key with the provider from time to time.";
+    }
     let scopes: Vec<String> = c["granted_scopes"]
         .as_array()
         .or(c["requested_scopes"].as_array())
@@ -615,7 +618,7 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Resp
             h2 id="custom-title" { "Custom OAuth providers" }
             @let list = providers["providers"].as_array().cloned().unwrap_or_default();
             @if list.is_empty() { p class="muted" { "None imported yet." } } @else {
-                ul { @for p in &list { li { code { (p["id"].as_str().unwrap_or_default()) } " " (p["display_name"].as_str().or(p["name"].as_str()).unwrap_or_default()) " " span class="muted" { (p["issuer"].as_str().unwrap_or_default()) } } } }
+                ul { @for p in &list { li { strong { (p["manifest"]["display_name"].as_str().unwrap_or_default()) } " " code { (p["id"].as_str().unwrap_or_default()) } " " span class="muted" { (p["issuer"].as_str().unwrap_or_default()) } } } }
             }
             form data-import-form class="stack" {
                 h3 { "Import a provider" }
