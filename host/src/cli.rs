@@ -269,9 +269,18 @@ async fn admin_token(store: &Store, embedded: bool) -> anyhow::Result<()> {
         if token.len() < 16 {
             anyhow::bail!("KEYPORT_ADMIN_TOKEN must be at least 16 characters");
         }
-        store
-            .put_setting(ADMIN_TOKEN_HASH, &crate::oauth::hash(&token))
-            .await?;
+        let new = crate::oauth::hash(&token);
+        if store.setting(ADMIN_TOKEN_HASH).await?.as_deref() != Some(new.as_str()) {
+            store.put_setting(ADMIN_TOKEN_HASH, &new).await?;
+            // A new admin token signs everyone out of the web UI.
+            let ended = store.purge_ui_sessions(i64::MAX).await?;
+            if ended > 0 {
+                tracing::info!(
+                    sessions = ended,
+                    "admin token changed: web UI sessions ended"
+                );
+            }
+        }
         return Ok(());
     }
     if store.setting(ADMIN_TOKEN_HASH).await?.is_some() {
@@ -468,9 +477,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     background.abort();
     scheduler.abort();
     deliveries.abort();

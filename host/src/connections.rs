@@ -1120,9 +1120,11 @@ impl Service {
                 .append_pair("connection_id", &flow.connection_id)
                 .append_pair("status", status);
             if let Some((code, msg)) = failure {
-                u.query_pairs_mut()
-                    .append_pair("error", code)
-                    .append_pair("message", msg);
+                u.query_pairs_mut().append_pair("error", code);
+                // The detail only for the platform's own page; keyport's pages show fixed texts.
+                if flow.return_to.is_some() {
+                    u.query_pairs_mut().append_pair("message", msg);
+                }
             }
             CallbackOutcome {
                 location: u.to_string(),

@@ -124,13 +124,20 @@ impl Store {
         )
     }
 
-    async fn upload_version(&self, hash: &str) -> std::result::Result<Option<String>, StoreError> {
+    /// An upload's version and egress hosts.
+    async fn upload_summary(
+        &self,
+        hash: &str,
+    ) -> std::result::Result<Option<(String, Vec<String>)>, StoreError> {
         Ok(
-            sqlx::query("SELECT version FROM connector_uploads WHERE hash = $1")
+            sqlx::query("SELECT version, egress_hosts FROM connector_uploads WHERE hash = $1")
                 .bind(hash)
                 .fetch_optional(self.pool())
                 .await?
-                .map(|r| r.get(0)),
+                .map(|r| {
+                    let hosts: String = r.get(1);
+                    (r.get(0), serde_json::from_str(&hosts).unwrap_or_default())
+                }),
         )
     }
 }
@@ -409,11 +416,19 @@ impl Service {
         let mut pending = Vec::new();
         for d in deployments.iter().filter(|d| d.pending_hash.is_some()) {
             let hash = d.pending_hash.clone().unwrap_or_default();
+            let (version, hosts) = self.store.upload_summary(&hash).await?.unzip();
+            let granted = d.granted();
+            let missing: Vec<String> = hosts
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| !granted.contains(&h.to_ascii_lowercase()))
+                .collect();
             pending.push(json!({
                 "id": d.connector_id,
                 "hash": hash,
-                "version": self.store.upload_version(&hash).await?,
-                "granted_hosts": d.granted(),
+                "version": version,
+                "granted_hosts": granted,
+                "missing_grants": missing,
             }));
         }
         let errors = self

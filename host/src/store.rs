@@ -1291,6 +1291,16 @@ impl Store {
         Ok(())
     }
 
+    /// Switches the workspace a UI session acts in.
+    pub async fn set_ui_session_workspace(&self, id_hash: &str, workspace: &str) -> Result<()> {
+        sqlx::query("UPDATE ui_sessions SET workspace_id = $2 WHERE id_hash = $1")
+            .bind(id_hash)
+            .bind(workspace)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Ends a session (sign-out).
     pub async fn delete_ui_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM ui_sessions WHERE id_hash = $1")

@@ -385,9 +385,9 @@ async fn o11_access_denied_makes_no_token_request_and_says_what_to_do() {
     let q = query(&done.location.unwrap());
     assert_eq!(q["status"], "error");
     assert_eq!(q["error"], "access_denied");
-    assert_eq!(
-        q["message"],
-        "The provider denied access — try again and approve the permissions."
+    assert!(
+        !q.contains_key("message"),
+        "keyport's own done page takes a code, not text"
     );
     assert_eq!(fake.token_requests(), 0);
     let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;

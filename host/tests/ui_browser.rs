@@ -717,7 +717,11 @@ async fn delete_is_refused_while_a_dependent_exists_and_says_why() {
     chrome.goto(&format!("{}/connections", kp.url)).await;
     chrome.wait_text("table", "Sales key").await;
     chrome.click(&format!("a[href='/connections/{id}']")).await;
-    chrome.click(&format!("[data-delete='{id}']")).await;
+    chrome.click("[data-open-dialog=delete-dialog]").await;
+    chrome.wait_text("#delete-dialog", "cannot be undone").await;
+    chrome
+        .click(&format!("#delete-dialog [data-delete='{id}']"))
+        .await;
     chrome
         .wait_text("#delete-error", "workflow:invoice-sync")
         .await;
@@ -728,7 +732,10 @@ async fn delete_is_refused_while_a_dependent_exists_and_says_why() {
         "/api/v1/connections/{id}/dependents/workflow:invoice-sync"
     ))
     .await;
-    chrome.click(&format!("[data-delete='{id}']")).await;
+    chrome.click("[data-open-dialog=delete-dialog]").await;
+    chrome
+        .click(&format!("#delete-dialog [data-delete='{id}']"))
+        .await;
     chrome.wait_text("#toasts", "Connection deleted.").await;
     chrome.wait_text(".empty", "No connections yet").await;
     chrome.screenshot("deleted-empty-state").await;
@@ -825,8 +832,18 @@ async fn a_flow_started_from_the_ui_opens_only_in_the_browser_that_started_it() 
         }
         r.send()
     };
-    // Without the token, or from another origin, the session cookie does nothing.
+    // Without the token, or from another origin, the session cookie does nothing, reads
+    // included (a cross-site link must not drive the API, e.g. the proxy).
     assert_eq!(start(None, None).await.unwrap().status(), 403);
+    let read = |csrf: Option<String>| {
+        let mut r = ui.get(format!("{}/api/v1/connections", kp.url));
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        r.send()
+    };
+    assert_eq!(read(None).await.unwrap().status(), 403);
+    assert_eq!(read(Some(csrf.clone())).await.unwrap().status(), 200);
     assert_eq!(
         start(Some(csrf.clone()), Some("https://evil.example"))
             .await
@@ -871,7 +888,7 @@ async fn sign_in_attempts_are_rate_limited() {
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
             let page = r.text().await.unwrap();
-            assert!(page.contains("Too many sign-in attempts"), "{page}");
+            assert!(page.contains("Too many failed sign-ins"), "{page}");
         }
     }
     assert_eq!(&statuses[..10], &[401; 10]);
@@ -884,4 +901,52 @@ async fn sign_in_attempts_are_rate_limited() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn switching_workspace_shows_that_workspaces_connections() {
+    let kp = keyport_with_key_provider().await;
+    let (s, b) = kp
+        .post(
+            "/api/v1/workspaces",
+            json!({"id": "acme", "name": "Acme Corp"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let addr = kp.get("/api/v1/provider-apps/apikey-test").await.1["endpoint_overrides"]
+        ["https://api.keytest.example"]
+        .clone();
+    let in_acme = |method: reqwest::Method, path: &str| {
+        kp.http
+            .request(method, format!("{}{path}", kp.url))
+            .bearer_auth(ADMIN)
+            .header("x-keyport-workspace", "acme")
+    };
+    let r = in_acme(reqwest::Method::PUT, "/api/v1/provider-apps/apikey-test")
+        .json(&json!({"endpoint_overrides": {"https://api.keytest.example": addr}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = in_acme(reqwest::Method::POST, "/api/v1/connections")
+        .json(&json!({"connector": "apikey-test", "api_key": GOOD_KEY, "name": "Acme key"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    chrome.click("nav a[href='/connections']").await;
+    chrome.wait_text(".empty", "No connections yet").await;
+    chrome
+        .wait_visible("#workspace-select")
+        .await
+        .select_by_value("acme")
+        .await
+        .unwrap();
+    chrome.wait_text("table", "Acme key").await;
+    chrome
+        .wait_text("#workspace-select option:checked", "Acme Corp")
+        .await;
+    chrome.screenshot("workspace-switched").await;
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | admin token | `KEYPORT_ADMIN_TOKEN`, or generated on first start of the embedded default and printed once; stored as SHA-256 | any workspace: `X-Keyport-Workspace` (default `default`); admin-only endpoints |
 //! | workspace API key | `POST /api/v1/api-keys` (admin); shown once; stored as SHA-256 | its own workspace only |
-//! | web UI session | the session cookie set by signing in with the admin token at `/login`; changes also need the page's `X-CSRF-Token` and a same-origin `Origin` | the session's workspace, as admin |
+//! | web UI session | the session cookie set by signing in with the admin token at `/login`; every call also needs the page's `X-CSRF-Token` and a same-origin `Origin` | the session's workspace, as admin |
 //!
 //! Anything else is 401. Tokens are compared by their hashes; none is logged.
 
@@ -44,7 +44,7 @@ impl FromRequestParts<AppState> for Caller {
         if parts.headers.get(header::AUTHORIZATION).is_none()
             && let Some(session) = crate::ui::session_of(state, &parts.headers).await?
         {
-            crate::ui::check_csrf(&parts.method, &parts.headers, &session)?;
+            crate::ui::check_csrf(state, &parts.headers, &session)?;
             return Ok(Caller {
                 workspace: session.workspace_id,
                 admin: true,

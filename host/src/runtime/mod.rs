@@ -395,7 +395,13 @@ impl Runtime {
             Ok(p) => (Pre::Current(p), CONTRACT_VERSIONS[0]),
             Err(current) => match legacy::bindings::ConnectorPre::new(pre) {
                 Ok(p) => (Pre::V0_1(p), "0.1.0"),
-                Err(_) => return Err(LoadError::WrongWorld(flatten(&current))),
+                Err(legacy) => {
+                    return Err(LoadError::WrongWorld(format!(
+                        "{} (as 0.1.0: {})",
+                        flatten(&current),
+                        flatten(&legacy)
+                    )));
+                }
             },
         };
         let mut connector = Connector {

@@ -4,7 +4,7 @@
 (function () {
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
 
-  async function api(method, url, body, raw) {
+  async function api(method, url, body, raw, background) {
     const headers = { "X-CSRF-Token": csrf };
     let payload;
     if (raw !== undefined) { payload = raw; headers["Content-Type"] = "application/wasm"; }
@@ -17,7 +17,12 @@
     }
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
-    if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search); }
+    if (r.status === 401 && !background) {
+      // Keep what the user typed: offer to sign in again instead of navigating away.
+      toast("Your session has ended. Sign in again (in a new tab keeps this page), then retry.", "error",
+        { href: "/login?next=" + encodeURIComponent(location.pathname + location.search), text: "Sign in" });
+      return { status: 401, body: { error: { message: "Your session has ended; sign in again." } } };
+    }
     return { status: r.status, body: data || {} };
   }
   function errorText(res, fallback) {
@@ -26,19 +31,22 @@
   }
 
   // Toasts; a toast can survive one reload (flash).
-  function toast(message, kind) {
+  // Errors stay until dismissed; the container is the live region.
+  function toast(message, kind, link) {
     const box = document.getElementById("toasts");
     if (!box) return;
     const t = document.createElement("div");
     t.className = "toast toast-" + (kind || "ok");
-    t.setAttribute("role", kind === "error" ? "alert" : "status");
-    t.textContent = message;
+    const text = document.createElement("span");
+    text.textContent = message;
+    t.appendChild(text);
+    if (link) { const a = document.createElement("a"); a.href = link.href; a.textContent = link.text; a.target = "_blank"; t.appendChild(a); }
     const close = document.createElement("button");
     close.type = "button"; close.className = "link"; close.textContent = "Dismiss";
     close.addEventListener("click", () => t.remove());
     t.appendChild(close);
     box.appendChild(t);
-    setTimeout(() => t.remove(), kind === "error" ? 12000 : 6000);
+    if (kind !== "error") setTimeout(() => t.remove(), 6000);
   }
   function flash(message, kind) { sessionStorage.setItem("keyport-flash", JSON.stringify([message, kind || "ok"])); }
   const pending = sessionStorage.getItem("keyport-flash");
@@ -94,14 +102,27 @@
       const url = res.body.authorize_url;
       if (popup) {
         popup.location.href = url;
-        const done = (ev) => {
-          if (ev.origin !== location.origin || !ev.data || ev.data.type !== "keyport:oauth") return;
-          window.removeEventListener("message", done);
-          const [m, k] = outcome(ev.data.status, ev.data.error);
-          flash(m, k);
+        // The result arrives from the popup (opener message, or a broadcast when the provider
+        // cut the opener link); a popup closed without a result reloads the page as it is now.
+        let finished = false;
+        const channel = window.BroadcastChannel ? new BroadcastChannel("keyport-oauth") : null;
+        const finish = (data) => {
+          if (finished) return;
+          finished = true;
+          window.removeEventListener("message", onMessage);
+          if (channel) channel.close();
+          if (data) { const [m, k] = outcome(data.status, data.error); flash(m, k); }
           location.reload();
         };
-        window.addEventListener("message", done);
+        const onMessage = (ev) => {
+          if (ev.origin === location.origin && ev.data && ev.data.type === "keyport:oauth") finish(ev.data);
+        };
+        window.addEventListener("message", onMessage);
+        if (channel) channel.onmessage = (ev) => { if (ev.data && ev.data.type === "keyport:oauth") finish(ev.data); };
+        const watch = setInterval(() => {
+          if (finished) { clearInterval(watch); return; }
+          if (popup.closed) { clearInterval(watch); setTimeout(() => finish(null), 500); }
+        }, 500);
         return;
       }
       if (notice) {
@@ -131,7 +152,8 @@
     let tries = 0;
     const tick = async () => {
       tries += 1;
-      const res = await api("GET", "/api/v1/connections/" + id);
+      const res = await api("GET", "/api/v1/connections/" + id, undefined, undefined, true);
+      if (res.status === 401 || res.status === 404) return;
       const name = res.body && res.body.account && res.body.account.display_name;
       if (name) {
         el.textContent = "";
@@ -152,11 +174,11 @@
     let first = null;
     for (const f of fields || []) {
       const slot = form.querySelector('[data-error-for="' + CSS.escape(f.path || "") + '"]') || form.querySelector("[data-error-for]");
-      if (slot) {
-        slot.textContent = f.message;
-        const input = slot.closest(".field") ? slot.closest(".field").querySelector("input,select,textarea") : null;
-        if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
-      }
+      if (!slot) continue;
+      slot.textContent = (slot.textContent ? slot.textContent + " " : "") + f.message;
+      // The control that names this message in its aria-describedby.
+      const input = slot.id ? form.querySelector('[aria-describedby~="' + CSS.escape(slot.id) + '"]') : null;
+      if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
     }
     if (first) first.focus();
   }
@@ -204,7 +226,10 @@
   document.querySelectorAll("[data-delete]").forEach((b) => b.addEventListener("click", async () => {
     const id = b.dataset.delete;
     const box = document.getElementById("delete-error");
+    b.disabled = true;
     const res = await api("DELETE", "/api/v1/connections/" + id);
+    b.disabled = false;
+    const d = b.closest("dialog"); if (d) d.close();
     if (res.status === 204) { flash("Connection deleted.", "ok"); location.href = "/connections"; return; }
     if (box) {
       box.textContent = "";
@@ -227,14 +252,26 @@
     }
   }));
 
-  // Config forms generated from the JSON Schema: checked here first, then by the server.
+  // Config forms generated from the JSON Schema: checked here first, then by the server. The
+  // stored config is the base, so keys the form does not show are kept; an empty field drops its
+  // key so the schema's default applies.
   function readConfig(form) {
-    const out = {}; const errors = [];
+    let out = {};
+    try { out = JSON.parse(form.dataset.stored || "{}") || {}; } catch (e) { out = {}; }
+    const errors = [];
     form.querySelectorAll("[data-type]").forEach((el) => {
       const key = el.name; const type = el.dataset.type; const path = "/" + key;
-      if (type === "boolean") { out[key] = el.checked; return; }
+      if (type === "boolean") {
+        if (el.hasAttribute("data-stored") || String(el.checked) !== el.dataset.initial) out[key] = el.checked;
+        return;
+      }
+      if (el.validity && el.validity.badInput) { errors.push({ path, message: type === "integer" ? "Enter a whole number." : "Enter a number." }); return; }
       const v = el.value.trim();
-      if (v === "") { if (el.hasAttribute("data-required")) errors.push({ path, message: "Required." }); return; }
+      if (v === "") { delete out[key]; if (el.hasAttribute("data-required") && !el.placeholder) errors.push({ path, message: "Required." }); return; }
+      if (type === "json") {
+        try { out[key] = JSON.parse(v); } catch (e) { errors.push({ path, message: "Not valid JSON: " + e.message }); }
+        return;
+      }
       if (type === "integer" || type === "number") {
         const n = Number(v);
         if (!isFinite(n) || (type === "integer" && !Number.isInteger(n))) { errors.push({ path, message: type === "integer" ? "Enter a whole number." : "Enter a number." }); return; }
@@ -245,7 +282,12 @@
       if (type === "array") { out[key] = v.split(",").map((s) => s.trim()).filter(Boolean); return; }
       if (el.dataset.maxLength !== undefined && v.length > Number(el.dataset.maxLength)) errors.push({ path, message: "At most " + el.dataset.maxLength + " characters." });
       if (el.dataset.minLength !== undefined && v.length < Number(el.dataset.minLength)) errors.push({ path, message: "At least " + el.dataset.minLength + " characters." });
-      if (el.dataset.pattern !== undefined && !new RegExp(el.dataset.pattern, "u").test(v)) errors.push({ path, message: "Does not have the expected format." });
+      if (el.dataset.pattern !== undefined) {
+        // Patterns JavaScript cannot read are left to the server.
+        let re = null;
+        try { re = new RegExp(el.dataset.pattern, "u"); } catch (e) { re = null; }
+        if (re && !re.test(v)) errors.push({ path, message: "Does not have the expected format." });
+      }
       out[key] = v;
     });
     return [out, errors];
@@ -254,12 +296,29 @@
     ev.preventDefault();
     const [config, errors] = readConfig(form);
     if (errors.length) { showErrors(form, errors); toast("Settings not saved: fix the highlighted fields.", "error"); return; }
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
     const res = await api("PATCH", "/api/v1/connections/" + form.dataset.configForm, { config });
-    if (res.status === 200) { showErrors(form, []); toast("Settings saved.", "ok"); return; }
+    button.disabled = false;
+    if (res.status === 200) {
+      form.dataset.stored = JSON.stringify(res.body.config || config);
+      form.querySelectorAll('[data-type="boolean"]').forEach((b) => { b.dataset.initial = String(b.checked); b.setAttribute("data-stored", ""); });
+      showErrors(form, []);
+      toast("Settings saved.", "ok");
+      return;
+    }
     const fields = res.body.error && res.body.error.fields;
     showErrors(form, fields && fields.length ? fields : [{ path: "", message: errorText(res, "Not saved.") }]);
     toast("Settings not saved: " + errorText(res, "fix the highlighted fields."), "error");
   }));
+
+  // The workspace switch submits on change (the button stays for keyboards without scripts).
+  document.querySelectorAll("[data-workspace-form]").forEach((form) => {
+    const cur = form.querySelector("[data-current-path]");
+    if (cur) cur.value = location.pathname + location.search;
+    const sel = form.querySelector("select");
+    if (sel) sel.addEventListener("change", () => form.submit());
+  });
 
   // Integrations category filter.
   const cat = document.querySelector("[data-category-filter]");

@@ -12,15 +12,18 @@
 //! | `/admin/audit` | the audit log with filters |
 //!
 //! Sessions: a random cookie (`HttpOnly`, `SameSite=Lax`, `Secure` behind https) whose SHA-256
-//! is stored with a CSRF token; 12 hours idle expiry. Pages carry a strict Content Security Policy
+//! is stored with a CSRF token; 12 hours idle expiry, 7 days at most; a new admin token ends
+//! every session. Failed sign-ins are limited per client address. Pages carry a strict Content Security Policy
 //! (no inline script or style).
 
 mod pages;
 
 use axum::Router;
-use axum::extract::{Form, FromRequestParts, Query, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -32,6 +35,8 @@ use crate::store::{UiSessionRow, now_ms};
 
 /// Idle lifetime of a UI session.
 const SESSION_IDLE_MS: i64 = 12 * 3600 * 1000;
+/// Longest lifetime of a UI session, however active.
+const SESSION_MAX_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The session cookie's name (`__Host-` prefixed behind https).
 fn cookie_name(state: &AppState) -> &'static str {
@@ -76,20 +81,19 @@ pub async fn session_of(
     if let Some(s) = &session
         && now - s.last_seen_at > 60_000
     {
+        let expires = (now + SESSION_IDLE_MS).min(s.created_at + SESSION_MAX_MS);
         store
-            .touch_ui_session(&h, now, now + SESSION_IDLE_MS)
+            .touch_ui_session(&h, now, expires)
             .await
             .map_err(ApiError::from_store)?;
     }
     Ok(session)
 }
 
-/// Changes made with a session cookie need the page's CSRF token and, when the browser sends
-/// one, a same-origin `Origin`.
-pub fn check_csrf(method: &Method, headers: &HeaderMap, s: &UiSessionRow) -> Result<(), ApiError> {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Ok(());
-    }
+/// API calls made with a session cookie, reads included (a cross-site link must not make the
+/// browser call the proxy), need the page's CSRF token and, when the browser sends one, a
+/// same-origin `Origin`.
+pub fn check_csrf(state: &AppState, headers: &HeaderMap, s: &UiSessionRow) -> Result<(), ApiError> {
     let sent = headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
@@ -99,18 +103,30 @@ pub fn check_csrf(method: &Method, headers: &HeaderMap, s: &UiSessionRow) -> Res
             "missing or wrong CSRF token: reload the page and try again",
         ));
     }
-    same_origin(headers)
+    same_origin(state, headers)
 }
 
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let (Some(origin), Some(host)) = (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) else {
+/// A browser's `Origin`, when sent, must be keyport's public origin (or, when no public URL is
+/// configured behind a proxy, the `Host` the request came to).
+fn same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
-    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-    if origin_host.eq_ignore_ascii_case(host) {
+    let public = url::Url::parse(&state.service.config.public_url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let scheme = if state.service.secure_cookies() {
+        "https"
+    } else {
+        "http"
+    };
+    if origin.eq_ignore_ascii_case(&public)
+        || origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+    {
         Ok(())
     } else {
         Err(ApiError::forbidden(
@@ -143,8 +159,9 @@ pub fn outcome_message(status: &str, error: Option<&str>) -> String {
     }
 }
 
-/// A signed-in page request; anything else is sent to `/login`.
-pub(crate) struct SignedIn(pub UiSessionRow);
+/// A signed-in page request (the session, and the workspaces to switch between); anything else
+/// is sent to `/login`.
+pub(crate) struct SignedIn(pub UiSessionRow, pub Vec<(String, String)>);
 
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
@@ -154,7 +171,18 @@ impl FromRequestParts<AppState> for SignedIn {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         match session_of(state, &parts.headers).await {
-            Ok(Some(s)) => Ok(SignedIn(s)),
+            Ok(Some(s)) => {
+                let workspaces = state
+                    .service
+                    .store
+                    .workspaces()
+                    .await
+                    .map_err(|e| ApiError::from_store(e).into_response())?
+                    .into_iter()
+                    .map(|(id, name, _)| (id, name))
+                    .collect();
+                Ok(SignedIn(s, workspaces))
+            }
             Ok(None) => {
                 let next = parts
                     .uri
@@ -181,6 +209,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/audit", get(pages::audit))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/ui/workspace", post(switch_workspace))
         .route("/ui/app.js", get(asset_js))
         .route("/ui/app.css", get(asset_css))
 }
@@ -232,10 +261,25 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only local paths: no open redirect through `next`.
+/// Only local paths: no open redirect through `next` (browsers drop tabs and newlines from URLs,
+/// so `/\t/evil.example` would become `//evil.example`).
 fn local_path(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+    let Some(n) = next else {
+        return "/".into();
+    };
+    let clean = n.starts_with('/')
+        && !n.starts_with("//")
+        && n.bytes().all(|b| b > 0x20 && b != 0x7f && b != b'\\');
+    let base = url::Url::parse("http://keyport.invalid/").expect("static URL");
+    match base.join(n) {
+        Ok(u) if clean && u.origin() == base.origin() => {
+            let mut out = u.path().to_string();
+            if let Some(q) = u.query() {
+                out.push('?');
+                out.push_str(q);
+            }
+            out
+        }
         _ => "/".into(),
     }
 }
@@ -253,33 +297,44 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// Sign-in attempts a process accepts: a burst of 10, then one every 6 seconds.
-fn sign_in_limiter() -> &'static governor::DefaultDirectRateLimiter {
-    static LIMITER: std::sync::OnceLock<governor::DefaultDirectRateLimiter> =
-        std::sync::OnceLock::new();
-    LIMITER.get_or_init(|| {
-        governor::RateLimiter::direct(governor::Quota::per_minute(
-            std::num::NonZeroU32::new(10).expect("non-zero"),
-        ))
-    })
+/// Failed sign-ins allowed per client address per minute.
+const SIGN_IN_FAILURES: u32 = 10;
+
+type FailureMap = std::sync::Mutex<std::collections::HashMap<IpAddr, (i64, u32)>>;
+
+/// Failed sign-ins by client address: (window start, failures). A successful sign-in resets its
+/// address; other addresses are not affected.
+fn sign_in_failures() -> &'static FailureMap {
+    static FAILURES: std::sync::OnceLock<FailureMap> = std::sync::OnceLock::new();
+    FAILURES.get_or_init(Default::default)
+}
+
+fn sign_in_blocked(ip: IpAddr, now: i64) -> bool {
+    let map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
+    map.get(&ip)
+        .is_some_and(|(start, n)| now - start < 60_000 && *n >= SIGN_IN_FAILURES)
+}
+
+fn sign_in_failed(ip: IpAddr, now: i64) {
+    let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() > 10_000 {
+        map.retain(|_, (start, _)| now - *start < 60_000);
+    }
+    let e = map.entry(ip).or_insert((now, 0));
+    if now - e.0 >= 60_000 {
+        *e = (now, 0);
+    }
+    e.1 += 1;
 }
 
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = local_path(f.next.as_deref());
-    if sign_in_limiter().check().is_err() {
-        return page_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            pages::login(
-                &next,
-                Some("Too many sign-in attempts. Wait a minute, then try again."),
-            ),
-        );
-    }
-    if same_origin(&headers).is_err() {
+    if same_origin(&state, &headers).is_err() {
         return page_response(
             StatusCode::FORBIDDEN,
             pages::login(
@@ -293,9 +348,20 @@ async fn login(
         Ok(h) => h,
         Err(e) => return ApiError::from_store(e).into_response(),
     };
+    let now = now_ms();
+    if sign_in_blocked(peer.ip(), now) {
+        return page_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(
+                &next,
+                Some("Too many failed sign-ins from this address. Wait a minute, then try again."),
+            ),
+        );
+    }
     let given = hash(f.token.trim());
     if admin.is_none_or(|a| !constant_time_eq(a.as_bytes(), given.as_bytes())) {
-        tracing::warn!("UI sign-in with a wrong token");
+        sign_in_failed(peer.ip(), now);
+        tracing::warn!(client = %peer.ip(), "UI sign-in with a wrong token");
         return page_response(
             StatusCode::UNAUTHORIZED,
             pages::login(
@@ -306,8 +372,11 @@ async fn login(
             ),
         );
     }
+    sign_in_failures()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&peer.ip());
     let cookie = crate::vault::random_hex(32);
-    let now = now_ms();
     let row = UiSessionRow {
         id_hash: hash(&cookie),
         csrf_token: crate::vault::random_hex(24),
@@ -328,7 +397,7 @@ async fn login(
     let set = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         cookie_name(&state),
-        SESSION_IDLE_MS / 1000
+        SESSION_MAX_MS / 1000
     );
     let mut r = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&set) {
@@ -360,4 +429,106 @@ async fn logout(
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+#[derive(Deserialize)]
+struct WorkspaceForm {
+    csrf: String,
+    workspace: String,
+    next: Option<String>,
+}
+
+/// `POST /ui/workspace`: the session acts in another workspace from now on.
+async fn switch_workspace(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<WorkspaceForm>,
+) -> Response {
+    let session = match session_of(&state, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if !constant_time_eq(f.csrf.as_bytes(), session.csrf_token.as_bytes())
+        || same_origin(&state, &headers).is_err()
+    {
+        return ApiError::forbidden("missing or wrong CSRF token: reload the page and try again")
+            .into_response();
+    }
+    let store = &state.service.store;
+    match store.workspace_exists(&f.workspace).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return ApiError::not_found(format!("no workspace {:?}", f.workspace)).into_response();
+        }
+        Err(e) => return ApiError::from_store(e).into_response(),
+    }
+    if let Err(e) = store
+        .set_ui_session_workspace(&session.id_hash, &f.workspace)
+        .await
+    {
+        return ApiError::from_store(e).into_response();
+    }
+    // Pages of one workspace's connections mean nothing in another: go to the list.
+    let next = local_path(f.next.as_deref());
+    let next = if next.starts_with("/connections/") {
+        "/connections".to_string()
+    } else {
+        next
+    };
+    Redirect::to(&next).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(
+            local_path(Some("/connections?status=active")),
+            "/connections?status=active"
+        );
+        assert_eq!(
+            local_path(Some("/connections/conn_1")),
+            "/connections/conn_1"
+        );
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil",
+            "/ok\r\nSet-Cookie: x=1",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn failed_sign_ins_block_only_their_address() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = 1_000_000;
+        for _ in 0..SIGN_IN_FAILURES {
+            assert!(!sign_in_blocked(a, now));
+            sign_in_failed(a, now);
+        }
+        assert!(sign_in_blocked(a, now));
+        assert!(!sign_in_blocked(b, now));
+        assert!(!sign_in_blocked(a, now + 60_000), "the window passes");
+    }
+
+    #[test]
+    fn outcome_texts_are_fixed() {
+        assert_eq!(
+            outcome_message("error", Some("access_denied")),
+            "The provider denied access — try again and approve the permissions."
+        );
+        assert!(
+            outcome_message("error", Some("<script>"))
+                .starts_with("The connection was not completed")
+        );
+    }
 }

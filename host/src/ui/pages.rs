@@ -80,7 +80,13 @@ fn auth_kind(m: &Manifest) -> &'static str {
     }
 }
 
-fn layout(s: &UiSessionRow, title: &str, nav: &str, body: Markup) -> Markup {
+fn layout(
+    s: &UiSessionRow,
+    workspaces: &[(String, String)],
+    title: &str,
+    nav: &str,
+    body: Markup,
+) -> Markup {
     let links = [
         ("/", "Integrations", "integrations"),
         ("/connections", "Connections", "connections"),
@@ -107,9 +113,20 @@ fn layout(s: &UiSessionRow, title: &str, nav: &str, body: Markup) -> Markup {
                             a href=(href) aria-current=[(key == nav).then_some("page")] { (label) }
                         }
                     }
+                    @if workspaces.len() > 1 {
+                        form method="post" action="/ui/workspace" class="workspace" data-workspace-form {
+                            input type="hidden" name="csrf" value=(s.csrf_token);
+                            input type="hidden" name="next" value="" data-current-path;
+                            label for="workspace-select" { "Workspace" }
+                            select id="workspace-select" name="workspace" {
+                                @for (id, name) in workspaces { option value=(id) selected[*id == s.workspace_id] { (name) } }
+                            }
+                            button type="submit" { "Switch" }
+                        }
+                    }
                     form method="post" action="/logout" class="signout" {
                         input type="hidden" name="csrf" value=(s.csrf_token);
-                        span class="muted" { "Workspace " strong { (s.workspace_id) } }
+                        @if workspaces.len() <= 1 { span class="muted" { "Workspace " strong { (s.workspace_id) } } }
                         button type="submit" class="link" { "Sign out" }
                     }
                 }
@@ -172,7 +189,7 @@ fn account_line(c: &Value) -> Markup {
 }
 
 /// `/`: Integrations.
-pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) -> Response {
+pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
     let conns = connections_of(&state, &s.workspace_id, &ConnectionFilter::default()).await;
     let mut entries = state.registry.all();
     entries.retain(|e| !e.connector.manifest().configurable);
@@ -204,7 +221,8 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) 
         ul class="cards" {
             @for e in &entries {
                 @let m = e.connector.manifest();
-                @let mine: Vec<&Value> = conns.iter().filter(|c| c["connector"] == m.id.as_str()).collect();
+                                @let mine: Vec<&Value> = conns.iter().filter(|c| c["connector"] == m.id.as_str()).collect();
+                @let docs = m.docs_url.as_deref().filter(|d| d.starts_with("https://") || d.starts_with("http://"));
                 @let connected = mine.iter().any(|c| c["status"] == "active");
                 li class="card" data-connector=(m.id) data-categories=(m.categories.join(" ")) {
                     div class="card-head" {
@@ -232,16 +250,16 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) 
                     div class="actions" {
                         @match &m.auth {
                             AuthScheme::Oauth2(_) => {
-                                button type="button" class="primary" data-connect=(m.id) { @if mine.is_empty() { "Connect" } @else { "Connect another" } }
+                                button type="button" class="primary" data-connect=(m.id) aria-label={ "Connect " (m.display_name) } { @if mine.is_empty() { "Connect" } @else { "Connect another" } }
                             }
                             AuthScheme::ApiKey(k) => {
-                                button type="button" class="primary" data-open-dialog={ "configure-" (m.id) } { "Configure" }
+                                button type="button" class="primary" data-open-dialog={ "configure-" (m.id) } aria-label={ "Configure " (m.display_name) } { "Configure" }
                                 dialog id={ "configure-" (m.id) } aria-labelledby={ "configure-title-" (m.id) } {
                                     form data-api-key-form=(m.id) {
                                         h2 id={ "configure-title-" (m.id) } { "Connect " (m.display_name) }
                                         label for={ "key-" (m.id) } { (k.label) }
                                         input id={ "key-" (m.id) } name="api_key" type="password" autocomplete="off" required aria-describedby={ "key-help-" (m.id) " key-error-" (m.id) };
-                                        p class="help" id={ "key-help-" (m.id) } { (k.help) @if let Some(d) = &m.docs_url { " " a href=(d) target="_blank" rel="noopener noreferrer" { "Where to find it" } } }
+                                        p class="help" id={ "key-help-" (m.id) } { (k.help) @if let Some(d) = docs { " " a href=(d) target="_blank" rel="noopener noreferrer" { "Where to find it" } } }
                                         p class="field-error" id={ "key-error-" (m.id) } data-error-for="/api_key" {}
                                         label for={ "name-" (m.id) } { "Name (optional)" }
                                         input id={ "name-" (m.id) } name="name" type="text" placeholder=(m.display_name);
@@ -253,7 +271,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) 
                                 }
                             }
                         }
-                        @if let Some(d) = &m.docs_url { a href=(d) target="_blank" rel="noopener noreferrer" { "Docs" } }
+                        @if let Some(d) = docs { a href=(d) target="_blank" rel="noopener noreferrer" aria-label={ (m.display_name) " documentation" } { "Docs" } }
                     }
                     p class="notice" data-popup-blocked=(m.id) hidden {}
                     @if !mine.is_empty() {
@@ -263,7 +281,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) 
                                     (badge(c["status"].as_str().unwrap_or_default()))
                                     " " span { (c["name"].as_str().unwrap_or_default()) } " "
                                     (account_line(c))
-                                    " " a href={ "/connections/" (c["id"].as_str().unwrap_or_default()) } { "Manage" }
+                                    " " a href={ "/connections/" (c["id"].as_str().unwrap_or_default()) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" }
                                 }
                             }
                         }
@@ -274,7 +292,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s): SignedIn) 
     };
     page_response(
         StatusCode::OK,
-        layout(&s, "Integrations", "integrations", body),
+        layout(&s, &w, "Integrations", "integrations", body),
     )
 }
 
@@ -287,7 +305,7 @@ pub struct ListQuery {
 /// `/connections`: the table with filters.
 pub async fn connections(
     State(state): State<AppState>,
-    SignedIn(s): SignedIn,
+    SignedIn(s, w): SignedIn,
     Query(q): Query<ListQuery>,
 ) -> Response {
     let connector = q.connector.filter(|c| !c.is_empty());
@@ -368,15 +386,16 @@ pub async fn connections(
     };
     page_response(
         StatusCode::OK,
-        layout(&s, "Connections", "connections", body),
+        layout(&s, &w, "Connections", "connections", body),
     )
 }
 
-fn not_found(s: &UiSessionRow, what: &str) -> Response {
+fn not_found(s: &UiSessionRow, w: &[(String, String)], what: &str) -> Response {
     page_response(
         StatusCode::NOT_FOUND,
         layout(
             s,
+            w,
             "Not found",
             "",
             html! { h1 { "Not found" } p { (what) " " a href="/connections" { "Back to connections" } } },
@@ -384,18 +403,12 @@ fn not_found(s: &UiSessionRow, what: &str) -> Response {
     )
 }
 
-/// One config field generated from a JSON Schema property.
-fn config_field(key: &str, prop: &Value, value: &Value, required: bool) -> Markup {
-    let id = format!("cfg-{key}");
-    let path = format!("/{key}");
-    let label = prop["title"].as_str().unwrap_or(key);
-    let help = prop["description"].as_str().unwrap_or_default();
-    let kind = prop["type"].as_str().unwrap_or("string");
-    let described = format!("{id}-help {id}-error");
-    let text_value = match value {
+/// A JSON value as form text.
+fn as_text(value: &Value) -> String {
+    match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Array(a) => a
+        Value::Array(a) if a.iter().all(|v| !v.is_object() && !v.is_array()) => a
             .iter()
             .map(|v| {
                 v.as_str()
@@ -405,37 +418,57 @@ fn config_field(key: &str, prop: &Value, value: &Value, required: bool) -> Marku
             .collect::<Vec<_>>()
             .join(", "),
         v => v.to_string(),
-    };
+    }
+}
+
+/// One config field generated from a JSON Schema property. It shows the stored value; an empty
+/// field means the schema's default (shown as the placeholder), so later default changes apply.
+fn config_field(key: &str, prop: &Value, stored: &Value, required: bool) -> Markup {
+    let id = format!("cfg-{key}");
+    let path = format!("/{key}");
+    let label = prop["title"].as_str().unwrap_or(key);
+    let help = prop["description"].as_str().unwrap_or_default();
+    let kind = prop["type"].as_str().unwrap_or("string");
+    let described = format!("{id}-help {id}-error");
+    let text_value = as_text(stored);
+    let default = prop.get("default").map(as_text);
+    let placeholder = default.clone().unwrap_or_default();
     html! {
         div class="field" {
             @if kind == "boolean" {
+                @let on = stored.as_bool().or(prop["default"].as_bool()).unwrap_or(false);
                 label class="check" {
-                    input type="checkbox" id=(id) name=(key) data-type="boolean" checked[value.as_bool() == Some(true)] aria-describedby=(described);
+                    input type="checkbox" id=(id) name=(key) data-type="boolean" checked[on]
+                        data-initial=(on) data-stored[!stored.is_null()] aria-describedby=(described);
                     " " (label)
                 }
             } @else {
                 label for=(id) { (label) @if required { " " span class="muted" { "(required)" } } }
                 @if let Some(options) = prop["enum"].as_array() {
-                    select id=(id) name=(key) data-type=(kind) aria-describedby=(described) {
-                        @if !required { option value="" { "—" } }
+                    select id=(id) name=(key) data-type=(kind) data-required[required] aria-describedby=(described) {
+                        @if let Some(d) = &default { option value="" { "Default (" (d) ")" } }
+                        @else if !required { option value="" { "—" } }
                         @for o in options {
-                            @let ov = o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string());
-                            option value=(ov) selected[ov == text_value] { (ov) }
+                            @let ov = as_text(o);
+                            option value=(ov) selected[!stored.is_null() && ov == text_value] { (ov) }
                         }
                     }
                 } @else if kind == "integer" || kind == "number" {
-                    input type="number" id=(id) name=(key) data-type=(kind) value=(text_value)
+                    input type="number" id=(id) name=(key) data-type=(kind) value=(text_value) placeholder=(placeholder)
                         step=(if kind == "integer" { "1" } else { "any" })
                         data-min=[prop["minimum"].as_f64()] data-max=[prop["maximum"].as_f64()]
                         data-required[required] aria-describedby=(described);
+                } @else if kind == "object" || (kind == "array" && !prop["items"]["type"].as_str().is_some_and(|t| t != "object" && t != "array")) {
+                    textarea id=(id) name=(key) data-type="json" rows="4" placeholder=(placeholder)
+                        data-required[required] aria-describedby=(described) { (if stored.is_null() { String::new() } else { stored.to_string() }) }
                 } @else {
-                    input type="text" id=(id) name=(key) data-type=(kind) value=(text_value)
+                    input type="text" id=(id) name=(key) data-type=(kind) value=(text_value) placeholder=(placeholder)
                         data-max-length=[prop["maxLength"].as_u64()] data-min-length=[prop["minLength"].as_u64()]
                         data-pattern=[prop["pattern"].as_str()] data-required[required] aria-describedby=(described);
                 }
             }
             @if !help.is_empty() { p class="help" id={ (id) "-help" } { (help) } }
-            @if let Some(d) = prop.get("default") { p class="help muted" { "Default: " code { (d) } } }
+            @if let Some(d) = &default { @if kind != "boolean" { p class="help muted" { "Empty means the default: " code { (d) } } } }
             p class="field-error" id={ (id) "-error" } data-error-for=(path) {}
         }
     }
@@ -444,12 +477,12 @@ fn config_field(key: &str, prop: &Value, value: &Value, required: bool) -> Marku
 /// `/connections/{id}`: the connection detail.
 pub async fn connection(
     State(state): State<AppState>,
-    SignedIn(s): SignedIn,
+    SignedIn(s, w): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
     let ws = s.workspace_id.as_str();
     let Ok(row) = state.service.get(ws, &id).await else {
-        return not_found(&s, "This connection does not exist (or was deleted).");
+        return not_found(&s, &w, "This connection does not exist (or was deleted).");
     };
     let c = view(&row);
     let status = row.status.as_str();
@@ -468,12 +501,7 @@ pub async fn connection(
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    // The form shows the effective values: the schema's defaults under the stored config.
-    let mut effective = crate::connections::schema_defaults(&schema);
-    if let Some(stored) = c["config"].as_object() {
-        effective.extend(stored.clone());
-    }
-    let config = Value::Object(effective);
+    let config = &c["config"];
     let events = state
         .service
         .store
@@ -513,10 +541,18 @@ pub async fn connection(
             @if oauth && status != "revoked" { button type="button" data-refresh=(id) { "Refresh credential" } }
             @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } }
             @if status != "revoked" { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
-            button type="button" class="danger-outline" data-delete=(id) { "Delete" }
+            button type="button" class="danger-outline" data-open-dialog="delete-dialog" { "Delete" }
         }
         p class="notice" data-popup-blocked=(id) hidden {}
         div class="alert" id="delete-error" role="alert" hidden {}
+                dialog id="delete-dialog" aria-labelledby="delete-title" {
+            h2 id="delete-title" { "Delete this connection?" }
+            p { "keyport revokes it if needed and removes it with its settings. This cannot be undone; the audit trail is kept." }
+            div class="actions" {
+                button type="button" data-close-dialog autofocus { "Cancel" }
+                button type="button" class="danger" data-delete=(id) { "Delete connection" }
+            }
+        }
         dialog id="revoke-dialog" aria-labelledby="revoke-title" {
             h2 id="revoke-title" { "Revoke this connection?" }
             p { "keyport deletes its credentials and asks " (connector_name) " to revoke the authorization. Dependent workflows will pause until someone reconnects." }
@@ -529,7 +565,7 @@ pub async fn connection(
             h2 id="config-title" { "Settings" }
             @match schema["properties"].as_object() {
                 Some(props) if !props.is_empty() => {
-                    form data-config-form=(id) novalidate {
+                    form data-config-form=(id) data-stored=(config.to_string()) novalidate {
                         @for (key, prop) in props {
                             (config_field(key, prop, &config[key.as_str()], required.contains(&key.as_str())))
                         }
@@ -550,11 +586,14 @@ pub async fn connection(
             }
         }
     };
-    page_response(StatusCode::OK, layout(&s, &row.name, "connections", body))
+    page_response(
+        StatusCode::OK,
+        layout(&s, &w, &row.name, "connections", body),
+    )
 }
 
 /// `/admin`: connectors, custom OAuth providers, provider apps.
-pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Response {
+pub async fn admin(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
     let ws = s.workspace_id.as_str();
     let loaded = state.service.loaded_connectors().await.unwrap_or_default();
     let providers = state.service.list_providers().await.unwrap_or_default();
@@ -598,19 +637,27 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Resp
                 h3 { "Waiting for approval" }
                 ul { @for p in &pending {
                     @let id = p["id"].as_str().unwrap_or_default();
-                    li { code { (id) } " " (p["version"].as_str().unwrap_or_default()) " asks for egress hosts that are not granted. "
+                    li { code { (id) } " " (p["version"].as_str().unwrap_or_default()) " asks for egress hosts that are not granted: "
+                        @for h in p["missing_grants"].as_array().unwrap_or(&empty) { code { (h.as_str().unwrap_or_default()) } " " }
                         label for={ "approve-" (id) } { "Hosts to grant" } " "
                         input id={ "approve-" (id) } type="text" data-approve-hosts=(id) placeholder="api.example.com";
                         " " button type="button" data-approve=(id) { "Approve" } }
                 } }
             }
+                        @let dir_errors = loaded["directory_errors"].as_array().cloned().unwrap_or_default();
+            @if !dir_errors.is_empty() {
+                div class="alert" role="alert" {
+                    p { "Files in the watched connectors directory that did not load (the previous version keeps serving):" }
+                    ul { @for e in &dir_errors { li { code { (e["file"].as_str().unwrap_or_default()) } ": " (e["error"].as_str().unwrap_or_default()) } } }
+                }
+            }
             form data-upload-form class="stack" {
                 h3 { "Upload a connector" }
                 label for="upload-file" { "Component (.wasm, built for wasm32-wasip2)" }
-                input id="upload-file" name="file" type="file" accept=".wasm,application/wasm" required;
+                input id="upload-file" name="file" type="file" accept=".wasm,application/wasm" required aria-describedby="upload-error";
                 label for="upload-grant" { "Grant egress hosts (comma-separated, optional)" }
                 input id="upload-grant" name="grant" type="text" placeholder="api.example.com";
-                p class="field-error" data-error-for="/upload" {}
+                p class="field-error" id="upload-error" data-error-for="/upload" {}
                 button type="submit" class="primary" { "Upload" }
             }
         }
@@ -618,15 +665,15 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Resp
             h2 id="custom-title" { "Custom OAuth providers" }
             @let list = providers["providers"].as_array().cloned().unwrap_or_default();
             @if list.is_empty() { p class="muted" { "None imported yet." } } @else {
-                ul { @for p in &list { li { strong { (p["manifest"]["display_name"].as_str().unwrap_or_default()) } " " code { (p["id"].as_str().unwrap_or_default()) } " " span class="muted" { (p["issuer"].as_str().unwrap_or_default()) } } } }
+                ul { @for p in &list { li { strong { (p["manifest"]["display_name"].as_str().or(p["definition"]["display_name"].as_str()).unwrap_or_default()) } " " code { (p["id"].as_str().unwrap_or_default()) } " " span class="muted" { (p["issuer"].as_str().unwrap_or_default()) } } } }
             }
             form data-import-form class="stack" {
                 h3 { "Import a provider" }
                 label for="import-issuer" { "Issuer URL (the rest is discovered)" }
-                input id="import-issuer" name="issuer" type="url" placeholder="https://auth.example.com";
+                input id="import-issuer" name="issuer" type="url" placeholder="https://auth.example.com" aria-describedby="import-error";
                 label for="import-definition" { "…or a full definition (JSON)" }
                 textarea id="import-definition" name="definition" rows="6" placeholder="{\"id\": \"acme\", \"display_name\": \"Acme\", \"authorization_url\": \"…\", \"token_url\": \"…\"}" {}
-                p class="field-error" data-error-for="/import" {}
+                p class="field-error" id="import-error" data-error-for="/import" {}
                 button type="submit" class="primary" { "Import" }
             }
         }
@@ -637,7 +684,7 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Resp
                 form data-app-form=(m.id) class="stack app" {
                     h3 { (m.display_name) }
                     label for={ "app-id-" (m.id) } { "Client ID" }
-                    input id={ "app-id-" (m.id) } name="client_id" type="text" value=(app.as_ref().and_then(|a| a["client_id"].as_str()).unwrap_or_default()) autocomplete="off";
+                    input id={ "app-id-" (m.id) } name="client_id" type="text" aria-describedby={ "app-error-" (m.id) } value=(app.as_ref().and_then(|a| a["client_id"].as_str()).unwrap_or_default()) autocomplete="off";
                     label for={ "app-secret-" (m.id) } { "Client secret" }
                     input id={ "app-secret-" (m.id) } name="client_secret" type="password" autocomplete="off"
                         placeholder=(if app.as_ref().is_some_and(|a| a["client_secret_set"] == true) { "stored — leave empty to keep" } else { "not set" });
@@ -648,13 +695,13 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s): SignedIn) -> Resp
                             @for sc in &optional { label class="check" { input type="checkbox" name="scopes" value=(sc.name) checked[chosen.contains(&sc.name)]; " " code { (sc.name) } } }
                         }
                     }
-                    p class="field-error" data-error-for={ "/app/" (m.id) } {}
+                    p class="field-error" id={ "app-error-" (m.id) } data-error-for={ "/app/" (m.id) } {}
                     button type="submit" { "Save" }
                 }
             }
         }
     };
-    page_response(StatusCode::OK, layout(&s, "Admin", "admin", body))
+    page_response(StatusCode::OK, layout(&s, &w, "Admin", "admin", body))
 }
 
 #[derive(Deserialize, Default)]
@@ -667,7 +714,7 @@ pub struct AuditQuery {
 /// `/admin/audit`: the audit log viewer.
 pub async fn audit(
     State(state): State<AppState>,
-    SignedIn(s): SignedIn,
+    SignedIn(s, w): SignedIn,
     Query(q): Query<AuditQuery>,
 ) -> Response {
     let connection = q.connection.filter(|c| !c.is_empty());
@@ -714,7 +761,7 @@ pub async fn audit(
             }
         }
     };
-    page_response(StatusCode::OK, layout(&s, "Audit log", "audit", body))
+    page_response(StatusCode::OK, layout(&s, &w, "Audit log", "audit", body))
 }
 
 fn serde_urlencoded(
