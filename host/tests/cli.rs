@@ -178,6 +178,28 @@ async fn serve_reports_health_and_lists_the_builtin_connectors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the printed admin token works");
+    // ... for the web UI too, whose address is printed with it.
+    assert!(
+        startup.contains(&format!(
+            "Open {url}/ in a browser and sign in with the admin token"
+        )),
+        "{startup}"
+    );
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{url}/login"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "signed in to the web UI");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("keyport-session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
         .await
         .unwrap()

@@ -182,6 +182,8 @@ fn account_line(c: &Value) -> Markup {
     html! {
         @if let Some(n) = name {
             span class="account" { "Connected as: " strong { (n) } }
+                } @else if c["status"] == "pending" && c["last_refreshed_at"].is_null() {
+            span class="account muted" { "Authorization not completed" }
         } @else if c["status"] == "pending" || c["status"] == "active" {
             span class="account muted" data-poll-account=(id) { "Looking up the account…" }
         }
