@@ -3,41 +3,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use common::e2e::*;
+use common::{GOOD_KEY, fake_key_provider};
 use serde_json::{Value, json};
-
-const GOOD_KEY: &str = "ak_live_5d1e0f3c2b9a8877";
-
-/// A fake API-key provider: `GET /v1/me` with the good key answers the account; anything else
-/// answers `401 {"detail": "Invalid Token"}`.
-async fn fake_key_provider() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/v1/me",
-        get(|h: HeaderMap| async move {
-            if h.get("authorization").and_then(|v| v.to_str().ok())
-                == Some(&format!("Bearer {GOOD_KEY}"))
-            {
-                Json(json!({"id": "acct-77", "name": "Acme Sales"})).into_response()
-            } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    Json(json!({"detail": "Invalid Token"})),
-                )
-                    .into_response()
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    addr
-}
 
 async fn keyport_with_key_provider() -> Keyport {
     let kp = Keyport::start(KeyportOpts {

@@ -8,20 +8,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use common::e2e::*;
+use common::{GOOD_KEY, fake_key_provider};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-
-const GOOD_KEY: &str = "ak_live_5d1e0f3c2b9a8877";
 
 /// A running ChromeDriver and a browser session through it.
 struct Chrome {
@@ -204,6 +198,36 @@ impl Chrome {
         self.wait_text("h1", "Integrations").await;
     }
 
+    /// Clicks `css` and switches to the popup it opens; returns the main window.
+    async fn open_popup(&self, css: &str) -> fantoccini::wd::WindowHandle {
+        let main = self.client.window().await.unwrap();
+        self.click(css).await;
+        let t = Instant::now();
+        let popup = loop {
+            let windows = self.client.windows().await.unwrap();
+            if let Some(w) = windows.into_iter().find(|w| *w != main) {
+                break w;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "no popup opened");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.client.switch_to_window(popup).await.unwrap();
+        main
+    }
+
+    /// Waits for the popup to close itself, then switches back to `main`.
+    async fn back_from_popup(&self, main: fantoccini::wd::WindowHandle) {
+        let t = Instant::now();
+        while self.client.windows().await.unwrap().len() > 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the popup did not close"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.client.switch_to_window(main).await.unwrap();
+    }
+
     /// Fills oidc-provider's login page, then its consent page, in the current window.
     async fn approve_at_oidc_provider(&self, user: &str) {
         self.type_into("input[name=login]", user).await;
@@ -222,31 +246,6 @@ impl Chrome {
             self.click("button[type=submit]").await;
         }
     }
-}
-
-/// A fake API-key provider: `GET /v1/me` with the good key answers the account; anything else
-/// answers `401 {"detail": "Invalid Token"}`.
-async fn fake_key_provider() -> SocketAddr {
-    let app = axum::Router::new().route(
-        "/v1/me",
-        get(|h: HeaderMap| async move {
-            if h.get("authorization").and_then(|v| v.to_str().ok())
-                == Some(&format!("Bearer {GOOD_KEY}"))
-            {
-                Json(json!({"id": "acct-77", "name": "Acme Sales"})).into_response()
-            } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    Json(json!({"detail": "Invalid Token"})),
-                )
-                    .into_response()
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    addr
 }
 
 async fn keyport_with_key_provider() -> Keyport {
@@ -366,30 +365,10 @@ async fn oauth_connection_through_the_popup_then_refresh_and_config() {
     kp.configure_oidc(&oidc).await;
     let chrome = Chrome::start(&[]).await;
     chrome.sign_in(&kp).await;
-    let main = chrome.client.window().await.unwrap();
-    chrome.click("[data-connect=oidc-test]").await;
-    // The provider's consent opens in a popup.
-    let t = Instant::now();
-    let popup = loop {
-        let windows = chrome.client.windows().await.unwrap();
-        if let Some(w) = windows.into_iter().find(|w| *w != main) {
-            break w;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no popup opened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    chrome.client.switch_to_window(popup).await.unwrap();
+    // The provider's consent opens in a popup, which reports to the page and closes itself.
+    let main = chrome.open_popup("[data-connect=oidc-test]").await;
     chrome.approve_at_oidc_provider("alice").await;
-    // The popup reports to the page and closes itself.
-    let t = Instant::now();
-    while chrome.client.windows().await.unwrap().len() > 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the popup did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    chrome.client.switch_to_window(main).await.unwrap();
+    chrome.back_from_popup(main).await;
     let (_, list) = kp.get("/api/v1/connections?connector=oidc-test").await;
     let c = &list["connections"][0];
     let id = c["id"].as_str().expect("a connection").to_string();
@@ -459,29 +438,10 @@ async fn a_denied_consent_says_so_and_connects_nothing() {
     kp.configure_oidc(&oidc).await;
     let chrome = Chrome::start(&[]).await;
     chrome.sign_in(&kp).await;
-    let main = chrome.client.window().await.unwrap();
-    chrome.click("[data-connect=oidc-test]").await;
-    let t = Instant::now();
-    let popup = loop {
-        let windows = chrome.client.windows().await.unwrap();
-        if let Some(w) = windows.into_iter().find(|w| *w != main) {
-            break w;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no popup opened");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    chrome.client.switch_to_window(popup).await.unwrap();
+    let main = chrome.open_popup("[data-connect=oidc-test]").await;
     // oidc-provider's login page offers to cancel: the user declines.
     chrome.click("a[href$='/abort']").await;
-    let t = Instant::now();
-    while chrome.client.windows().await.unwrap().len() > 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the popup did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    chrome.client.switch_to_window(main).await.unwrap();
+    chrome.back_from_popup(main).await;
     chrome
         .wait_text(
             "#toasts",

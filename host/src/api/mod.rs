@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
@@ -283,6 +283,18 @@ async fn get_connector(
     let mut v = manifest_json(&e.connector);
     v["source"] = json!(e.source);
     Ok(Json(v))
+}
+
+/// The request's cookies by name.
+pub(crate) fn cookies(headers: &HeaderMap) -> std::collections::HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Escapes text for HTML.

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::{AppState, escape};
+use super::{AppState, cookies, escape};
 use crate::connections::{CallbackParams, Error as ServiceError};
 
 fn no_store(mut r: Response) -> Response {
@@ -72,17 +72,6 @@ pub async fn launch(
         }
         Err(e) => error_page(e),
     }
-}
-
-fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// `GET /oauth/callback`.

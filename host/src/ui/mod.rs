@@ -47,21 +47,12 @@ fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-}
-
 /// The SHA-256 of the request's session cookie, if it carries one (not checked against the store).
 pub fn session_hash_of(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    cookie_value(headers, cookie_name(state)).map(hash)
+    crate::api::cookies(headers)
+        .remove(cookie_name(state))
+        .filter(|v| !v.is_empty())
+        .map(|v| hash(&v))
 }
 
 /// The live session the request's cookie belongs to; sliding idle expiry.

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::http::HeaderMap;
-use axum::routing::post;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use keyport::runtime::{CallEnv, Runtime, RuntimeConfig, Secret};
 use serde_json::{Value, json};
 
@@ -163,4 +164,31 @@ pub fn approve(
         u.query_pairs_mut().append_pair("iss", i);
     }
     axum::response::Redirect::to(u.as_str()).into_response()
+}
+
+pub const GOOD_KEY: &str = "ak_live_5d1e0f3c2b9a8877";
+
+/// A fake API-key provider: `GET /v1/me` with the good key answers the account; anything else
+/// answers `401 {"detail": "Invalid Token"}`.
+pub async fn fake_key_provider() -> SocketAddr {
+    let app = axum::Router::new().route(
+        "/v1/me",
+        get(|h: HeaderMap| async move {
+            if h.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {GOOD_KEY}"))
+            {
+                Json(json!({"id": "acct-77", "name": "Acme Sales"})).into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"detail": "Invalid Token"})),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
 }
