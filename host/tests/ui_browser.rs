@@ -552,7 +552,7 @@ async fn admin_pages_save_provider_apps_upload_connectors_import_providers_and_s
 }
 
 #[tokio::test]
-async fn every_page_labels_its_controls_and_fits_a_phone() {
+async fn every_page_labels_its_controls_has_readable_contrast_and_fits_a_phone() {
     let kp = keyport_with_key_provider().await;
     let id = api_key_connection(&kp).await;
     let chrome = Chrome::start(&["--window-size=390,844"]).await;
@@ -567,7 +567,7 @@ async fn every_page_labels_its_controls_and_fits_a_phone() {
         chrome.goto(&format!("{}{path}", kp.url)).await;
         chrome.wait_visible("main h1").await;
         // Every form control has an accessible name; every button has text; no horizontal
-        // scrolling on a 390 px wide screen; one h1.
+        // scrolling on a 390 px wide screen; one h1; text contrast meets WCAG AA.
         let problems: Value = chrome
             .client
             .execute(
@@ -579,7 +579,29 @@ async fn every_page_labels_its_controls_and_fits_a_phone() {
                 for (const b of document.querySelectorAll('button, a')) {
                   if (!b.textContent.trim() && !b.getAttribute('aria-label')) out.push('empty ' + b.outerHTML.slice(0, 80));
                 }
-                if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('horizontal scroll: ' + document.documentElement.scrollWidth);
+                                if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('horizontal scroll: ' + document.documentElement.scrollWidth);
+                // WCAG AA contrast of every visible text: 4.5:1, 3:1 for large text.
+                const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+                const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+                  .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+                const background = (el) => {
+                  for (let e = el; e; e = e.parentElement) {
+                    const c = rgb(getComputedStyle(e).backgroundColor);
+                    if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+                  }
+                  return [255, 255, 255];
+                };
+                for (const el of document.querySelectorAll('body *')) {
+                  const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
+                  if (!own || !el.getClientRects().length || getComputedStyle(el).visibility === 'hidden') continue;
+                  const st = getComputedStyle(el);
+                  const fg = rgb(st.color).slice(0, 3);
+                  const [a, b] = [lum(fg), lum(background(el))].sort((x, y) => y - x);
+                  const ratio = (a + 0.05) / (b + 0.05);
+                  const size = parseFloat(st.fontSize), bold = Number(st.fontWeight) >= 700;
+                  const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+                  if (ratio < need) out.push('contrast ' + ratio.toFixed(2) + ' < ' + need + ': ' + el.outerHTML.slice(0, 80));
+                }
                 if (document.querySelectorAll('h1').length !== 1) out.push('h1 count');
                 return out;"#,
                 vec![],
