@@ -38,3 +38,7 @@ bench-refresh N="1000,10000":
 # Proxy overhead against the upstream called directly and through nginx (apt-get install nginx-light)
 bench-proxy:
     cargo bench -p keyport --bench proxy_overhead
+
+# Web UI page latency against the JSON API with the same data (N=... just bench-ui 1000)
+bench-ui N="100,1000":
+    KEYPORT_BENCH_N={{N}} cargo bench -p keyport --bench ui_pages
