@@ -510,6 +510,38 @@ impl Store {
         .await?)
     }
 
+    /// One page of a workspace's connections, newest first, and how many match in all.
+    pub async fn connections_page(
+        &self,
+        workspace: &str,
+        f: &ConnectionFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ConnectionRow>, i64)> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM connections WHERE workspace_id = $1
+               AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)",
+        )
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query_as(
+            "SELECT * FROM connections WHERE workspace_id = $1
+               AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)
+             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
+        )
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
     /// Sets status and reason; true when the status changed (only one of several concurrent
     /// identical changes sees true).
     pub async fn set_status(

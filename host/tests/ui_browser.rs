@@ -932,3 +932,53 @@ async fn switching_workspace_shows_that_workspaces_connections() {
         .await;
     chrome.screenshot("workspace-switched").await;
 }
+
+#[tokio::test]
+async fn connections_are_paged_and_cards_link_to_the_rest() {
+    let kp = keyport_with_key_provider().await;
+    for i in 0..120 {
+        let (s, c) = kp
+            .post(
+                "/api/v1/connections",
+                json!({"connector": "apikey-test", "api_key": GOOD_KEY, "name": format!("Key {i:03}")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+    }
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    // The card lists the newest five and links to the rest.
+    let card = ".card[data-connector=apikey-test]";
+    let items = chrome
+        .client
+        .find_all(Locator::Css(&format!("{card} .conn-list li")))
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 5);
+    chrome
+        .wait_text(&format!("{card} .conn-list"), "Key 119")
+        .await;
+    chrome
+        .click(&format!(
+            "{card} a[href='/connections?connector=apikey-test']"
+        ))
+        .await;
+    chrome.wait_text(".pager", "Showing 1–50 of 120").await;
+    chrome.wait_text("table", "Key 119").await;
+    chrome.click(".pager a[rel=next]").await;
+    chrome.wait_text(".pager", "Showing 51–100 of 120").await;
+    assert!(
+        chrome.url().await.contains("connector=apikey-test"),
+        "filters are kept"
+    );
+    chrome.click(".pager a[rel=next]").await;
+    chrome.wait_text(".pager", "Showing 101–120 of 120").await;
+    chrome.wait_text("table", "Key 000").await;
+    assert!(
+        !chrome.exists(".pager a[rel=next]").await,
+        "no page after the last"
+    );
+    chrome.screenshot("connections-last-page").await;
+    chrome.click(".pager a[rel=prev]").await;
+    chrome.wait_text(".pager", "Showing 51–100 of 120").await;
+}

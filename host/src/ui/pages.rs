@@ -166,13 +166,25 @@ pub fn login(next: &str, error: Option<&str>) -> Markup {
     }
 }
 
-async fn connections_of(state: &AppState, ws: &str, filter: &ConnectionFilter) -> Vec<Value> {
+/// Rows per page of the connections table.
+const PAGE: i64 = 50;
+/// Connections listed under an Integrations card (the rest are one click away).
+const PER_CARD: i64 = 5;
+
+/// One page of connections as their JSON views, and how many match in all.
+async fn connections_of(
+    state: &AppState,
+    ws: &str,
+    filter: &ConnectionFilter,
+    offset: i64,
+    limit: i64,
+) -> (Vec<Value>, i64) {
     state
         .service
         .store
-        .connections(ws, filter)
+        .connections_page(ws, filter, offset, limit)
         .await
-        .map(|rows| rows.iter().map(view).collect())
+        .map(|(rows, total)| (rows.iter().map(view).collect(), total))
         .unwrap_or_default()
 }
 
@@ -192,7 +204,6 @@ fn account_line(c: &Value) -> Markup {
 
 /// `/`: Integrations.
 pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
-    let conns = connections_of(&state, &s.workspace_id, &ConnectionFilter::default()).await;
     let mut entries = state.registry.all();
     entries.retain(|e| !e.connector.manifest().configurable);
     entries.sort_by(|a, b| {
@@ -208,6 +219,21 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
         .collect();
     categories.sort();
     categories.dedup();
+    // Per card: the newest connections, how many there are, whether one is active.
+    let mut listed = std::collections::HashMap::new();
+    for e in &entries {
+        let id = e.connector.manifest().id.clone();
+        let of = |status: Option<&str>| ConnectionFilter {
+            connector: Some(id.clone()),
+            status: status.map(str::to_string),
+        };
+        let (rows, total) = connections_of(&state, &s.workspace_id, &of(None), 0, PER_CARD).await;
+        let active = connections_of(&state, &s.workspace_id, &of(Some("active")), 0, 0)
+            .await
+            .1;
+        listed.insert(id, (rows, total, active > 0));
+    }
+    let none = (Vec::new(), 0, false);
     let body = html! {
         h1 { "Integrations" }
         p class="lead" { "Connect the accounts your workflows use. keyport keeps their credentials encrypted and fresh." }
@@ -223,9 +249,9 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
         ul class="cards" {
             @for e in &entries {
                 @let m = e.connector.manifest();
-                                @let mine: Vec<&Value> = conns.iter().filter(|c| c["connector"] == m.id.as_str()).collect();
+                                                @let (mine, total, connected) = listed.get(&m.id).unwrap_or(&none);
                 @let docs = m.docs_url.as_deref().filter(|d| d.starts_with("https://") || d.starts_with("http://"));
-                @let connected = mine.iter().any(|c| c["status"] == "active");
+
                 li class="card" data-connector=(m.id) data-categories=(m.categories.join(" ")) {
                     div class="card-head" {
                         (icon(&m.icon))
@@ -234,7 +260,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
                             p class="meta" {
                                 span class="pill" { (auth_kind(m)) }
                                 @for c in &m.categories { " " span class="pill pill-soft" { (c) } }
-                                @if connected { " " span class="badge badge-active" { "Connected" } }
+                                                                @if *connected { " " span class="badge badge-active" { "Connected" } }
                             }
                         }
                     }
@@ -278,7 +304,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
                     p class="notice" data-popup-blocked=(m.id) hidden {}
                     @if !mine.is_empty() {
                         ul class="conn-list" aria-label={ (m.display_name) " connections" } {
-                            @for c in &mine {
+                                                        @for c in mine {
                                 li {
                                     (badge(c["status"].as_str().unwrap_or_default()))
                                     " " span { (c["name"].as_str().unwrap_or_default()) } " "
@@ -286,6 +312,9 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
                                     " " a href={ "/connections/" (c["id"].as_str().unwrap_or_default()) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" }
                                 }
                             }
+                        }
+                        @if *total > PER_CARD {
+                            p { a href={ "/connections?connector=" (m.id) } { "All " (total) " " (m.display_name) " connections" } }
                         }
                     }
                 }
@@ -302,6 +331,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
 pub struct ListQuery {
     connector: Option<String>,
     status: Option<String>,
+    page: Option<i64>,
 }
 
 /// `/connections`: the table with filters.
@@ -313,15 +343,31 @@ pub async fn connections(
     let connector = q.connector.filter(|c| !c.is_empty());
     let status = q.status.filter(|st| STATUSES.contains(&st.as_str()));
     let filtered = connector.is_some() || status.is_some();
-    let rows = connections_of(
+    let page = q.page.unwrap_or(1).max(1);
+    let (rows, total) = connections_of(
         &state,
         &s.workspace_id,
         &ConnectionFilter {
             connector: connector.clone(),
             status: status.clone(),
         },
+        (page - 1) * PAGE,
+        PAGE,
     )
     .await;
+    let page_link = |p: i64| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(c) = &connector {
+            q.append_pair("connector", c);
+        }
+        if let Some(st) = &status {
+            q.append_pair("status", st);
+        }
+        q.append_pair("page", &p.to_string());
+        format!("/connections?{}", q.finish())
+    };
+    let first = (page - 1) * PAGE + 1;
+    let last = (page - 1) * PAGE + rows.len() as i64;
     let mut ids: Vec<(String, String)> = state
         .registry
         .all()
@@ -356,7 +402,12 @@ pub async fn connections(
             button type="submit" { "Apply" }
             @if filtered { a href="/connections" { "Clear filters" } }
         }
-        @if rows.is_empty() {
+                @if rows.is_empty() && page > 1 {
+            div class="empty" {
+                h2 { "No more connections" }
+                p { a href=(page_link(1)) { "Back to the first page" } }
+            }
+        } @else if rows.is_empty() {
             div class="empty" {
                 @if filtered {
                     h2 { "No connections match these filters" }
@@ -379,10 +430,15 @@ pub async fn connections(
                             td { @if let Some(n) = c["account"]["display_name"].as_str() { (n) } @else { span class="muted" { "—" } } }
                             td { (badge(c["status"].as_str().unwrap_or_default())) }
                             td { (time(c["last_used_at"].as_str())) }
-                            td { a href={ "/connections/" (id) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" } }
+                                                        td { a href={ "/connections/" (id) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" } }
                         }
                     }
                 }
+            }
+            nav class="pager" aria-label="Pages" {
+                span { "Showing " (first) "–" (last) " of " (total) }
+                @if page > 1 { " " a href=(page_link(page - 1)) rel="prev" { "Previous page" } }
+                @if last < total { " " a href=(page_link(page + 1)) rel="next" { "Next page" } }
             }
         }
     };
