@@ -666,6 +666,17 @@ async fn revoke_through_the_confirmation_dialog() {
         .wait_text("#revoke-dialog", "Dependent workflows will pause")
         .await;
     chrome.screenshot("revoke-dialog").await;
+    // Meanwhile the user signed in again (another tab): this page's CSRF token is stale, and it
+    // fetches the new one instead of failing.
+    let status: Value = chrome
+        .client
+        .execute(
+            "return fetch('/login', {method: 'POST', body: new URLSearchParams({token: arguments[0]})}).then(r => r.status)",
+            vec![json!(ADMIN)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(200), "signed in again (redirect followed)");
     chrome
         .click(&format!("#revoke-dialog [data-revoke='{id}']"))
         .await;

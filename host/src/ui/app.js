@@ -2,9 +2,22 @@
 // API with the session cookie and the page's CSRF token.
 "use strict";
 (function () {
-  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  let csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
 
+  // A session renewed in another tab has a new CSRF token: fetch it once and retry.
   async function api(method, url, body, raw, background) {
+    const res = await send(method, url, body, raw, background);
+    const m = res.body && res.body.error && res.body.error.message;
+    if (res.status === 403 && m && m.indexOf("CSRF") >= 0) {
+      try {
+        const r = await fetch("/ui/csrf", { credentials: "same-origin" });
+        if (r.ok) { csrf = (await r.json()).csrf; return send(method, url, body, raw, background); }
+      } catch (e) { /* fall through with the first answer */ }
+    }
+    return res;
+  }
+
+  async function send(method, url, body, raw, background) {
     const headers = { "X-CSRF-Token": csrf };
     let payload;
     if (raw !== undefined) { payload = raw; headers["Content-Type"] = "application/wasm"; }
@@ -119,10 +132,21 @@
         };
         window.addEventListener("message", onMessage);
         if (channel) channel.onmessage = (ev) => { if (ev.data && ev.data.type === "keyport:oauth") finish(ev.data); };
-        const watch = setInterval(() => {
+        // A closed popup is not always the end: providers that cut the opener link look closed
+        // while the user still signs in, and their result arrives by broadcast. So: reload only
+        // once the connection shows it was authorized, otherwise say so and keep listening.
+        const started = res.body.connection_id;
+        const watch = setInterval(async () => {
           if (finished) { clearInterval(watch); return; }
-          if (popup.closed) { clearInterval(watch); setTimeout(() => finish(null), 500); }
-        }, 500);
+          if (!popup.closed) return;
+          const c = started ? await api("GET", "/api/v1/connections/" + started, undefined, undefined, true) : null;
+          const authorized = c && c.status === 200 && (c.body.status !== "pending" || c.body.last_refreshed_at);
+          if (authorized) { clearInterval(watch); finish({ status: c.body.status }); return; }
+          if (notice && notice.hidden) {
+            notice.textContent = "The sign-in window was closed before keyport heard back. If you finished signing in, the result appears here; otherwise choose Connect again.";
+            notice.hidden = false;
+          }
+        }, 1000);
         return;
       }
       if (notice) {
@@ -145,6 +169,17 @@
     const id = b.dataset.reconnect;
     oauthPopup(id, (returnTo) => api("POST", "/api/v1/connections/" + id + "/reconnect", returnTo ? { return_to: returnTo } : {}));
   }));
+
+  // A result broadcast by a sign-in window this page did not open itself (or lost track of).
+  if (window.BroadcastChannel) {
+    const everyPage = new BroadcastChannel("keyport-oauth");
+    everyPage.onmessage = (ev) => {
+      if (!ev.data || ev.data.type !== "keyport:oauth") return;
+      const [m, k] = outcome(ev.data.status, ev.data.error);
+      flash(m, k);
+      location.reload();
+    };
+  }
 
   // "Connected as" may arrive a moment after the status.
   document.querySelectorAll("[data-poll-account]").forEach((el) => {
@@ -267,7 +302,7 @@
       }
       if (el.validity && el.validity.badInput) { errors.push({ path, message: type === "integer" ? "Enter a whole number." : "Enter a number." }); return; }
       const v = el.value.trim();
-      if (v === "") { delete out[key]; if (el.hasAttribute("data-required") && !el.placeholder) errors.push({ path, message: "Required." }); return; }
+      if (v === "") { delete out[key]; if (el.hasAttribute("data-required")) errors.push({ path, message: "Required." }); return; }
       if (type === "json") {
         try { out[key] = JSON.parse(v); } catch (e) { errors.push({ path, message: "Not valid JSON: " + e.message }); }
         return;

@@ -201,6 +201,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/ui/workspace", post(switch_workspace))
+        .route("/ui/csrf", get(csrf_token))
         .route("/ui/app.js", get(asset_js))
         .route("/ui/app.css", get(asset_css))
 }
@@ -300,18 +301,40 @@ fn sign_in_failures() -> &'static FailureMap {
     FAILURES.get_or_init(Default::default)
 }
 
+/// Addresses tracked at once; beyond that, new addresses share one budget.
+const SIGN_IN_TRACKED: usize = 10_000;
+
+/// The key an address is counted under: IPv6 by its /64 (one host can hold a whole /64), and
+/// addresses beyond the table's capacity together under one key.
+fn sign_in_key(map: &std::collections::HashMap<IpAddr, (i64, u32)>, ip: IpAddr) -> IpAddr {
+    let key = match ip {
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(seg))
+        }
+        v4 => v4,
+    };
+    if map.len() >= SIGN_IN_TRACKED && !map.contains_key(&key) {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        key
+    }
+}
+
 fn sign_in_blocked(ip: IpAddr, now: i64) -> bool {
     let map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
-    map.get(&ip)
+    map.get(&sign_in_key(&map, ip))
         .is_some_and(|(start, n)| now - start < 60_000 && *n >= SIGN_IN_FAILURES)
 }
 
 fn sign_in_failed(ip: IpAddr, now: i64) {
     let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() > 10_000 {
+    if map.len() >= SIGN_IN_TRACKED {
         map.retain(|_, (start, _)| now - *start < 60_000);
     }
-    let e = map.entry(ip).or_insert((now, 0));
+    let key = sign_in_key(&map, ip);
+    let e = map.entry(key).or_insert((now, 0));
     if now - e.0 >= 60_000 {
         *e = (now, 0);
     }
@@ -363,10 +386,11 @@ async fn login(
             ),
         );
     }
-    sign_in_failures()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&peer.ip());
+    {
+        let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
+        let key = sign_in_key(&map, peer.ip());
+        map.remove(&key);
+    }
     let cookie = crate::vault::random_hex(32);
     let row = UiSessionRow {
         id_hash: hash(&cookie),
@@ -509,6 +533,13 @@ mod tests {
         assert!(sign_in_blocked(a, now));
         assert!(!sign_in_blocked(b, now));
         assert!(!sign_in_blocked(a, now + 60_000), "the window passes");
+        // One IPv6 host holds a /64: its addresses share one budget.
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for i in 0..SIGN_IN_FAILURES {
+            sign_in_failed(v6(&format!("2001:db8:1:2::{i:x}")), now);
+        }
+        assert!(sign_in_blocked(v6("2001:db8:1:2::ffff"), now));
+        assert!(!sign_in_blocked(v6("2001:db8:1:3::1"), now));
     }
 
     #[test]
@@ -521,5 +552,24 @@ mod tests {
             outcome_message("error", Some("<script>"))
                 .starts_with("The connection was not completed")
         );
+    }
+}
+
+/// `GET /ui/csrf`: the session's CSRF token, for a page whose session was renewed in another tab
+/// (readable only by keyport's own pages: no CORS).
+async fn csrf_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if same_origin(&state, &headers).is_err() {
+        return ApiError::forbidden("cross-origin request refused: use keyport's own pages")
+            .into_response();
+    }
+    match session_of(&state, &headers).await {
+        Ok(Some(s)) => {
+            let mut r = axum::Json(serde_json::json!({"csrf": s.csrf_token})).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(None) => ApiError::unauthorized("sign in first").into_response(),
+        Err(e) => e.into_response(),
     }
 }

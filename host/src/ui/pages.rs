@@ -343,7 +343,7 @@ pub async fn connections(
     let connector = q.connector.filter(|c| !c.is_empty());
     let status = q.status.filter(|st| STATUSES.contains(&st.as_str()));
     let filtered = connector.is_some() || status.is_some();
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
     let (rows, total) = connections_of(
         &state,
         &s.workspace_id,
@@ -503,7 +503,7 @@ fn config_field(key: &str, prop: &Value, stored: &Value, required: bool) -> Mark
             } @else {
                 label for=(id) { (label) @if required { " " span class="muted" { "(required)" } } }
                 @if let Some(options) = prop["enum"].as_array() {
-                    select id=(id) name=(key) data-type=(kind) data-required[required] aria-describedby=(described) {
+                    select id=(id) name=(key) data-type=(kind) data-required[required && default.is_none()] aria-describedby=(described) {
                         @if let Some(d) = &default { option value="" { "Default (" (d) ")" } }
                         @else if !required { option value="" { "—" } }
                         @for o in options {
@@ -515,14 +515,14 @@ fn config_field(key: &str, prop: &Value, stored: &Value, required: bool) -> Mark
                     input type="number" id=(id) name=(key) data-type=(kind) value=(text_value) placeholder=(placeholder)
                         step=(if kind == "integer" { "1" } else { "any" })
                         data-min=[prop["minimum"].as_f64()] data-max=[prop["maximum"].as_f64()]
-                        data-required[required] aria-describedby=(described);
+                        data-required[required && default.is_none()] aria-describedby=(described);
                 } @else if kind == "object" || (kind == "array" && !prop["items"]["type"].as_str().is_some_and(|t| t != "object" && t != "array")) {
                     textarea id=(id) name=(key) data-type="json" rows="4" placeholder=(placeholder)
-                        data-required[required] aria-describedby=(described) { (if stored.is_null() { String::new() } else { stored.to_string() }) }
+                        data-required[required && default.is_none()] aria-describedby=(described) { (if stored.is_null() { String::new() } else { stored.to_string() }) }
                 } @else {
                     input type="text" id=(id) name=(key) data-type=(kind) value=(text_value) placeholder=(placeholder)
                         data-max-length=[prop["maxLength"].as_u64()] data-min-length=[prop["minLength"].as_u64()]
-                        data-pattern=[prop["pattern"].as_str()] data-required[required] aria-describedby=(described);
+                        data-pattern=[prop["pattern"].as_str()] data-required[required && default.is_none()] aria-describedby=(described);
                 }
             }
             @if !help.is_empty() { p class="help" id={ (id) "-help" } { (help) } }
