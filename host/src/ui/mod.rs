@@ -494,6 +494,25 @@ async fn switch_workspace(
     Redirect::to(&next).into_response()
 }
 
+/// `GET /ui/csrf`: the session's CSRF token, for a page whose session was renewed in another tab
+/// (readable only by keyport's own pages: no CORS).
+async fn csrf_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if same_origin(&state, &headers).is_err() {
+        return ApiError::forbidden("cross-origin request refused: use keyport's own pages")
+            .into_response();
+    }
+    match session_of(&state, &headers).await {
+        Ok(Some(s)) => {
+            let mut r = axum::Json(serde_json::json!({"csrf": s.csrf_token})).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(None) => ApiError::unauthorized("sign in first").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,24 +571,5 @@ mod tests {
             outcome_message("error", Some("<script>"))
                 .starts_with("The connection was not completed")
         );
-    }
-}
-
-/// `GET /ui/csrf`: the session's CSRF token, for a page whose session was renewed in another tab
-/// (readable only by keyport's own pages: no CORS).
-async fn csrf_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if same_origin(&state, &headers).is_err() {
-        return ApiError::forbidden("cross-origin request refused: use keyport's own pages")
-            .into_response();
-    }
-    match session_of(&state, &headers).await {
-        Ok(Some(s)) => {
-            let mut r = axum::Json(serde_json::json!({"csrf": s.csrf_token})).into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Ok(None) => ApiError::unauthorized("sign in first").into_response(),
-        Err(e) => e.into_response(),
     }
 }
