@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,10 +22,17 @@ use serde_json::{Value, json};
 struct Chrome {
     client: Client,
     driver: Child,
+    /// The browser profile, removed with the test.
+    _profile: tempfile::TempDir,
 }
 
 impl Drop for Chrome {
+    /// ChromeDriver runs in its own process group with the browser it started: kill the group,
+    /// so no browser outlives its test (also when the test panicked).
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -59,13 +67,19 @@ impl Chrome {
             .local_addr()
             .unwrap()
             .port();
+        // The browser's profile and scratch files (TMPDIR), removed with the test.
+        let profile = tempfile::tempdir().unwrap();
         let driver = Command::new(driver_bin)
+            .env("TMPDIR", profile.path())
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
+        let profile_arg = format!("--user-data-dir={}", profile.path().display());
         let mut args = vec![
+            profile_arg.as_str(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -98,7 +112,11 @@ impl Chrome {
                 Err(e) => panic!("could not start a Chromium session through chromedriver: {e}"),
             }
         };
-        Chrome { client, driver }
+        Chrome {
+            client,
+            driver,
+            _profile: profile,
+        }
     }
 
     async fn screenshot(&self, name: &str) {
