@@ -13,8 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN, Host, master_keys, start_host};
-use keyport::store::{Store, now_ms};
+use common::{ADMIN, Host, start_host};
 
 mod common;
 
@@ -220,31 +219,7 @@ fn main() {
             .await
             .unwrap();
         let key_conn = r["id"].as_str().expect("an API-key connection").to_string();
-        let store = Store::connect(&format!(
-            "sqlite:{}",
-            data.path().join("keyport.db").display()
-        ))
-        .await
-        .unwrap();
-        let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
-        let far = now_ms() + 365 * 24 * 3600 * 1000;
-        keyport::seed::oauth_connections(
-            &store,
-            &ring,
-            &keyport::seed::Spec {
-                workspace: "default",
-                connector: "oidc-test",
-                start: 0,
-                count: 1,
-                prefix: "bench-proxy-",
-                expires_at: far,
-                next_refresh_at: far,
-                tokens: &|_| ("bench-at".into(), "bench-rt".into()),
-            },
-            |_| {},
-        )
-        .await
-        .unwrap();
+        common::seed_oidc_test(data.path(), 1, "bench-proxy-").await;
         let nginx_dir = tempfile::tempdir().unwrap();
         let nginx = start_nginx(nginx_dir.path(), &up);
         let path = "api/v1/items?limit=3";

@@ -7,8 +7,7 @@
 
 use std::time::Instant;
 
-use common::{ADMIN, master_keys, start_host};
-use keyport::store::{Store, now_ms};
+use common::{ADMIN, start_host};
 
 mod common;
 
@@ -60,31 +59,7 @@ fn main() {
             let data = tempfile::tempdir().unwrap();
             let host = start_host(data.path(), &[keyport_test_artifacts::OIDC_TEST], &[]);
             let url = host.url.clone();
-            let store = Store::connect(&format!(
-                "sqlite:{}",
-                data.path().join("keyport.db").display()
-            ))
-            .await
-            .unwrap();
-            let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
-            let far = now_ms() + 365 * 24 * 3600 * 1000;
-            keyport::seed::oauth_connections(
-                &store,
-                &ring,
-                &keyport::seed::Spec {
-                    workspace: "default",
-                    connector: "oidc-test",
-                    start: 0,
-                    count: n,
-                    prefix: "bench-ui-",
-                    expires_at: far,
-                    next_refresh_at: far,
-                    tokens: &|_| ("bench-at".into(), "bench-rt".into()),
-                },
-                |_| {},
-            )
-            .await
-            .unwrap();
+            common::seed_oidc_test(data.path(), n, "bench-ui-").await;
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

@@ -279,6 +279,17 @@ async fn keyport_with_key_provider() -> Keyport {
     kp
 }
 
+/// A host with the oidc-test provider app pointing at a running oidc-provider, and a browser
+/// signed in to it.
+async fn signed_in_with_oidc() -> (Keyport, Oidc, Chrome) {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    (kp, oidc, chrome)
+}
+
 async fn api_key_connection(kp: &Keyport) -> String {
     let (s, c) = kp
         .post(
@@ -378,11 +389,7 @@ async fn api_key_connection_through_the_configure_dialog_shows_connected_as() {
 
 #[tokio::test]
 async fn oauth_connection_through_the_popup_then_refresh_and_config() {
-    let kp = Keyport::start(KeyportOpts::default()).await;
-    let oidc = Oidc::start(&kp.redirect_uri());
-    kp.configure_oidc(&oidc).await;
-    let chrome = Chrome::start(&[]).await;
-    chrome.sign_in(&kp).await;
+    let (kp, oidc, chrome) = signed_in_with_oidc().await;
     // The provider's consent opens in a popup, which reports to the page and closes itself.
     let main = chrome.open_popup("[data-connect=oidc-test]").await;
     chrome.approve_at_oidc_provider("alice").await;
@@ -451,11 +458,7 @@ async fn oauth_connection_through_the_popup_then_refresh_and_config() {
 
 #[tokio::test]
 async fn a_denied_consent_says_so_and_connects_nothing() {
-    let kp = Keyport::start(KeyportOpts::default()).await;
-    let oidc = Oidc::start(&kp.redirect_uri());
-    kp.configure_oidc(&oidc).await;
-    let chrome = Chrome::start(&[]).await;
-    chrome.sign_in(&kp).await;
+    let (kp, _oidc, chrome) = signed_in_with_oidc().await;
     let main = chrome.open_popup("[data-connect=oidc-test]").await;
     // oidc-provider's login page offers to cancel: the user declines.
     chrome.click("a[href$='/abort']").await;
@@ -754,11 +757,7 @@ async fn delete_is_refused_while_a_dependent_exists_and_says_why() {
 
 #[tokio::test]
 async fn a_blocked_popup_explains_and_connects_in_the_same_window() {
-    let kp = Keyport::start(KeyportOpts::default()).await;
-    let oidc = Oidc::start(&kp.redirect_uri());
-    kp.configure_oidc(&oidc).await;
-    let chrome = Chrome::start(&[]).await;
-    chrome.sign_in(&kp).await;
+    let (_kp, _oidc, chrome) = signed_in_with_oidc().await;
     // A popup blocker: `window.open` answers null, as blockers do (HTML: "the user agent may
     // return null"). Chromium lets click-initiated popups through whatever its settings say.
     chrome

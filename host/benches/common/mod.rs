@@ -81,3 +81,32 @@ pub fn start_host(data: &Path, connectors: &[&str], env: &[(&str, String)]) -> H
         .expect("keyport serve did not start");
     Host { child, url }
 }
+
+/// Seeds `count` active `oidc-test` connections (ids `{prefix}0`, `{prefix}1`, …, tokens far from
+/// expiry) straight into the SQLite database of a host whose data directory is `data`.
+#[allow(dead_code)]
+pub async fn seed_oidc_test(data: &Path, count: usize, prefix: &str) {
+    let store =
+        keyport::store::Store::connect(&format!("sqlite:{}", data.join("keyport.db").display()))
+            .await
+            .unwrap();
+    let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
+    let far = keyport::store::now_ms() + 365 * 24 * 3600 * 1000;
+    keyport::seed::oauth_connections(
+        &store,
+        &ring,
+        &keyport::seed::Spec {
+            workspace: "default",
+            connector: "oidc-test",
+            start: 0,
+            count,
+            prefix,
+            expires_at: far,
+            next_refresh_at: far,
+            tokens: &|_| ("bench-at".into(), "bench-rt".into()),
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+}
