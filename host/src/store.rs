@@ -223,6 +223,14 @@ pub struct SecretRow {
     pub ciphertext: Vec<u8>,
 }
 
+/// The `WHERE` clause of connection listings: `$1` workspace, `$2` connector, `$3` status (both
+/// optional).
+macro_rules! connection_filter {
+    () => {
+        "WHERE workspace_id = $1 AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)"
+    };
+}
+
 /// Filters for listing connections.
 #[derive(Debug, Default, Clone)]
 pub struct ConnectionFilter {
@@ -498,15 +506,28 @@ impl Store {
         workspace: &str,
         f: &ConnectionFilter,
     ) -> Result<Vec<ConnectionRow>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM connections WHERE workspace_id = $1
-               AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)
-             ORDER BY created_at DESC, id",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT * FROM connections ",
+            connection_filter!(),
+            " ORDER BY created_at DESC, id"
+        ))
         .bind(workspace)
         .bind(f.connector.as_deref())
         .bind(f.status.as_deref())
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How many of a workspace's connections match.
+    pub async fn count_connections(&self, workspace: &str, f: &ConnectionFilter) -> Result<i64> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM connections ",
+            connection_filter!()
+        ))
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .fetch_one(&self.pool)
         .await?)
     }
 
@@ -518,20 +539,12 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<ConnectionRow>, i64)> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM connections WHERE workspace_id = $1
-               AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)",
-        )
-        .bind(workspace)
-        .bind(f.connector.as_deref())
-        .bind(f.status.as_deref())
-        .fetch_one(&self.pool)
-        .await?;
-        let rows = sqlx::query_as(
-            "SELECT * FROM connections WHERE workspace_id = $1
-               AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)
-             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
-        )
+        let total = self.count_connections(workspace, f).await?;
+        let rows = sqlx::query_as(concat!(
+            "SELECT * FROM connections ",
+            connection_filter!(),
+            " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+        ))
         .bind(workspace)
         .bind(f.connector.as_deref())
         .bind(f.status.as_deref())

@@ -112,10 +112,10 @@ pub async fn done(Query(q): Query<HashMap<String, String>>) -> Response {
     // Only fixed texts: the query string is anyone's to write.
     let message = crate::ui::outcome_message(status, q.get("error").map(String::as_str));
     let payload = serde_json::json!({"type": "keyport:oauth", "status": status, "connection_id": conn, "error": q.get("error").filter(|_| status == "error"), "message": message});
+    let payload = payload.to_string().replace('<', "\\u003c");
     let script = format!(
         "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);setTimeout(function(){{window.close();}},200);}}else if(window.BroadcastChannel){{new BroadcastChannel('keyport-oauth').postMessage({});setTimeout(function(){{window.close();}},200);}}}}catch(e){{}}</script>",
-        payload.to_string().replace('<', "\\u003c"),
-        payload.to_string().replace('<', "\\u003c")
+        payload, payload
     );
 
     no_store(

@@ -228,9 +228,12 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
             status: status.map(str::to_string),
         };
         let (rows, total) = connections_of(&state, &s.workspace_id, &of(None), 0, PER_CARD).await;
-        let active = connections_of(&state, &s.workspace_id, &of(Some("active")), 0, 0)
+        let active = state
+            .service
+            .store
+            .count_connections(&s.workspace_id, &of(Some("active")))
             .await
-            .1;
+            .unwrap_or_default();
         listed.insert(id, (rows, total, active > 0));
     }
     let none = (Vec::new(), 0, false);
@@ -815,14 +818,14 @@ pub async fn audit(
                 } } }
             }
             @if let Some(before) = older {
-                p { a href={ "/admin/audit?" (serde_urlencoded(&connection, &action, before)) } { "Older events" } }
+                p { a href={ "/admin/audit?" (audit_query(&connection, &action, before)) } { "Older events" } }
             }
         }
     };
     page_response(StatusCode::OK, layout(&s, &w, "Audit log", "audit", body))
 }
 
-fn serde_urlencoded(
+fn audit_query(
     connection: &Option<String>,
     action: &Option<String>,
     before: i64,
