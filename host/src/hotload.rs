@@ -15,132 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::connections::{Actor, Error, Result, Service, rfc3339};
 use crate::registry::Source;
 use crate::runtime::{Connector, Runtime};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Deployment, Upload};
 
 /// Settings key bumped on every change, so replicas reload.
 const GENERATION: &str = "connector_uploads_generation";
-
-/// A deployment: which uploaded version of a connector is active.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Deployment {
-    pub connector_id: String,
-    pub active_hash: Option<String>,
-    pub previous_hash: Option<String>,
-    pub pending_hash: Option<String>,
-    pub granted_hosts: String,
-    pub updated_at: i64,
-}
-
-impl Deployment {
-    fn granted(&self) -> BTreeSet<String> {
-        serde_json::from_str::<Vec<String>>(&self.granted_hosts)
-            .unwrap_or_default()
-            .into_iter()
-            .collect()
-    }
-}
-
-impl Store {
-    async fn deployment(&self, id: &str) -> std::result::Result<Option<Deployment>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM connector_deployments WHERE connector_id = $1")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
-    }
-
-    async fn deployments(&self) -> std::result::Result<Vec<Deployment>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM connector_deployments ORDER BY connector_id")
-                .fetch_all(self.pool())
-                .await?,
-        )
-    }
-
-    async fn put_deployment(&self, d: &Deployment) -> std::result::Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO connector_deployments (connector_id, active_hash, previous_hash, pending_hash, granted_hosts, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (connector_id) DO UPDATE SET active_hash = excluded.active_hash,
-               previous_hash = excluded.previous_hash, pending_hash = excluded.pending_hash,
-               granted_hosts = excluded.granted_hosts, updated_at = excluded.updated_at",
-        )
-        .bind(&d.connector_id)
-        .bind(&d.active_hash)
-        .bind(&d.previous_hash)
-        .bind(&d.pending_hash)
-        .bind(&d.granted_hosts)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn delete_deployment(&self, id: &str) -> std::result::Result<(), StoreError> {
-        sqlx::query("DELETE FROM connector_deployments WHERE connector_id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    async fn put_upload(
-        &self,
-        hash: &str,
-        c: &Connector,
-        bytes: &[u8],
-        by: &str,
-    ) -> std::result::Result<(), StoreError> {
-        let m = c.manifest();
-        sqlx::query(
-            "INSERT INTO connector_uploads (hash, connector_id, version, component, egress_hosts, uploaded_at, uploaded_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
-        )
-        .bind(hash)
-        .bind(&m.id)
-        .bind(&m.version)
-        .bind(bytes)
-        .bind(serde_json::to_string(&m.egress_hosts).unwrap_or_default())
-        .bind(now_ms())
-        .bind(by)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn upload_bytes(&self, hash: &str) -> std::result::Result<Option<Vec<u8>>, StoreError> {
-        Ok(
-            sqlx::query("SELECT component FROM connector_uploads WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(self.pool())
-                .await?
-                .map(|r| r.get(0)),
-        )
-    }
-
-    /// An upload's version and egress hosts.
-    async fn upload_summary(
-        &self,
-        hash: &str,
-    ) -> std::result::Result<Option<(String, Vec<String>)>, StoreError> {
-        Ok(
-            sqlx::query("SELECT version, egress_hosts FROM connector_uploads WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(self.pool())
-                .await?
-                .map(|r| {
-                    let hosts: String = r.get(1);
-                    (r.get(0), serde_json::from_str(&hosts).unwrap_or_default())
-                }),
-        )
-    }
-}
 
 /// Problems with files in the watched directory, by file name.
 pub type DirErrors = std::sync::Mutex<BTreeMap<String, String>>;
@@ -185,7 +67,16 @@ impl Service {
         }
         let hash = connector.hash().to_string();
         self.store
-            .put_upload(&hash, &connector, bytes, &actor.0)
+            .put_upload(
+                &hash,
+                &Upload {
+                    connector_id: &m.id,
+                    version: &m.version,
+                    egress_hosts: &m.egress_hosts,
+                },
+                bytes,
+                &actor.0,
+            )
             .await?;
         let mut d = self.store.deployment(&m.id).await?.unwrap_or(Deployment {
             connector_id: m.id.clone(),

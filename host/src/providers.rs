@@ -10,7 +10,6 @@
 //! encrypted); they are never part of the stored definition or of an export.
 
 use serde_json::{Map, Value, json};
-use sqlx::Row;
 
 use crate::connections::{Actor, Error, ProviderAppInput, Result, Service, rfc3339};
 use crate::registry::Source;
@@ -442,100 +441,5 @@ impl Service {
         }
         *last = generation;
         Ok(true)
-    }
-}
-
-/// A stored provider definition.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ProviderRow {
-    pub id: String,
-    pub issuer: Option<String>,
-    pub definition: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl crate::store::Store {
-    /// One imported provider.
-    pub async fn custom_provider(
-        &self,
-        id: &str,
-    ) -> std::result::Result<Option<ProviderRow>, crate::store::StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM custom_providers WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
-    }
-
-    /// Every imported provider.
-    pub async fn custom_providers(
-        &self,
-    ) -> std::result::Result<Vec<ProviderRow>, crate::store::StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM custom_providers ORDER BY id")
-            .fetch_all(self.pool())
-            .await?)
-    }
-
-    /// The provider holding an issuer, if any.
-    pub async fn provider_with_issuer(
-        &self,
-        issuer: &str,
-    ) -> std::result::Result<Option<String>, crate::store::StoreError> {
-        Ok(
-            sqlx::query("SELECT id FROM custom_providers WHERE issuer = $1")
-                .bind(issuer)
-                .fetch_optional(self.pool())
-                .await?
-                .map(|r| r.get(0)),
-        )
-    }
-
-    /// Inserts or replaces a provider.
-    pub async fn put_custom_provider(
-        &self,
-        id: &str,
-        issuer: Option<&str>,
-        definition: &str,
-    ) -> std::result::Result<(), crate::store::StoreError> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO custom_providers (id, issuer, definition, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (id) DO UPDATE SET issuer = excluded.issuer, definition = excluded.definition, updated_at = excluded.updated_at",
-        )
-        .bind(id)
-        .bind(issuer)
-        .bind(definition)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Deletes a provider.
-    pub async fn delete_custom_provider(
-        &self,
-        id: &str,
-    ) -> std::result::Result<(), crate::store::StoreError> {
-        sqlx::query("DELETE FROM custom_providers WHERE id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// How many connections (any workspace) use a connector.
-    pub async fn connections_of_connector(
-        &self,
-        connector: &str,
-    ) -> std::result::Result<i64, crate::store::StoreError> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) FROM connections WHERE connector_id = $1")
-                .bind(connector)
-                .fetch_one(self.pool())
-                .await?
-                .get(0),
-        )
     }
 }

@@ -1,0 +1,157 @@
+//! The account behind a connection ("Connected as …"): the call env a connector gets, the
+//! lookup, activation, and retries of lookups that failed for now.
+
+use super::*;
+
+impl Service {
+    /// The call env for a connection: credential, base URL, overrides, app secrets.
+    pub async fn call_env(
+        &self,
+        c: &ConnectionRow,
+        m: &crate::runtime::Manifest,
+    ) -> Result<CallEnv> {
+        let ws = c.workspace_id.as_str();
+        let field = if c.auth_kind == "api_key" {
+            "api_key"
+        } else {
+            "access_token"
+        };
+        let credential = self
+            .open_secret(ws, &c.id, field)
+            .await?
+            .map(|s| Secret::new(s.as_str()));
+        let config = self.effective_config_of(c, &json!({}))?;
+        let mut overrides = BTreeMap::new();
+        let mut form_secrets = HashMap::new();
+        if let AuthScheme::Oauth2(_) = &m.auth
+            && let Ok((app, secret, o)) = self.app(ws, &c.connector_id).await
+        {
+            overrides = o;
+            form_secrets.insert(SecretKind::ClientId, Secret::new(app.client_id));
+            if let Some(s) = secret {
+                form_secrets.insert(SecretKind::ClientSecret, s);
+            }
+        } else if let AuthScheme::ApiKey(_) = &m.auth {
+            // API-key connectors have no OAuth app, only the admin's endpoint overrides.
+            overrides = self
+                .api_key_overrides(ws, &c.connector_id)
+                .await?
+                .into_iter()
+                .collect();
+        }
+        if let Some(cred) = &credential {
+            form_secrets.insert(
+                if field == "api_key" {
+                    SecretKind::ApiKey
+                } else {
+                    SecretKind::AccessToken
+                },
+                cred.clone(),
+            );
+        }
+        let base = if m.api_base_url.is_empty() {
+            None
+        } else {
+            Some(
+                oauth::fill_template(&m.api_base_url, &config).map_err(|e| Error::Invalid {
+                    message: e,
+                    fields: vec![],
+                })?,
+            )
+        };
+        Ok(CallEnv {
+            credential,
+            form_secrets,
+            api_base_url: base,
+            granted_hosts: self
+                .registry
+                .get(&c.connector_id)
+                .and_then(|e| e.granted_hosts.clone()),
+            endpoint_overrides: overrides.into_iter().collect(),
+        })
+    }
+
+    /// The connector's account lookup with the connection's stored credential and config.
+    async fn look_up(
+        &self,
+        c: &ConnectionRow,
+    ) -> Result<
+        std::result::Result<
+            std::result::Result<crate::runtime::Account, crate::runtime::ConnectorError>,
+            crate::runtime::CallError,
+        >,
+    > {
+        let entry = self.connector(&c.connector_id)?;
+        let env = self.call_env(c, entry.connector.manifest()).await?;
+        let config = self.effective_config_of(c, &json!({}))?;
+        Ok(entry
+            .connector
+            .lookup_account(
+                env,
+                CallContext {
+                    config: config.to_string(),
+                    metadata: c.metadata.clone(),
+                    definition: String::new(),
+                },
+            )
+            .await)
+    }
+
+    /// Looks up the account and activates the connection; a transient failure leaves it
+    /// `pending` and schedules a retry. Returns the resulting status.
+    pub async fn lookup_and_activate(&self, ws: &str, id: &str) -> Result<String> {
+        let c = self.get(ws, id).await?;
+        let actor = Actor("keyport".into());
+        match self.look_up(&c).await? {
+            Ok(Ok(account)) => {
+                self.store
+                    .set_account(
+                        ws,
+                        id,
+                        &account.external_id,
+                        &account.display_name,
+                        account.email.as_deref().filter(|e| !e.is_empty()),
+                        now_ms() + self.config.probe_interval_ms,
+                    )
+                    .await?;
+                self.audit(ws, Some(id), "account.looked_up", &actor, json!({"account_id": account.external_id, "display_name": account.display_name})).await;
+                self.transition(&c, "active", "", &actor).await?;
+                Ok("active".into())
+            }
+            Ok(Err(e)) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::RateLimited) => {
+                self.retry_lookup(&c, &e.message).await?;
+                Ok("pending".into())
+            }
+            Err(call) => {
+                self.retry_lookup(&c, &call.to_string()).await?;
+                Ok("pending".into())
+            }
+            Ok(Err(e)) => {
+                let reason = format!(
+                    "The account lookup failed: {}. Reconnect to try again.",
+                    e.message
+                );
+                self.transition(&c, "error", &reason, &actor).await?;
+                Ok("error".into())
+            }
+        }
+    }
+
+    async fn retry_lookup(&self, c: &ConnectionRow, why: &str) -> Result<()> {
+        let delay = (2_000i64 << c.lookup_attempts.min(8)).min(10 * 60 * 1000);
+        let reason =
+            format!("Authorized; the account lookup failed for now ({why}) and will be retried.");
+        self.store
+            .schedule_lookup(&c.workspace_id, &c.id, now_ms() + delay, &reason)
+            .await?;
+        self.audit(
+            &c.workspace_id,
+            Some(&c.id),
+            "account.lookup_failed",
+            &Actor("keyport".into()),
+            json!({"error": why, "retry_in_ms": delay}),
+        )
+        .await;
+        Ok(())
+    }
+}

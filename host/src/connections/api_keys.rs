@@ -1,0 +1,140 @@
+//! API-key connections: the key is verified with the provider before anything is stored.
+
+use super::*;
+
+/// `POST /connections` body (API key).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub connector: String,
+    pub api_key: String,
+    pub name: Option<String>,
+    pub config: Option<Value>,
+}
+
+impl Service {
+    /// Creates an API-key connection after verifying the key with the provider.
+    pub async fn create_api_key(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        req: CreateApiKey,
+    ) -> Result<ConnectionRow> {
+        let entry = self.connector(&req.connector)?;
+        let m = entry.connector.manifest();
+        let AuthScheme::ApiKey(key_scheme) = &m.auth else {
+            return Err(Error::BadRequest(format!(
+                "{} connects with OAuth: start with POST /api/v1/connections/oauth/start",
+                m.display_name
+            )));
+        };
+        let api_key = req.api_key.trim().to_string();
+        if api_key.is_empty() {
+            return Err(Error::Invalid {
+                message: format!(
+                    "the {} is empty; paste it from the provider",
+                    key_scheme.label
+                ),
+                fields: vec![("/api_key".into(), "required".into())],
+            });
+        }
+        let config = self
+            .validate_config(&entry.connector, req.config.as_ref().unwrap_or(&json!({})))
+            .await?;
+        let mut merged = schema_defaults(
+            &crate::runtime::config_schema(&m.config_schema)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        merge(&mut merged, &config);
+        let base =
+            oauth::fill_template(&m.api_base_url, &Value::Object(merged.clone())).map_err(|e| {
+                Error::Invalid {
+                    message: e,
+                    fields: vec![],
+                }
+            })?;
+        let credential = Secret::new(api_key.clone());
+        let env = CallEnv {
+            credential: Some(credential.clone()),
+            form_secrets: HashMap::from([(SecretKind::ApiKey, credential)]),
+            api_base_url: Some(base),
+            granted_hosts: entry.granted_hosts.clone(),
+            endpoint_overrides: self.api_key_overrides(ws, &m.id).await?,
+        };
+        let account = entry
+            .connector
+            .lookup_account(
+                env,
+                CallContext {
+                    config: Value::Object(merged).to_string(),
+                    metadata: json!({"display_name": req.name}).to_string(),
+                    definition: String::new(),
+                },
+            )
+            .await
+            .map_err(|e| Error::Upstream(format!("could not verify the key: {e}")))?
+            .map_err(|e| match e.kind {
+                ErrorKind::Unavailable | ErrorKind::RateLimited => Error::Upstream(format!(
+                    "{} is unavailable, try again: {}",
+                    m.display_name, e.message
+                )),
+                _ => Error::Invalid {
+                    message: format!(
+                        "{} rejected the {}: {}",
+                        m.display_name, key_scheme.label, e.message
+                    ),
+                    fields: vec![("/api_key".into(), e.message)],
+                },
+            })?;
+        let id = new_id("conn");
+        let name = req
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| account.display_name.clone());
+        let mut row = ConnectionRow::new(
+            &id,
+            ws,
+            &m.id,
+            name,
+            "api_key",
+            "active",
+            config.to_string(),
+        );
+        row.account_id = Some(account.external_id.clone());
+        row.account_name = Some(account.display_name.clone());
+        row.account_email = account.email.clone();
+        self.store.insert_connection(&row).await?;
+        self.emit("connection.created", &row, json!({})).await;
+        self.emit("connection.active", &row, json!({})).await;
+        let sealed = self.seal_field(ws, &id, "api_key", &api_key);
+        self.store.put_secret(&id, ws, &sealed).await?;
+        self.store
+            .set_account(
+                ws,
+                &id,
+                &account.external_id,
+                &account.display_name,
+                account.email.as_deref(),
+                now_ms() + self.config.probe_interval_ms,
+            )
+            .await?;
+        self.audit(
+            ws,
+            Some(&id),
+            "connection.created",
+            actor,
+            json!({"connector": m.id, "auth": "api_key"}),
+        )
+        .await;
+        self.audit(
+            ws,
+            Some(&id),
+            "account.looked_up",
+            actor,
+            json!({"account_id": account.external_id, "display_name": account.display_name}),
+        )
+        .await;
+        self.get(ws, &id).await
+    }
+}

@@ -1,0 +1,562 @@
+//! The authorization-code flow: start, launch (binding the browser), callback (state, `iss`,
+//! PKCE, code exchange) and reconnect.
+
+use super::*;
+
+/// `POST /connections/oauth/start` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartOAuth {
+    pub connector: String,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub config: Option<Value>,
+    pub return_to: Option<String>,
+    /// Set by the API layer (never from the body): the UI session starting the flow, whose
+    /// browser alone may open the launch link.
+    #[serde(skip)]
+    pub session: Option<String>,
+}
+
+/// Where a flow's browser comes back to, and the UI session it belongs to.
+struct FlowBrowser {
+    return_to: Option<String>,
+    session: Option<String>,
+}
+
+/// A started OAuth flow.
+#[derive(Debug, Serialize)]
+pub struct Started {
+    pub connection_id: String,
+    /// Open this in the user's browser: it binds the flow to that browser and redirects to the
+    /// provider's consent screen.
+    pub authorize_url: String,
+    pub expires_at: String,
+}
+
+/// The outcome of a callback, for the browser.
+#[derive(Debug)]
+pub struct CallbackOutcome {
+    pub location: String,
+    pub clear_cookie: Option<String>,
+}
+
+/// What the callback got.
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl Service {
+    fn check_return_to(&self, return_to: &str) -> Result<()> {
+        let ok = url::Url::parse(return_to).ok().is_some_and(|u| {
+            let origin = u.origin().ascii_serialization();
+            std::iter::once(&self.config.public_url)
+                .chain(self.config.return_to_allowlist.iter())
+                .any(|allowed| {
+                    let allowed = allowed.trim_end_matches('/');
+                    origin == allowed || return_to.starts_with(&format!("{allowed}/"))
+                })
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::BadRequest(format!(
+                "return_to {return_to:?} is not allowed; add its origin to KEYPORT_RETURN_TO_ALLOWLIST"
+            )))
+        }
+    }
+
+    /// Starts an OAuth connection: a `pending` connection plus a flow.
+    pub async fn start_oauth(&self, ws: &str, actor: &Actor, req: StartOAuth) -> Result<Started> {
+        let entry = self.connector(&req.connector)?;
+        let m = entry.connector.manifest();
+        self.oauth_of(m)?;
+        if let Some(r) = &req.return_to {
+            self.check_return_to(r)?;
+        }
+        let config = self
+            .validate_config(&entry.connector, req.config.as_ref().unwrap_or(&json!({})))
+            .await?;
+        let (app, _, _) = self.app(ws, &m.id).await?;
+        let scopes = self.requested_scopes(m, &app, req.scopes.as_deref().unwrap_or(&[]), &[])?;
+        let id = new_id("conn");
+        let name = req
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| m.display_name.clone());
+        let mut row = ConnectionRow::new(
+            &id,
+            ws,
+            &m.id,
+            name,
+            "oauth2",
+            "pending",
+            config.to_string(),
+        );
+        row.status_reason = Some("Waiting for the user to authorize.".into());
+        row.requested_scopes = serde_json::to_string(&scopes).unwrap_or_default();
+        self.store.insert_connection(&row).await?;
+        self.audit(
+            ws,
+            Some(&id),
+            "connection.created",
+            actor,
+            json!({"connector": m.id, "auth": "oauth2"}),
+        )
+        .await;
+        self.emit("connection.created", &row, json!({})).await;
+        let browser = FlowBrowser {
+            return_to: req.return_to,
+            session: req.session,
+        };
+        self.new_flow(ws, &id, &m.id, &scopes, false, browser).await
+    }
+
+    /// Scopes to request: required ones, the app's chosen ones, the caller's, and `extra`.
+    fn requested_scopes(
+        &self,
+        m: &crate::runtime::Manifest,
+        app: &ProviderAppRow,
+        asked: &[String],
+        extra: &[String],
+    ) -> Result<Vec<String>> {
+        let chosen: Vec<String> = serde_json::from_str(&app.scopes).unwrap_or_default();
+        let mut out: Vec<String> = m
+            .scopes
+            .iter()
+            .filter(|s| s.required)
+            .map(|s| s.name.clone())
+            .collect();
+        for s in chosen.iter().chain(asked).chain(extra) {
+            if !m.scopes.iter().any(|k| &k.name == s) {
+                return Err(Error::Invalid {
+                    message: format!(
+                        "{s:?} is not a scope of {}; GET /api/v1/connectors/{} lists them",
+                        m.id, m.id
+                    ),
+                    fields: vec![("/scopes".into(), format!("unknown scope {s}"))],
+                });
+            }
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn new_flow(
+        &self,
+        ws: &str,
+        conn: &str,
+        connector: &str,
+        scopes: &[String],
+        reconnect: bool,
+        browser: FlowBrowser,
+    ) -> Result<Started> {
+        let now = now_ms();
+        let flow_id = new_id("flow");
+        let state = oauth::new_state();
+        let launch = oauth::new_state();
+        let flow = FlowRow {
+            id: flow_id.clone(),
+            workspace_id: ws.into(),
+            connection_id: conn.into(),
+            connector_id: connector.into(),
+            state_hash: oauth::hash(&state),
+            launch_hash: oauth::hash(&launch),
+            browser_hash: None,
+            redirect_uri: self.redirect_uri(),
+            requested_scopes: serde_json::to_string(scopes).unwrap_or_default(),
+            return_to: browser.return_to,
+            reconnect: reconnect as i64,
+            session_hash: browser.session,
+            expires_at: now + FLOW_TTL_MS,
+            launched_at: None,
+            consumed_at: None,
+            created_at: now,
+        };
+        self.store.insert_flow(&flow).await?;
+        // The state itself is needed once more, at launch, to build the provider URL: keep it
+        // sealed with the flow, with the PKCE verifier.
+        let (challenge, verifier) = oauth::new_pkce();
+        for (field, value) in [
+            ("state", state.as_str()),
+            ("pkce_verifier", verifier.as_str()),
+            ("pkce_challenge", challenge.as_str()),
+        ] {
+            let sealed = self.seal_field(ws, &flow_id, field, value);
+            self.store.put_secret(&flow_id, ws, &sealed).await?;
+        }
+        Ok(Started {
+            connection_id: conn.into(),
+            authorize_url: format!("{}/oauth/launch/{launch}", self.config.public_url),
+            expires_at: rfc3339(flow.expires_at),
+        })
+    }
+
+    /// Opens a launch link once: binds the flow to this browser and returns (provider URL,
+    /// cookie name, cookie value).
+    /// `session` is the opening browser's UI session (cookie hash), if signed in.
+    pub async fn launch(
+        &self,
+        launch: &str,
+        session: Option<&str>,
+    ) -> Result<(String, String, String)> {
+        let binding = oauth::new_state();
+        let now = now_ms();
+        let launch_hash = oauth::hash(launch);
+        let Some(flow) = self
+            .store
+            .launch_flow(&launch_hash, &oauth::hash(&binding), session, now)
+            .await?
+        else {
+            let other_session = self
+                .store
+                .flow_by_launch(&launch_hash, now)
+                .await?
+                .is_some_and(|f| f.session_hash.is_some());
+            return Err(Error::BadRequest(if other_session {
+                "This authorization link was started from another keyport sign-in. Open it in the browser that started it, or start the connection again.".into()
+            } else {
+                "This authorization link was already used or has expired. Start the connection again.".into()
+            }));
+        };
+        let ws = flow.workspace_id.as_str();
+        let entry = self.connector(&flow.connector_id)?;
+        let m = entry.connector.manifest();
+        let o = self.oauth_of(m)?;
+        let (app, _, overrides) = self.app(ws, &flow.connector_id).await?;
+        let conn = self.get(ws, &flow.connection_id).await?;
+        let config: Value = self.effective_config(ws, &conn.id, &json!({})).await?;
+        let expired = || {
+            Error::BadRequest(
+                "This authorization link has expired. Start the connection again.".into(),
+            )
+        };
+        let state = self
+            .open_secret(ws, &flow.id, "state")
+            .await?
+            .ok_or_else(expired)?;
+        let challenge = self
+            .open_secret(ws, &flow.id, "pkce_challenge")
+            .await?
+            .ok_or_else(expired)?;
+        self.store
+            .delete_secrets(ws, &flow.id, Some("state"))
+            .await?;
+        self.store
+            .delete_secrets(ws, &flow.id, Some("pkce_challenge"))
+            .await?;
+        let scopes: Vec<String> = serde_json::from_str(&flow.requested_scopes).unwrap_or_default();
+        let scope_params: Vec<(String, String)> = scopes
+            .iter()
+            .map(|s| {
+                let param = m
+                    .scopes
+                    .iter()
+                    .find(|k| &k.name == s)
+                    .and_then(|k| k.param.clone())
+                    .unwrap_or_else(|| "scope".into());
+                (s.clone(), param)
+            })
+            .collect();
+        let url = oauth::authorize_url(&oauth::AuthorizeParams {
+            oauth: o,
+            config: &config,
+            client_id: &app.client_id,
+            redirect_uri: &flow.redirect_uri,
+            state: &state,
+            code_challenge: o.pkce.then_some(challenge.as_str()),
+            scopes: &scope_params,
+            overrides: &overrides,
+        })
+        .map_err(Error::BadRequest)?;
+        Ok((url, self.cookie_name(&flow.id), binding))
+    }
+
+    /// The browser-binding cookie's name for a flow.
+    pub fn cookie_name(&self, flow_id: &str) -> String {
+        let short = &flow_id[flow_id.len().saturating_sub(12)..];
+        if self.config.public_url.starts_with("https://") {
+            format!("__Host-keyport-flow-{short}")
+        } else {
+            format!("keyport-flow-{short}")
+        }
+    }
+
+    /// Whether cookies must be `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.config.public_url.starts_with("https://")
+    }
+
+    /// Completes an OAuth flow (O1–O13). `cookies` are the request's cookies.
+    pub async fn callback(
+        &self,
+        p: CallbackParams,
+        cookies: &HashMap<String, String>,
+    ) -> Result<CallbackOutcome> {
+        let state = p
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Error::BadRequest(
+                    "The provider's answer has no state. Start the connection again.".into(),
+                )
+            })?;
+        let flow = self
+            .store
+            .flow_by_state(&oauth::hash(state))
+            .await?
+            .ok_or_else(|| {
+                Error::BadRequest("Unknown authorization state. Start the connection again.".into())
+            })?;
+        let now = now_ms();
+        if flow.consumed_at.is_some() {
+            return Err(Error::BadRequest(
+                "This authorization was already completed. Start the connection again if needed."
+                    .into(),
+            ));
+        }
+        if flow.expires_at <= now {
+            return Err(Error::BadRequest(
+                "This authorization expired (flows last 10 minutes). Start the connection again."
+                    .into(),
+            ));
+        }
+        // O2: the browser that launched the flow.
+        let cookie_name = self.cookie_name(&flow.id);
+        let bound = match (&flow.browser_hash, cookies.get(&cookie_name)) {
+            (Some(h), Some(v)) => constant_eq(h, &oauth::hash(v)),
+            _ => false,
+        };
+        if !bound {
+            return Err(Error::BadRequest(
+                "This authorization was started in another browser (or cookies are blocked). Start the connection again from this browser.".into(),
+            ));
+        }
+        let ws = flow.workspace_id.clone();
+        let entry = self.connector(&flow.connector_id)?;
+        let m = entry.connector.manifest().clone();
+        let o = self.oauth_of(&m)?.clone();
+        let (app, client_secret, overrides) = self.app(&ws, &flow.connector_id).await?;
+        // O6: mix-up defence, also for error callbacks.
+        if let Some(issuer) = &o.issuer {
+            let expected = oauth::apply_overrides(issuer, &overrides);
+            match &p.iss {
+                Some(iss) if iss == &expected => {}
+                Some(_) => return Err(Error::BadRequest("The authorization response came from an unexpected issuer. Start the connection again.".into())),
+                None if o.iss_required => {
+                    return Err(Error::BadRequest("The authorization response is missing its issuer (iss). Start the connection again.".into()));
+                }
+                None => {}
+            }
+        } else if p.iss.is_some() && o.iss_required {
+            return Err(Error::BadRequest(
+                "Unexpected issuer in the authorization response.".into(),
+            ));
+        }
+        // O3: consume once.
+        if !self.store.consume_flow(&flow.id, now).await? {
+            return Err(Error::BadRequest(
+                "This authorization was already completed. Start the connection again if needed."
+                    .into(),
+            ));
+        }
+        let verifier = self.open_secret(&ws, &flow.id, "pkce_verifier").await?;
+        self.store.delete_secrets(&ws, &flow.id, None).await?;
+        let actor = Actor("oauth-callback".into());
+        // `error` is a fixed code pages may show text for; `message` is the detail for the
+        // platform's own `return_to` page.
+        let done = |status: &str, failure: Option<(&str, &str)>| {
+            let base = flow
+                .return_to
+                .clone()
+                .unwrap_or_else(|| format!("{}/oauth/done", self.config.public_url));
+            let mut u = url::Url::parse(&base).unwrap_or_else(|_| {
+                url::Url::parse(&format!("{}/oauth/done", self.config.public_url))
+                    .expect("public URL")
+            });
+            u.query_pairs_mut()
+                .append_pair("connection_id", &flow.connection_id)
+                .append_pair("status", status);
+            if let Some((code, msg)) = failure {
+                u.query_pairs_mut().append_pair("error", code);
+                // The detail only for the platform's own page; keyport's pages show fixed texts.
+                if flow.return_to.is_some() {
+                    u.query_pairs_mut().append_pair("message", msg);
+                }
+            }
+            CallbackOutcome {
+                location: u.to_string(),
+                clear_cookie: Some(cookie_name.clone()),
+            }
+        };
+
+        // O11: error callbacks never reach the token endpoint.
+        if let Some(err) = p.error.as_deref() {
+            let reason = if err == "access_denied" {
+                "The provider denied access — try again and approve the permissions.".to_string()
+            } else {
+                format!("The provider returned an error ({err}). Try connecting again.")
+            };
+            self.authorization_failed(&flow, &reason, err).await?;
+            let code = if err == "access_denied" {
+                "access_denied"
+            } else {
+                "provider_error"
+            };
+            return Ok(done("error", Some((code, &reason))));
+        }
+        let code = p.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
+            Error::BadRequest(
+                "The provider's answer has no code. Start the connection again.".into(),
+            )
+        })?;
+        let conn = self.get(&ws, &flow.connection_id).await?;
+        let config: Value = self.effective_config(&ws, &conn.id, &json!({})).await?;
+        let call = TokenCall {
+            http: &self.http,
+            oauth: &o,
+            config: &config,
+            client_id: &app.client_id,
+            client_secret: client_secret.as_ref(),
+            overrides: &overrides,
+        };
+        let requested: Vec<String> =
+            serde_json::from_str(&flow.requested_scopes).unwrap_or_default();
+        let tokens = match call
+            .exchange_code(
+                code,
+                &flow.redirect_uri,
+                if o.pkce {
+                    verifier.as_deref().map(|v| v.as_str())
+                } else {
+                    None
+                },
+            )
+            .await
+        {
+            Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
+            Err(e) => Err(e),
+        };
+        let tokens = match tokens {
+            Ok(t) => t,
+            Err(e) => {
+                let reason =
+                    format!("Could not complete the authorization: {e}. Try connecting again.");
+                self.authorization_failed(&flow, &reason, &e.to_string())
+                    .await?;
+                return Ok(done("error", Some(("token_exchange_failed", &reason))));
+            }
+        };
+        self.save_tokens(&ws, &conn, &tokens, &requested, true, None, None)
+            .await?;
+        if flow.reconnect != 0 {
+            self.store
+                .set_requested_scopes(&ws, &conn.id, &flow.requested_scopes)
+                .await?;
+            self.audit(
+                &ws,
+                Some(&conn.id),
+                "connection.reconnected",
+                &actor,
+                json!({"scopes": requested}),
+            )
+            .await;
+        } else {
+            self.audit(
+                &ws,
+                Some(&conn.id),
+                "connection.authorized",
+                &actor,
+                json!({"scopes": requested}),
+            )
+            .await;
+        }
+        self.store
+            .set_status(
+                &ws,
+                &conn.id,
+                if conn.account_id.is_some() {
+                    &conn.status
+                } else {
+                    "pending"
+                },
+                Some(PENDING_LOOKUP),
+            )
+            .await?;
+        let status = self.lookup_and_activate(&ws, &conn.id).await?;
+        Ok(done(&status, None))
+    }
+
+    /// Records a failed authorization: a new connection stays `pending` with the reason (a
+    /// reconnect leaves the working connection alone); the audit log gets the error.
+    async fn authorization_failed(&self, flow: &FlowRow, reason: &str, error: &str) -> Result<()> {
+        if flow.reconnect == 0 {
+            self.store
+                .set_status(
+                    &flow.workspace_id,
+                    &flow.connection_id,
+                    "pending",
+                    Some(reason),
+                )
+                .await?;
+        }
+        let actor = Actor("oauth-callback".into());
+        self.audit(
+            &flow.workspace_id,
+            Some(&flow.connection_id),
+            "authorization.failed",
+            &actor,
+            json!({"error": error}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Starts a reconnect: a new flow for the same connection, optionally with more scopes.
+    pub async fn reconnect(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        extra_scopes: &[String],
+        return_to: Option<String>,
+        session: Option<String>,
+    ) -> Result<Started> {
+        let c = self.get(ws, id).await?;
+        let entry = self.connector(&c.connector_id)?;
+        let m = entry.connector.manifest();
+        self.oauth_of(m)?;
+        if let Some(r) = &return_to {
+            self.check_return_to(r)?;
+        }
+        let (app, _, _) = self.app(ws, &m.id).await?;
+        let previous: Vec<String> = serde_json::from_str(&c.requested_scopes).unwrap_or_default();
+        let scopes = self.requested_scopes(m, &app, &previous, extra_scopes)?;
+        self.audit(
+            ws,
+            Some(id),
+            "reconnect.started",
+            actor,
+            json!({"scopes": scopes}),
+        )
+        .await;
+        let browser = FlowBrowser { return_to, session };
+        self.new_flow(ws, id, &m.id, &scopes, true, browser).await
+    }
+}

@@ -1,0 +1,215 @@
+//! Changes to an existing connection: rename and reconfigure, status transitions, revoke,
+//! delete, dependents.
+
+use super::*;
+
+/// `PATCH /connections/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    pub name: Option<String>,
+    pub config: Option<Value>,
+}
+
+impl Service {
+    /// Renames or reconfigures a connection.
+    pub async fn patch(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        p: Patch,
+    ) -> Result<ConnectionRow> {
+        self.forget(id);
+        let c = self.get(ws, id).await?;
+        let entry = self.connector(&c.connector_id)?;
+        let name = match p.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(Error::Invalid {
+                    message: "name must not be empty".into(),
+                    fields: vec![("/name".into(), "required".into())],
+                });
+            }
+            Some(n) => n.trim().to_string(),
+            None => c.name.clone(),
+        };
+        let config = match &p.config {
+            Some(cfg) => self
+                .validate_config(&entry.connector, cfg)
+                .await?
+                .to_string(),
+            None => c.config.clone(),
+        };
+        self.store
+            .update_name_config(ws, id, &name, &config)
+            .await?;
+        if name != c.name {
+            self.audit(
+                ws,
+                Some(id),
+                "connection.renamed",
+                actor,
+                json!({"name": name}),
+            )
+            .await;
+        }
+        if config != c.config {
+            self.audit(ws, Some(id), "config.changed", actor, json!({"keys": serde_json::from_str::<Value>(&config).ok().and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))})).await;
+        }
+        self.get(ws, id).await
+    }
+
+    pub(crate) async fn transition(
+        &self,
+        c: &ConnectionRow,
+        to: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<()> {
+        self.forget(&c.id);
+        let reason = (!reason.is_empty()).then_some(reason);
+        let from = c.status.clone();
+        let changed = self
+            .store
+            // Revoking applies whatever happened meanwhile; other changes only from the status
+            // they were decided on.
+            .transition_status(
+                &c.workspace_id,
+                &c.id,
+                (to != "revoked").then_some(from.as_str()),
+                to,
+                reason,
+                |row| {
+                    crate::webhooks::status_event(&from, to).map(|kind| {
+                        crate::webhooks::connection_event(
+                            kind,
+                            row,
+                            json!({"previous_status": from, "reason": reason}),
+                        )
+                    })
+                },
+            )
+            .await?;
+        if changed {
+            self.audit(
+                &c.workspace_id,
+                Some(&c.id),
+                "status.changed",
+                actor,
+                json!({"from": c.status, "to": to, "reason": reason}),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Revokes at the provider (when it has an endpoint) and deletes the secrets whatever the
+    /// outcome (O17).
+    pub async fn revoke(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(ConnectionRow, Option<String>)> {
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let c = self.get(ws, id).await?;
+        let entry = self.connector(&c.connector_id)?;
+        let m = entry.connector.manifest().clone();
+        let mut provider_error = None;
+        if let AuthScheme::Oauth2(o) = &m.auth
+            && o.revoke_url.is_some()
+        {
+            // RFC 7009: revoking the refresh token revokes the grant; else the access token.
+            let token = match self.open_secret(ws, id, "refresh_token").await? {
+                Some(t) => Some((t, "refresh_token")),
+                None => self
+                    .open_secret(ws, id, "access_token")
+                    .await?
+                    .map(|t| (t, "access_token")),
+            };
+            if let Some((token, hint)) = token {
+                match self.app(ws, &c.connector_id).await {
+                    Ok((app, secret, overrides)) => {
+                        let config = self.effective_config(ws, id, &json!({})).await?;
+                        let call = TokenCall {
+                            http: &self.http,
+                            oauth: o,
+                            config: &config,
+                            client_id: &app.client_id,
+                            client_secret: secret.as_ref(),
+                            overrides: &overrides,
+                        };
+                        if let Err(e) = call.revoke(&token, hint).await {
+                            provider_error = Some(e.to_string());
+                        }
+                    }
+                    Err(e) => provider_error = Some(e.to_string()),
+                }
+            }
+        }
+        let deleted = self.store.delete_secrets(ws, id, None).await?;
+        self.audit(
+            ws,
+            Some(id),
+            "connection.revoked",
+            actor,
+            json!({"secrets_deleted": deleted, "provider_error": provider_error}),
+        )
+        .await;
+        let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
+        self.transition(&c, "revoked", &reason, actor).await?;
+        Ok((self.get(ws, id).await?, provider_error))
+    }
+
+    /// Deletes a connection; 409 while dependents exist.
+    pub async fn delete(&self, ws: &str, actor: &Actor, id: &str) -> Result<()> {
+        self.forget(id);
+        let c = self.get(ws, id).await?;
+        let blocking = self.store.delete_connection(ws, id).await?;
+        if blocking > 0 {
+            return Err(Error::Conflict(format!(
+                "{blocking} workflow(s) depend on this connection; remove them (DELETE /api/v1/connections/{id}/dependents/{{ref}}) before deleting it"
+            )));
+        }
+        self.audit(
+            ws,
+            Some(id),
+            "connection.deleted",
+            actor,
+            json!({"connector": c.connector_id, "name": c.name}),
+        )
+        .await;
+        self.emit("connection.deleted", &c, json!({})).await;
+        Ok(())
+    }
+
+    /// Registers a dependent.
+    pub async fn add_dependent(&self, ws: &str, actor: &Actor, id: &str, r: &str) -> Result<bool> {
+        self.get(ws, id).await?;
+        if r.is_empty() || r.len() > 200 {
+            return Err(Error::BadRequest(
+                "a dependent ref is 1-200 characters".into(),
+            ));
+        }
+        let added = self.store.add_dependent(ws, id, r).await?;
+        if added {
+            self.audit(ws, Some(id), "dependent.added", actor, json!({"ref": r}))
+                .await;
+        }
+        Ok(added)
+    }
+
+    /// Removes a dependent.
+    pub async fn remove_dependent(&self, ws: &str, actor: &Actor, id: &str, r: &str) -> Result<()> {
+        self.get(ws, id).await?;
+        if !self.store.remove_dependent(ws, id, r).await? {
+            return Err(Error::NotFound(format!(
+                "no dependent {r:?} on this connection"
+            )));
+        }
+        self.audit(ws, Some(id), "dependent.removed", actor, json!({"ref": r}))
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,391 @@
+//! The connection lifecycle: create (OAuth or API key), authorize, look up the account, refresh,
+//! reconnect, revoke, delete; config resolution; dependents.
+//!
+//! Status machine (ARCHITECTURE.md):
+//!
+//! | from | event | to |
+//! |---|---|---|
+//! | — | OAuth start | `pending` |
+//! | `pending` | callback + account lookup | `active` |
+//! | `pending` | transient lookup failure | `pending` (lookup retried with backoff) |
+//! | `pending` | access denied / flow error | `pending`, with the reason |
+//! | any | refresh succeeds | `active` |
+//! | `active`, `error` | `invalid_grant` / revoked | `revoked` |
+//! | `active`, `error` | expired and no refresh token | `expired` |
+//! | any | revoke | `revoked` (secrets deleted) |
+//!
+//! Every change writes an audit row. Secrets pass through here only to the vault and to the
+//! provider; responses and errors carry none.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::oauth::{self, OAuthError, TokenCall};
+use crate::registry::Registry;
+use crate::runtime::{
+    AuthScheme, CallContext, CallEnv, ErrorKind, Oauth2, Secret, SecretKind, TokenSet,
+};
+use crate::store::{ConnectionRow, FlowRow, ProviderAppRow, SealedField, Store, TokenMeta, now_ms};
+use crate::vault::{Context, KeyRing};
+
+mod accounts;
+mod api_keys;
+mod cache;
+mod config;
+mod flows;
+mod manage;
+mod provider_apps;
+mod refresh;
+mod scheduler;
+mod tokens;
+
+pub use api_keys::CreateApiKey;
+pub use cache::CONN_CACHE_TTL;
+pub(crate) use cache::CachedConn;
+pub use config::schema_defaults;
+pub use flows::{CallbackOutcome, CallbackParams, StartOAuth, Started};
+pub use manage::Patch;
+pub use provider_apps::ProviderAppInput;
+pub use refresh::RefreshMode;
+
+/// On-demand refreshes leave alone a token valid for at least this long.
+pub const ON_DEMAND_MARGIN_MS: i64 = 60_000;
+
+/// How long a refresh lease lasts; a crashed holder's lease expires after this.
+pub const LEASE_MS: i64 = 30_000;
+
+/// Shortest time between two refreshes of one connection caused by the provider rejecting its
+/// token (the proxy after a 401).
+pub const REJECTION_REFRESH_MIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Lifetime of an OAuth flow (O1: at most 10 minutes).
+pub const FLOW_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// Service configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Public base URL (scheme, host, port, no trailing slash): redirect URIs come from here.
+    pub public_url: String,
+    /// Origins (or URL prefixes) `return_to` may point at, besides the public URL.
+    pub return_to_allowlist: Vec<String>,
+    /// Test mode: loopback targets allowed for OAuth calls.
+    pub allow_loopback: bool,
+    /// First retry delay after a transient refresh failure; doubles per failure (≤ 15 min).
+    pub refresh_backoff_ms: i64,
+    /// Transient refresh failures in a row before the connection shows `error`.
+    pub refresh_failure_threshold: i64,
+    /// Lifetime of a refresh lease; longer than two token requests (a refresh and its in-doubt
+    /// retry), so a lease never lapses while its holder talks to the provider.
+    pub refresh_lease_ms: i64,
+    /// Refreshes the scheduler runs at once in this process.
+    pub refresh_concurrency: usize,
+    /// Scheduled refreshes per second per connector in this process (0: unlimited).
+    pub refresh_rate_per_connector: u32,
+    /// Total timeout of one token-endpoint request.
+    pub token_timeout_ms: u64,
+    /// How often credentials that never expire (API keys, non-expiring tokens) are probed.
+    pub probe_interval_ms: i64,
+    /// A refresh token expiring within this window flags its connection as expiring soon.
+    pub expiring_soon_ms: i64,
+    /// First retry delay of a failed webhook delivery; doubles per attempt (≤ 1 h).
+    pub webhook_backoff_ms: i64,
+    /// Attempts before a webhook delivery is given up.
+    pub webhook_max_attempts: i64,
+    /// How long audit events are kept.
+    pub audit_retention_ms: i64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            return_to_allowlist: Vec::new(),
+            allow_loopback: false,
+            refresh_backoff_ms: 30_000,
+            refresh_failure_threshold: 5,
+            refresh_lease_ms: LEASE_MS,
+            refresh_concurrency: 16,
+            refresh_rate_per_connector: 100,
+            token_timeout_ms: 10_000,
+            probe_interval_ms: 6 * 3600 * 1000,
+            expiring_soon_ms: 7 * 24 * 3600 * 1000,
+            webhook_backoff_ms: 5_000,
+            webhook_max_attempts: 12,
+            audit_retention_ms: 90 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// A service error with an HTTP-ish class and a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422 with field errors.
+    #[error("{message}")]
+    Invalid {
+        /// Summary.
+        message: String,
+        /// Field errors: (JSON pointer, message).
+        fields: Vec<(String, String)>,
+    },
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 502: the provider failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        Error::Internal("the database failed; see the server log".into())
+    }
+}
+
+impl From<crate::vault::VaultError> for Error {
+    fn from(e: crate::vault::VaultError) -> Self {
+        tracing::error!(error = %e, "vault error");
+        Error::Internal(format!("a stored secret could not be read: {e}"))
+    }
+}
+
+/// Service results.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Who is acting (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// The lifecycle service.
+pub struct Service {
+    pub store: Store,
+    pub vault: Arc<KeyRing>,
+    pub registry: Arc<Registry>,
+    pub http: reqwest::Client,
+    pub config: ServiceConfig,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This process's id for refresh leases.
+    instance: String,
+    /// Scheduled refreshes per connector, when limited.
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Client for webhook deliveries.
+    pub(crate) webhook_http: reqwest::Client,
+    /// Client for proxied API calls.
+    pub(crate) proxy_http: reqwest::Client,
+    /// Proxy use not yet written: audit rows and last-used times (flushed in batches).
+    pub(crate) usage: Mutex<crate::proxy::Usage>,
+    /// Provider apps recently read.
+    app_cache: Mutex<HashMap<(String, String), (std::time::Instant, CachedApp)>>,
+    /// Connections and their call envs recently used by the proxy (see `usable_conn`).
+    conn_cache: Mutex<HashMap<String, (std::time::Instant, CachedConn)>>,
+    /// API credentials recently checked: token hash → (when, workspace, actor, permissions).
+    pub(crate) auth_cache:
+        Mutex<HashMap<String, (std::time::Instant, Option<crate::api::auth::Caller>)>>,
+    /// The connector runtime, for loading uploads (set once at start).
+    pub runtime: std::sync::OnceLock<crate::runtime::Runtime>,
+    /// Problems with files in the watched connectors directory.
+    pub(crate) dir_errors: crate::hotload::DirErrors,
+    /// When the proxy last refreshed each connection because the provider rejected its token.
+    pub(crate) rejection_refreshes: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// The JSON view of a connection.
+pub fn view(c: &ConnectionRow) -> Value {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    json!({
+        "id": c.id,
+        "connector": c.connector_id,
+        "name": c.name,
+        "auth_kind": c.auth_kind,
+        "status": c.status,
+        "status_reason": c.status_reason,
+        "account": c.account_id.as_ref().map(|id| json!({
+            "id": id, "display_name": c.account_name, "email": c.account_email
+        })),
+        "requested_scopes": parse(&c.requested_scopes),
+        "granted_scopes": c.granted_scopes.as_deref().map(parse),
+        "scope_narrowed": c.scope_narrowed != 0,
+        "config": parse(&c.config),
+        "metadata": parse(&c.metadata),
+        "expires_at": c.expires_at.map(rfc3339),
+        "last_refreshed_at": c.last_refreshed_at.map(rfc3339),
+        "last_used_at": c.last_used_at.map(rfc3339),
+        "refresh_token_expires_at": c.refresh_token_expires_at.map(rfc3339),
+        "next_refresh_at": c.next_refresh_at.map(rfc3339),
+        "expiring_soon": c.expiring_soon_at.map(|at| json!({
+            "since": rfc3339(at),
+            "reason": c.expiring_soon_reason,
+        })),
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+/// Unix milliseconds as RFC 3339.
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn ctx<'a>(ws: &'a str, row: &'a str, field: &'a str) -> Context<'a> {
+    Context {
+        workspace: ws,
+        row,
+        field,
+    }
+}
+
+const PENDING_LOOKUP: &str = "Authorized; looking up the account.";
+
+impl Service {
+    /// A service over its parts.
+    pub fn new(
+        store: Store,
+        vault: Arc<KeyRing>,
+        registry: Arc<Registry>,
+        config: ServiceConfig,
+    ) -> anyhow::Result<Self> {
+        let http = crate::runtime::outbound_client(
+            config.allow_loopback,
+            std::time::Duration::from_secs(5)
+                .min(std::time::Duration::from_millis(config.token_timeout_ms)),
+            std::time::Duration::from_millis(config.token_timeout_ms),
+        )?;
+        if config.refresh_lease_ms < 2 * config.token_timeout_ms as i64 + 1_000 {
+            anyhow::bail!(
+                "the refresh lease ({} ms) must outlast two token requests ({} ms each) plus a second; raise KEYPORT_REFRESH_LEASE_MS or lower KEYPORT_TOKEN_TIMEOUT_MS",
+                config.refresh_lease_ms,
+                config.token_timeout_ms
+            );
+        }
+        let limiter = std::num::NonZeroU32::new(config.refresh_rate_per_connector)
+            .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n)));
+        let webhook_http = crate::runtime::outbound_client(
+            config.allow_loopback,
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(15),
+        )?;
+        let proxy_http = crate::runtime::outbound_client(
+            config.allow_loopback,
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(300),
+        )?;
+        Ok(Service {
+            store,
+            vault,
+            registry,
+            http,
+            config,
+            locks: Mutex::new(HashMap::new()),
+            instance: format!("{}-{}", std::process::id(), crate::vault::random_hex(6)),
+            limiter,
+            webhook_http,
+            proxy_http,
+            usage: Mutex::default(),
+            app_cache: Mutex::default(),
+            conn_cache: Mutex::default(),
+            auth_cache: Mutex::default(),
+            runtime: std::sync::OnceLock::new(),
+            dir_errors: Default::default(),
+            rejection_refreshes: Mutex::default(),
+        })
+    }
+
+    /// The OAuth redirect URI providers must allow.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/oauth/callback", self.config.public_url)
+    }
+
+    pub(crate) fn connector(&self, id: &str) -> Result<Arc<crate::registry::Entry>> {
+        let entry = self.registry.get(id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no connector {id:?} is loaded; GET /api/v1/connectors lists them"
+            ))
+        })?;
+        if entry.connector.manifest().configurable {
+            return Err(Error::BadRequest(format!(
+                "{id} is a template for providers described at runtime; import a provider definition and use its connector id"
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// A workspace's connection, or 404.
+    pub async fn get(&self, ws: &str, id: &str) -> Result<ConnectionRow> {
+        self.store
+            .connection(ws, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no connection {id:?} in this workspace")))
+    }
+
+    /// Seals a secret for `owner`'s `field` under the active key.
+    pub(crate) fn seal_field(
+        &self,
+        ws: &str,
+        owner: &str,
+        field: &'static str,
+        value: &str,
+    ) -> SealedField {
+        SealedField {
+            field,
+            key_id: self.vault.active().into(),
+            ciphertext: self.vault.seal(value.as_bytes(), ctx(ws, owner, field)),
+        }
+    }
+
+    /// Decrypts one stored secret, if present.
+    pub(crate) async fn open_secret(
+        &self,
+        ws: &str,
+        owner: &str,
+        field: &str,
+    ) -> Result<Option<zeroize::Zeroizing<String>>> {
+        match self.store.secret(ws, owner, field).await? {
+            Some(ct) => Ok(Some(self.vault.open_string(&ct, ctx(ws, owner, field))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Queues a webhook event about `c` (failures are logged: the change itself stands).
+    pub(crate) async fn emit(&self, kind: &str, c: &ConnectionRow, extra: Value) {
+        let event = crate::webhooks::connection_event(kind, c, extra);
+        if let Err(e) = self.store.emit(&c.workspace_id, &event).await {
+            tracing::error!(connection = %c.id, event = kind, error = %e, "could not queue a webhook event");
+        }
+    }
+
+    async fn audit(
+        &self,
+        ws: &str,
+        conn: Option<&str>,
+        action: &str,
+        actor: &Actor,
+        detail: Value,
+    ) {
+        if let Err(e) = self.store.audit(ws, conn, action, &actor.0, &detail).await {
+            tracing::error!(error = %e, action, "could not write an audit event");
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Refreshing one connection: single flight in this process, a lease across processes, the
+//! token call, and the fenced write-back; failures classified into backoff or a status change.
+
+use super::*;
+
+/// What a refresh under a lease did.
+enum Refreshed {
+    /// Nothing was needed (the row as read); the lease is still held.
+    Fresh(Box<ConnectionRow>),
+    /// New tokens were committed, and the lease released with them.
+    Saved,
+}
+
+/// When a refresh may be skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// Refresh now ("Refresh credential").
+    Force,
+    /// Only when the access token expires within a minute (callers about to use it).
+    IfExpiring,
+    /// Only when the scheduled refresh time has come (the scheduler).
+    IfDue,
+    /// The provider rejected the access token used at this time (Unix ms): refresh unless a
+    /// refresh completed since (the proxy after a 401).
+    RejectedAt(i64),
+}
+
+fn revoked_reason(c: &ConnectionRow) -> String {
+    c.status_reason
+        .clone()
+        .unwrap_or_else(|| "This connection was revoked. Reconnect it to continue.".into())
+}
+
+impl Service {
+    /// Refreshes a connection's access token now.
+    /// Refreshes a connection's access token, as `mode` says.
+    pub async fn refresh(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        mode: RefreshMode,
+    ) -> Result<ConnectionRow> {
+        // A refresh completed after this request arrived satisfies it: callers that queued behind
+        // a refresh share it. Otherwise the mode decides whether one is needed.
+        let arrived = match mode {
+            RefreshMode::RejectedAt(t) => t,
+            _ => now_ms(),
+        };
+        let fresh = |c: &ConnectionRow| {
+            c.last_refreshed_at.is_some_and(|t| t >= arrived)
+                || match mode {
+                    RefreshMode::Force | RefreshMode::RejectedAt(_) => false,
+                    RefreshMode::IfExpiring => c
+                        .expires_at
+                        .is_some_and(|e| e > now_ms() + ON_DEMAND_MARGIN_MS),
+                    RefreshMode::IfDue => c.next_refresh_at.is_none_or(|t| t > now_ms()),
+                }
+        };
+        // Single flight in this process: callers queue here.
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.forget(id);
+        let c = self.get(ws, id).await?;
+        if fresh(&c) {
+            return Ok(c);
+        }
+        if let RefreshMode::RejectedAt(_) = mode {
+            // A caller hammering an endpoint that keeps answering 401 for another reason must
+            // not rotate the tokens on every request: one rejection-driven refresh per
+            // connection per REJECTION_REFRESH_MIN (callers that queued behind it share it above).
+            let mut recent = self
+                .rejection_refreshes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if recent
+                .get(id)
+                .is_some_and(|at| at.elapsed() < REJECTION_REFRESH_MIN)
+            {
+                return Ok(c);
+            }
+            recent.retain(|_, at| at.elapsed() < REJECTION_REFRESH_MIN);
+            recent.insert(id.to_string(), std::time::Instant::now());
+        }
+        let entry = self.connector(&c.connector_id)?;
+        if c.auth_kind == "api_key" {
+            // Nothing to refresh: verify the key instead.
+            self.lookup_and_activate(ws, id).await?;
+            return self.get(ws, id).await;
+        }
+        self.oauth_of(entry.connector.manifest())?;
+        // Single flight across processes: claim the lease for the version we read, or wait for
+        // the process that holds it and share its result.
+        let lease_ms = self.config.refresh_lease_ms;
+        let deadline = now_ms() + lease_ms + 5_000;
+        while !self
+            .store
+            .acquire_lease(ws, id, &self.instance, c.token_version, lease_ms)
+            .await?
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let now = self.get(ws, id).await?;
+            if now.token_version != c.token_version || fresh(&now) {
+                return Ok(now);
+            }
+            if now.status == "revoked" {
+                return Err(Error::Conflict(revoked_reason(&now)));
+            }
+            if now_ms() > deadline {
+                return Err(Error::Upstream(
+                    "Another keyport process is refreshing this connection; try again shortly."
+                        .into(),
+                ));
+            }
+        }
+        let result = self.refresh_with_lease(ws, actor, id, &fresh, None).await;
+        if !matches!(result, Ok(Refreshed::Saved))
+            && let Err(e) = self.store.release_lease(ws, id, &self.instance).await
+        {
+            tracing::warn!(connection = id, error = %e, "could not release a refresh lease; it expires by itself");
+        }
+        match result? {
+            Refreshed::Fresh(c) => Ok(*c),
+            Refreshed::Saved => self.get(ws, id).await,
+        }
+    }
+
+    /// The refresh itself, holding the lease: re-read, call the provider, write back fenced by
+    /// lease and token version (new refresh token and access token in one transaction, before any
+    /// caller sees the access token).
+    async fn refresh_with_lease(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        fresh: &(dyn Fn(&ConnectionRow) -> bool + Sync),
+        read: Option<ConnectionRow>,
+    ) -> Result<Refreshed> {
+        let c = match read {
+            Some(c) => c,
+            None => self.get(ws, id).await?,
+        };
+        if fresh(&c) {
+            return Ok(Refreshed::Fresh(Box::new(c)));
+        }
+        let entry = self.connector(&c.connector_id)?;
+        let m = entry.connector.manifest().clone();
+        if c.status == "revoked" {
+            return Err(Error::Conflict(revoked_reason(&c)));
+        }
+        let o = self.oauth_of(&m)?.clone();
+        let refresh_token = match self.open_secret(ws, id, "refresh_token").await? {
+            Some(token) => token,
+            None => {
+                let reason = "The access token cannot be refreshed (the provider issued no refresh token). Reconnect to continue.";
+                if c.expires_at.is_some_and(|e| e <= now_ms()) {
+                    if c.status != "expired" {
+                        self.transition(&c, "expired", reason, actor).await?;
+                    }
+                    self.store.schedule_refresh(ws, id, None, 0).await?;
+                } else {
+                    // Nothing to refresh with: look again when the token expires.
+                    self.store.schedule_refresh(ws, id, c.expires_at, 0).await?;
+                }
+                return Err(Error::Conflict(reason.into()));
+            }
+        };
+        let (app, client_secret, overrides) = self.app(ws, &c.connector_id).await?;
+        let config = self.effective_config_of(&c, &json!({}))?;
+        let call = TokenCall {
+            http: &self.http,
+            oauth: &o,
+            config: &config,
+            client_id: &app.client_id,
+            client_secret: client_secret.as_ref(),
+            overrides: &overrides,
+        };
+        let started = std::time::Instant::now();
+        let mut result = match call.refresh(&refresh_token, None).await {
+            Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
+            Err(e) => Err(e),
+        };
+        if let Err(OAuthError::InDoubt(why)) = &result {
+            // The request went out and no answer came back: the provider may or may not have
+            // rotated the refresh token. Retry once with the same one, within a renewed lease
+            // (providers with a reuse grace period answer it; others say invalid_grant).
+            self.audit(
+                ws,
+                Some(id),
+                "refresh.in_doubt",
+                actor,
+                json!({"error": why}),
+            )
+            .await;
+            if !self
+                .store
+                .renew_lease(
+                    ws,
+                    id,
+                    &self.instance,
+                    c.token_version,
+                    self.config.refresh_lease_ms,
+                )
+                .await?
+            {
+                return Err(Error::Upstream(
+                    "The refresh lease lapsed during an unanswered refresh; try again.".into(),
+                ));
+            }
+            result = match call.refresh(&refresh_token, None).await {
+                Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
+                Err(e) => Err(e),
+            };
+        }
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(OAuthError::Definitive { .. }) => "definitive_failure",
+            Err(_) => "transient_failure",
+        };
+        metrics::counter!("keyport_refreshes_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("keyport_refresh_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(t) => {
+                let requested: Vec<String> =
+                    serde_json::from_str(&c.requested_scopes).unwrap_or_default();
+                let fence = Some((self.instance.as_str(), c.token_version));
+                // The audit row commits with the tokens, and the lease is released by the same
+                // statement.
+                let audit = (
+                    "token.refreshed",
+                    actor,
+                    json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
+                );
+                if self
+                    .save_tokens(ws, &c, &t, &requested, false, fence, Some(audit))
+                    .await?
+                    .is_none()
+                {
+                    tracing::error!(
+                        connection = id,
+                        "refresh lease lost before the new tokens were written; they were discarded"
+                    );
+                    return Err(Error::Upstream(
+                        "The refresh took longer than its lease and was discarded; try again."
+                            .into(),
+                    ));
+                }
+                if c.expiring_soon_reason.as_deref() == Some("failing") {
+                    self.store
+                        .clear_expiring_soon(ws, id, Some("failing"))
+                        .await?;
+                }
+                if c.status != "active" && c.status != "pending" {
+                    // A success after failures: "recovered".
+                    self.transition(&c, "active", "", actor).await?;
+                } else if c.status == "pending" && c.account_id.is_none() {
+                    self.lookup_and_activate(ws, id).await?;
+                }
+                Ok(Refreshed::Saved)
+            }
+            Err(OAuthError::Definitive { code, description }) => {
+                let reason = format!(
+                    "The provider no longer accepts this connection's authorization ({code}{}). Reconnect to continue.",
+                    if description.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {description}")
+                    }
+                );
+                self.audit(
+                    ws,
+                    Some(id),
+                    "refresh.failed",
+                    actor,
+                    json!({"error": code, "definitive": true}),
+                )
+                .await;
+                self.transition(&c, "revoked", &reason, actor).await?;
+                Err(Error::Conflict(reason))
+            }
+            Err(e) => {
+                // Transient (5xx, 429, network) or unclear: back off with jitter, honouring
+                // Retry-After; the status changes only after a run of failures.
+                let failures = c.refresh_failures + 1;
+                let retry_after = match &e {
+                    OAuthError::Transient(_, Some(secs)) => Some(*secs as i64 * 1000),
+                    _ => None,
+                };
+                let exp = self
+                    .config
+                    .refresh_backoff_ms
+                    .saturating_mul(1 << (failures - 1).min(16));
+                let delay = retry_after.unwrap_or(exp).clamp(1, 15 * 60 * 1000);
+                let jitter = (rand::random::<u64>() % (delay as u64 / 5 + 1)) as i64;
+                self.store
+                    .schedule_refresh(ws, id, Some(now_ms() + delay + jitter), failures)
+                    .await?;
+                self.audit(
+                    ws,
+                    Some(id),
+                    "refresh.failed",
+                    actor,
+                    json!({"error": e.to_string(), "definitive": false, "failures": failures, "retry_in_ms": delay + jitter}),
+                )
+                .await;
+                if failures >= (self.config.refresh_failure_threshold + 1) / 2
+                    && self.store.set_expiring_soon(ws, id, "failing").await?
+                {
+                    self.emit(
+                        "connection.expiring_soon",
+                        &c,
+                        json!({"reason": "failing", "failures": failures}),
+                    )
+                    .await;
+                    self.audit(
+                        ws,
+                        Some(id),
+                        "connection.expiring_soon",
+                        actor,
+                        json!({"reason": "failing", "failures": failures,
+                               "message": "Refreshes keep failing; the connection will need reconnecting if this goes on."}),
+                    )
+                    .await;
+                }
+                if failures >= self.config.refresh_failure_threshold && c.status == "active" {
+                    let reason = format!(
+                        "Reconnection needed: the provider failed {failures} refreshes in a row (last: {e}). keyport keeps retrying."
+                    );
+                    self.transition(&c, "error", &reason, actor).await?;
+                }
+                Err(Error::Upstream(format!(
+                    "Failed to refresh the connection: {e}. Try again later; you may need to reconnect."
+                )))
+            }
+        }
+    }
+}

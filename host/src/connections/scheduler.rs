@@ -1,0 +1,258 @@
+//! Background work: claiming due refreshes under lease, probing credentials that never expire,
+//! retrying account lookups, flagging refresh tokens that expire soon.
+
+use super::*;
+
+impl Service {
+    /// The refresh scheduler of this process; runs until its task is dropped. It claims due
+    /// connections in small batches under a lease (disjoint across replicas), keeps at most
+    /// `refresh_concurrency` refreshes running and about as many claimed and waiting, honours the
+    /// per-connector rate limit by not claiming a limited connector's rows, and never holds more
+    /// than that in memory.
+    pub async fn run_refresh_scheduler(self: Arc<Self>) {
+        let concurrency = self.config.refresh_concurrency.max(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut limited: HashMap<String, std::time::Instant> = HashMap::new();
+        let idle = std::time::Duration::from_millis(500);
+        loop {
+            let mut claimed = 0;
+            if tasks.len() < concurrency {
+                let now = std::time::Instant::now();
+                limited.retain(|_, until| *until > now);
+                let skip: Vec<String> = limited.keys().cloned().collect();
+                let want = (2 * concurrency - tasks.len()) as i64;
+                match self
+                    .store
+                    .claim_due_refreshes(
+                        now_ms(),
+                        want,
+                        &self.instance,
+                        self.config.refresh_lease_ms,
+                        &skip,
+                    )
+                    .await
+                {
+                    Ok(rows) => {
+                        for row in rows {
+                            if let Some(wait) = self.rate_limited(&row.connector_id) {
+                                limited.insert(row.connector_id.clone(), now + wait);
+                                let _ = self
+                                    .store
+                                    .release_lease(&row.workspace_id, &row.id, &self.instance)
+                                    .await;
+                                continue;
+                            }
+                            claimed += 1;
+                            let service = self.clone();
+                            let slots = slots.clone();
+                            tasks.spawn(async move {
+                                let Ok(_permit) = slots.acquire_owned().await else {
+                                    return;
+                                };
+                                service.refresh_claimed(row).await;
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim due refreshes"),
+                }
+            }
+            if claimed > 0 && tasks.len() < concurrency {
+                continue;
+            }
+            if tasks.is_empty() {
+                tokio::time::sleep(idle).await;
+            } else if claimed == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                }
+            } else {
+                tasks.join_next().await;
+            }
+        }
+    }
+
+    /// How long a connector's scheduled refreshes must wait, when its rate limit is used up;
+    /// otherwise takes one from its budget.
+    fn rate_limited(&self, connector: &str) -> Option<std::time::Duration> {
+        use governor::clock::Clock;
+        let limiter = self.limiter.as_ref()?;
+        match limiter.check_key(&connector.to_string()) {
+            Ok(()) => None,
+            Err(not_until) => {
+                Some(not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+            }
+        }
+    }
+
+    /// Refreshes a connection the scheduler claimed, if it is still due and still ours.
+    async fn refresh_claimed(&self, row: crate::store::Claimed) {
+        let (ws, id) = (row.workspace_id.as_str(), row.id.as_str());
+        let actor = Actor("scheduler".into());
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let due = |c: &ConnectionRow| c.next_refresh_at.is_none_or(|t| t > now_ms());
+        let result: Result<bool> = async {
+            let c = self.get(ws, id).await?;
+            if c.token_version != row.token_version
+                || c.lease_owner.as_deref() != Some(self.instance.as_str())
+                || due(&c)
+            {
+                return Ok(false);
+            }
+            // The row may have waited in the queue: make the lease whole again before the call
+            // when less than half of it is left.
+            let left = c.lease_until.unwrap_or(0) - now_ms();
+            if left < self.config.refresh_lease_ms / 2
+                && !self
+                    .store
+                    .renew_lease(
+                        ws,
+                        id,
+                        &self.instance,
+                        row.token_version,
+                        self.config.refresh_lease_ms,
+                    )
+                    .await?
+            {
+                return Ok(false);
+            }
+            Ok(matches!(
+                self.refresh_with_lease(ws, &actor, id, &due, Some(c))
+                    .await?,
+                Refreshed::Saved
+            ))
+        }
+        .await;
+        let released = match result {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::debug!(connection = %id, error = %e, "scheduled refresh failed");
+                false
+            }
+        };
+        if released {
+            return;
+        }
+        if let Err(e) = self.store.release_lease(ws, id, &self.instance).await {
+            tracing::warn!(connection = id, error = %e, "could not release a refresh lease; it expires by itself");
+        }
+    }
+
+    /// Flags, once, connections whose refresh token expires within the configured window;
+    /// returns how many were flagged.
+    pub async fn flag_expiring_refresh_tokens(&self) -> Result<usize> {
+        let flagged = self
+            .store
+            .flag_expiring_refresh_tokens(now_ms() + self.config.expiring_soon_ms, 200)
+            .await?;
+        for (ws, id, at) in &flagged {
+            if let Ok(c) = self.get(ws, id).await {
+                self.emit(
+                    "connection.expiring_soon",
+                    &c,
+                    json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": rfc3339(*at)}),
+                )
+                .await;
+            }
+            self.audit(
+                ws,
+                Some(id),
+                "connection.expiring_soon",
+                &Actor("scheduler".into()),
+                json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": rfc3339(*at),
+                       "message": "The provider's refresh token expires soon; reconnect before then to keep this connection working."}),
+            )
+            .await;
+        }
+        Ok(flagged.len())
+    }
+
+    /// Probes due credentials that never expire (a cheap account lookup) so a dead one is found
+    /// before a workflow hits it; returns how many were probed.
+    pub async fn run_due_probes(&self) -> Result<usize> {
+        let next = now_ms() + self.config.probe_interval_ms;
+        let due = self.store.claim_due_probes(now_ms(), 50, next).await?;
+        for (ws, id) in &due {
+            if let Err(e) = self.probe(ws, id).await {
+                tracing::debug!(connection = %id, error = %e, "probe failed");
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// One probe: the account lookup with the stored credential.
+    async fn probe(&self, ws: &str, id: &str) -> Result<()> {
+        let c = self.get(ws, id).await?;
+        let actor = Actor("probe".into());
+        let result = self.look_up(&c).await?;
+        metrics::counter!("keyport_probes_total", "outcome" => match &result {
+            Ok(Ok(_)) => "success",
+            Ok(Err(e)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Revoked) => "rejected",
+            _ => "failure",
+        })
+        .increment(1);
+        match result {
+            Ok(Ok(_)) if c.status == "error" => {
+                // A success after failures: "recovered".
+                self.transition(&c, "active", "", &actor).await
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Revoked) => {
+                let what = if c.auth_kind == "api_key" {
+                    "Enter a new API key to continue"
+                } else {
+                    "Reconnect to continue"
+                };
+                let reason = format!(
+                    "The provider rejected this connection's credential during a routine check ({}). {what}.",
+                    e.message
+                );
+                self.audit(
+                    ws,
+                    Some(id),
+                    "probe.failed",
+                    &actor,
+                    json!({"error": e.message, "definitive": true}),
+                )
+                .await;
+                self.store.set_probe(ws, id, None).await?;
+                self.transition(&c, "revoked", &reason, &actor).await
+            }
+            Ok(Err(e)) => {
+                self.audit(
+                    ws,
+                    Some(id),
+                    "probe.failed",
+                    &actor,
+                    json!({"error": e.message, "definitive": false}),
+                )
+                .await;
+                Ok(())
+            }
+            Err(call) => {
+                self.audit(
+                    ws,
+                    Some(id),
+                    "probe.failed",
+                    &actor,
+                    json!({"error": call.to_string(), "definitive": false}),
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Retries due account lookups; returns how many ran.
+    pub async fn run_due_lookups(&self) -> Result<usize> {
+        let due = self.store.due_lookups(now_ms(), 50).await?;
+        for c in &due {
+            if let Err(e) = self.lookup_and_activate(&c.workspace_id, &c.id).await {
+                tracing::warn!(connection = %c.id, error = %e, "account lookup retry failed");
+            }
+        }
+        Ok(due.len())
+    }
+}

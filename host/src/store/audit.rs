@@ -1,0 +1,128 @@
+//! The audit log: single rows, batches, cursor pages and retention.
+
+use super::*;
+
+/// An audit event.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub workspace_id: String,
+    pub connection_id: Option<String>,
+    pub action: String,
+    pub actor: String,
+    pub detail: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Appends an audit event.
+    pub async fn audit(
+        &self,
+        workspace: &str,
+        connection: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(workspace)
+            .bind(connection)
+            .bind(action)
+            .bind(actor)
+            .bind(detail.to_string())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts many audit rows in one statement (proxied requests, written in batches).
+    pub async fn audit_batch(&self, rows: &[AuditRow]) -> Result<()> {
+        for chunk in rows.chunks(200) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                sql.push_str(&format!(
+                    "{}(${}, ${}, ${}, ${}, ${}, ${})",
+                    if i == 0 { "" } else { ", " },
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(&r.workspace_id)
+                    .bind(&r.connection_id)
+                    .bind(&r.action)
+                    .bind(&r.actor)
+                    .bind(&r.detail)
+                    .bind(r.created_at);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// One page of a workspace's audit log, newest first: events older than the cursor
+    /// `before_id`, filtered by connection, action and time.
+    pub async fn audit_page(
+        &self,
+        workspace: &str,
+        connection: Option<&str>,
+        action: Option<&str>,
+        since: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM audit_events WHERE workspace_id = $1
+               AND ($2 IS NULL OR connection_id = $2) AND ($3 IS NULL OR action = $3)
+               AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR id < $5)
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(action)
+        .bind(since)
+        .bind(before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes up to `limit` audit events older than `before`; returns how many.
+    pub async fn purge_audit(&self, before: i64, limit: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// A connection's audit events, oldest first.
+    pub async fn audit_events(
+        &self,
+        workspace: &str,
+        connection: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM audit_events WHERE workspace_id = $1 AND ($2 IS NULL OR connection_id = $2) ORDER BY id LIMIT $3",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

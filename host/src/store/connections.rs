@@ -1,0 +1,466 @@
+//! Connections: the rows, listings, status changes, account facts and dependents.
+
+use super::*;
+
+/// A connection row (no secrets: those are in `secrets`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ConnectionRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub connector_id: String,
+    pub name: String,
+    pub auth_kind: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub config: String,
+    pub metadata: String,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub account_email: Option<String>,
+    pub requested_scopes: String,
+    pub granted_scopes: Option<String>,
+    pub scope_narrowed: i64,
+    pub expires_at: Option<i64>,
+    pub refresh_token_expires_at: Option<i64>,
+    pub last_refreshed_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub lookup_attempts: i64,
+    pub next_lookup_at: Option<i64>,
+    pub token_version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The process holding the refresh lease, if any.
+    pub lease_owner: Option<String>,
+    /// When the refresh lease expires (Unix ms).
+    pub lease_until: Option<i64>,
+    /// When the scheduler refreshes next (Unix ms).
+    pub next_refresh_at: Option<i64>,
+    /// Refreshes that failed in a row.
+    pub refresh_failures: i64,
+    /// When the slow-schedule probe checks this credential next (Unix ms).
+    pub next_probe_at: Option<i64>,
+    /// When the connection was flagged as expiring soon, if it is.
+    pub expiring_soon_at: Option<i64>,
+    /// Why: `refresh_token_expiring` or `failing`.
+    pub expiring_soon_reason: Option<String>,
+}
+
+impl ConnectionRow {
+    /// A new row: the given fields, everything else empty, created now.
+    pub fn new(
+        id: &str,
+        workspace: &str,
+        connector: &str,
+        name: String,
+        auth_kind: &str,
+        status: &str,
+        config: String,
+    ) -> Self {
+        let now = now_ms();
+        ConnectionRow {
+            id: id.into(),
+            workspace_id: workspace.into(),
+            connector_id: connector.into(),
+            name,
+            auth_kind: auth_kind.into(),
+            status: status.into(),
+            status_reason: None,
+            config,
+            metadata: "{}".into(),
+            account_id: None,
+            account_name: None,
+            account_email: None,
+            requested_scopes: "[]".into(),
+            granted_scopes: None,
+            scope_narrowed: 0,
+            expires_at: None,
+            refresh_token_expires_at: None,
+            last_refreshed_at: None,
+            last_used_at: None,
+            lookup_attempts: 0,
+            next_lookup_at: None,
+            token_version: 0,
+            created_at: now,
+            updated_at: now,
+            lease_owner: None,
+            lease_until: None,
+            next_refresh_at: None,
+            refresh_failures: 0,
+            next_probe_at: None,
+            expiring_soon_at: None,
+            expiring_soon_reason: None,
+        }
+    }
+}
+
+/// The `WHERE` clause of connection listings: `$1` workspace, `$2` connector, `$3` status (both
+/// optional).
+macro_rules! connection_filter {
+    () => {
+        "WHERE workspace_id = $1 AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)"
+    };
+}
+
+/// Filters for listing connections.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectionFilter {
+    pub connector: Option<String>,
+    pub status: Option<String>,
+}
+
+impl Store {
+    /// Inserts a new connection.
+    pub async fn insert_connection(&self, c: &ConnectionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO connections (id, workspace_id, connector_id, name, auth_kind, status, status_reason, config,
+               metadata, requested_scopes, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&c.id)
+        .bind(&c.workspace_id)
+        .bind(&c.connector_id)
+        .bind(&c.name)
+        .bind(&c.auth_kind)
+        .bind(&c.status)
+        .bind(&c.status_reason)
+        .bind(&c.config)
+        .bind(&c.metadata)
+        .bind(&c.requested_scopes)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A workspace's connection.
+    pub async fn connection(&self, workspace: &str, id: &str) -> Result<Option<ConnectionRow>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM connections WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A workspace's connections, newest first.
+    pub async fn connections(
+        &self,
+        workspace: &str,
+        f: &ConnectionFilter,
+    ) -> Result<Vec<ConnectionRow>> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT * FROM connections ",
+            connection_filter!(),
+            " ORDER BY created_at DESC, id"
+        ))
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How many of a workspace's connections match.
+    pub async fn count_connections(&self, workspace: &str, f: &ConnectionFilter) -> Result<i64> {
+        Ok(sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM connections ",
+            connection_filter!()
+        ))
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// One page of a workspace's connections, newest first, and how many match in all.
+    pub async fn connections_page(
+        &self,
+        workspace: &str,
+        f: &ConnectionFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<ConnectionRow>, i64)> {
+        let total = self.count_connections(workspace, f).await?;
+        let rows = sqlx::query_as(concat!(
+            "SELECT * FROM connections ",
+            connection_filter!(),
+            " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+        ))
+        .bind(workspace)
+        .bind(f.connector.as_deref())
+        .bind(f.status.as_deref())
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total))
+    }
+
+    /// Sets status and reason; true when the status changed (only one of several concurrent
+    /// identical changes sees true).
+    pub async fn set_status(
+        &self,
+        workspace: &str,
+        id: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        self.transition_status(workspace, id, None, status, reason, |_| None)
+            .await
+    }
+
+    /// Sets status and reason; when the status actually changes, queues the event `event`
+    /// makes from the updated row for every matching webhook, in the same transaction.
+    /// With `from`, only a connection still in that status changes (a decision made on a read
+    /// that another process has overtaken changes nothing). True when the status changed.
+    pub async fn transition_status(
+        &self,
+        workspace: &str,
+        id: &str,
+        from: Option<&str>,
+        status: &str,
+        reason: Option<&str>,
+        event: impl FnOnce(&ConnectionRow) -> Option<OutEvent>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let changed = sqlx::query(
+            "UPDATE connections SET status = $3, status_reason = $4, updated_at = $5
+             WHERE workspace_id = $1 AND id = $2 AND status <> $3 AND ($6 IS NULL OR status = $6)",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(now)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            let row: ConnectionRow =
+                sqlx::query_as("SELECT * FROM connections WHERE workspace_id = $1 AND id = $2")
+                    .bind(workspace)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(e) = event(&row) {
+                enqueue(&mut *tx, workspace, &e).await?;
+            }
+        } else {
+            sqlx::query(
+                "UPDATE connections SET status_reason = $3 WHERE workspace_id = $1 AND id = $2 AND status = $4",
+            )
+            .bind(workspace)
+            .bind(id)
+            .bind(reason)
+            .bind(status)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Sets name and/or config.
+    pub async fn update_name_config(
+        &self,
+        workspace: &str,
+        id: &str,
+        name: &str,
+        config: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET name = $3, config = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(name)
+            .bind(config)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the account behind a connection and activates it.
+    pub async fn set_account(
+        &self,
+        workspace: &str,
+        id: &str,
+        account_id: &str,
+        name: &str,
+        email: Option<&str>,
+        probe_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET account_id = $3, account_name = $4, account_email = $5,
+               lookup_attempts = 0, next_lookup_at = NULL, updated_at = $6,
+               next_probe_at = CASE WHEN auth_kind = 'api_key' OR expires_at IS NULL THEN $7 ELSE NULL END
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(account_id)
+        .bind(name)
+        .bind(email)
+        .bind(now_ms())
+        .bind(probe_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Schedules another account lookup (after a transient failure).
+    pub async fn schedule_lookup(
+        &self,
+        workspace: &str,
+        id: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET lookup_attempts = lookup_attempts + 1, next_lookup_at = $3, status_reason = $4, updated_at = $5
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(at)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Pending connections whose account lookup is due.
+    pub async fn due_lookups(&self, now: i64, limit: i64) -> Result<Vec<ConnectionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM connections WHERE status = 'pending' AND next_lookup_at IS NOT NULL AND next_lookup_at <= $1
+             ORDER BY next_lookup_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets requested scopes (reconnect with more scopes).
+    pub async fn set_requested_scopes(
+        &self,
+        workspace: &str,
+        id: &str,
+        scopes: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET requested_scopes = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(scopes)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a connection and its secrets, unless dependents exist; returns the number of
+    /// dependents that blocked it (0 means deleted).
+    pub async fn delete_connection(&self, workspace: &str, id: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM dependents WHERE workspace_id = $1 AND connection_id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if n > 0 {
+            return Ok(n);
+        }
+        sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM oauth_flows WHERE workspace_id = $1 AND connection_id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM connections WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(0)
+    }
+
+    /// Registers a dependent (idempotent); true when it was new.
+    pub async fn add_dependent(&self, workspace: &str, connection: &str, r: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "INSERT INTO dependents (connection_id, ref, workspace_id, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (connection_id, ref) DO NOTHING",
+        )
+        .bind(connection)
+        .bind(r)
+        .bind(workspace)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Removes a dependent; true when it existed.
+    pub async fn remove_dependent(
+        &self,
+        workspace: &str,
+        connection: &str,
+        r: &str,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "DELETE FROM dependents WHERE workspace_id = $1 AND connection_id = $2 AND ref = $3",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(r)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// A connection's dependents: (ref, created_at).
+    pub async fn dependents(
+        &self,
+        workspace: &str,
+        connection: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query("SELECT ref, created_at FROM dependents WHERE workspace_id = $1 AND connection_id = $2 ORDER BY ref")
+            .bind(workspace)
+            .bind(connection)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Records when connections were last used (coalesced writes: one per connection per flush).
+    pub async fn touch_last_used(&self, used: &[(String, String, i64)]) -> Result<()> {
+        for (ws, id, at) in used {
+            sqlx::query(
+                "UPDATE connections SET last_used_at = $3 WHERE workspace_id = $1 AND id = $2
+                   AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(ws)
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Refresh leases and the scheduler's claims: due refreshes, probes and expiring-soon flags.
+
+use super::*;
+
+/// A due refresh claimed under this process's lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub workspace_id: String,
+    pub id: String,
+    pub connector_id: String,
+    /// The token version the lease was claimed for.
+    pub token_version: i64,
+}
+
+impl Store {
+    /// Claims the refresh lease for the token version `version`, unless another process holds
+    /// an unexpired lease or the version moved on. True when this call claimed it.
+    pub async fn acquire_lease(
+        &self,
+        workspace: &str,
+        id: &str,
+        owner: &str,
+        version: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let now = now_ms();
+        Ok(sqlx::query(
+            "UPDATE connections SET lease_owner = $3, lease_until = $5
+             WHERE workspace_id = $1 AND id = $2 AND token_version = $4
+               AND (lease_until IS NULL OR lease_until < $6 OR lease_owner = $3)",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(owner)
+        .bind(version)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Claims up to `limit` due refreshes for `owner` under a lease of `ttl_ms`, oldest due
+    /// first, skipping leased rows and the connectors in `skip` (rate-limited right now).
+    /// PostgreSQL replicas claim disjoint sets (`FOR UPDATE SKIP LOCKED`); SQLite has one writer.
+    pub async fn claim_due_refreshes(
+        &self,
+        now: i64,
+        limit: i64,
+        owner: &str,
+        ttl_ms: i64,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>> {
+        let skip_clause = if skip.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 5)).collect();
+            format!(" AND connector_id NOT IN ({})", marks.join(", "))
+        };
+        let lock = self.skip_locked();
+        let sql = format!(
+            "UPDATE connections SET lease_owner = $3, lease_until = $4
+             WHERE id IN (SELECT id FROM connections
+               WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')
+                 AND (lease_until IS NULL OR lease_until < $1){skip_clause}
+               ORDER BY next_refresh_at LIMIT $2{lock})
+             RETURNING workspace_id, id, connector_id, token_version"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(now)
+            .bind(limit)
+            .bind(owner)
+            .bind(now + ttl_ms);
+        for c in skip {
+            q = q.bind(c);
+        }
+        Ok(q.fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| Claimed {
+                workspace_id: r.get(0),
+                id: r.get(1),
+                connector_id: r.get(2),
+                token_version: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Extends a lease this process holds on token version `version`; false when it is no
+    /// longer ours (expired and claimed by another process, or the tokens moved on).
+    pub async fn renew_lease(
+        &self,
+        workspace: &str,
+        id: &str,
+        owner: &str,
+        version: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE connections SET lease_until = $5
+             WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND token_version = $4",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(owner)
+        .bind(version)
+        .bind(now_ms() + ttl_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Releases a lease this process holds.
+    pub async fn release_lease(&self, workspace: &str, id: &str, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE connections SET lease_owner = NULL, lease_until = NULL WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3")
+            .bind(workspace)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the next scheduled refresh and the run of failures.
+    pub async fn schedule_refresh(
+        &self,
+        workspace: &str,
+        id: &str,
+        at: Option<i64>,
+        failures: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE connections SET next_refresh_at = $3, refresh_failures = $4 WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .bind(at)
+            .bind(failures)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes due now: how many, and the oldest due time.
+    pub async fn refresh_backlog(&self, now: i64) -> Result<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(next_refresh_at) FROM connections
+             WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), row.try_get::<Option<i64>, _>(1).unwrap_or(None)))
+    }
+
+    /// Claims up to `limit` connections due for a probe, moving their next probe to `next` in
+    /// the same statement so no other replica picks them: (workspace, id).
+    pub async fn claim_due_probes(
+        &self,
+        now: i64,
+        limit: i64,
+        next: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let lock = self.skip_locked();
+        let sql = format!(
+            "UPDATE connections SET next_probe_at = $3
+             WHERE id IN (SELECT id FROM connections
+               WHERE next_probe_at IS NOT NULL AND next_probe_at <= $1 AND status IN ('active', 'error')
+                 AND next_lookup_at IS NULL
+               ORDER BY next_probe_at LIMIT $2{lock})
+             RETURNING workspace_id, id"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(now)
+            .bind(limit)
+            .bind(next)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Sets (or clears) the next probe.
+    pub async fn set_probe(&self, workspace: &str, id: &str, at: Option<i64>) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET next_probe_at = $3 WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Flags, once, up to `limit` live connections whose refresh token expires before
+    /// `horizon`: (workspace, id, refresh-token expiry).
+    pub async fn flag_expiring_refresh_tokens(
+        &self,
+        horizon: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let lock = self.skip_locked();
+        let sql = format!(
+            "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = 'refresh_token_expiring'
+             WHERE id IN (SELECT id FROM connections
+               WHERE refresh_token_expires_at IS NOT NULL AND refresh_token_expires_at <= $1
+                 AND expiring_soon_at IS NULL AND status IN ('active', 'error')
+               LIMIT $2{lock})
+             RETURNING workspace_id, id, refresh_token_expires_at"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(horizon)
+            .bind(limit)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Flags a connection as expiring soon unless it already is; true when this call flagged it.
+    pub async fn set_expiring_soon(&self, workspace: &str, id: &str, reason: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = $4
+             WHERE workspace_id = $1 AND id = $2 AND expiring_soon_at IS NULL",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(now_ms())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Clears the expiring-soon flag (any reason, or only `reason`).
+    pub async fn clear_expiring_soon(
+        &self,
+        workspace: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET expiring_soon_at = NULL, expiring_soon_reason = NULL
+             WHERE workspace_id = $1 AND id = $2 AND ($3 IS NULL OR expiring_soon_reason = $3)",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

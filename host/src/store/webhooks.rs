@@ -1,0 +1,183 @@
+//! Webhook subscriptions and the outbox of events to deliver to them.
+
+use super::*;
+
+/// An event to deliver to webhooks.
+#[derive(Debug, Clone)]
+pub struct OutEvent {
+    /// `evt_…`, the same for every subscription.
+    pub id: String,
+    /// `connection.revoked`, …
+    pub event_type: String,
+    /// The JSON body sent.
+    pub payload: String,
+}
+
+/// Queues `e` for every subscription of `workspace` that wants it.
+pub(super) async fn enqueue<'e, E>(executor: E, workspace: &str, e: &OutEvent) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO webhook_outbox (id, webhook_id, workspace_id, event_id, event_type, payload, created_at, next_attempt_at)
+         SELECT $1 || ':' || id, id, workspace_id, $1, $2, $3, $4, $4 FROM webhooks
+         WHERE workspace_id = $5 AND (events LIKE $6 OR events LIKE '%,*,%')",
+    )
+    .bind(&e.id)
+    .bind(&e.event_type)
+    .bind(&e.payload)
+    .bind(now)
+    .bind(workspace)
+    .bind(format!("%,{},%", e.event_type))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub url: String,
+    pub events: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+/// One event for one subscription, with its delivery state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub workspace_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Queues an event for every matching webhook of the workspace.
+    pub async fn emit(&self, workspace: &str, event: &OutEvent) -> Result<()> {
+        enqueue(&self.pool, workspace, event).await
+    }
+
+    /// Adds a subscription.
+    pub async fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
+        sqlx::query("INSERT INTO webhooks (id, workspace_id, url, events, description, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&w.id)
+            .bind(&w.workspace_id)
+            .bind(&w.url)
+            .bind(&w.events)
+            .bind(&w.description)
+            .bind(w.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A workspace's subscriptions (or one of them).
+    pub async fn webhooks(&self, workspace: &str, id: Option<&str>) -> Result<Vec<WebhookRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM webhooks WHERE workspace_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
+        )
+        .bind(workspace)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes a subscription and its pending deliveries; true when it existed.
+    pub async fn delete_webhook(&self, workspace: &str, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM webhook_outbox WHERE webhook_id = $1 AND workspace_id = $2")
+            .bind(id)
+            .bind(workspace)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM webhooks WHERE workspace_id = $1 AND id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Claims up to `limit` due deliveries, pushing their next attempt `lease_ms` ahead so no
+    /// other replica sends them meanwhile.
+    pub async fn claim_deliveries(&self, limit: i64, lease_ms: i64) -> Result<Vec<DeliveryRow>> {
+        let lock = self.skip_locked();
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE webhook_outbox SET next_attempt_at = $2
+             WHERE id IN (SELECT id FROM webhook_outbox
+               WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1
+               ORDER BY created_at, id LIMIT $3{lock})
+             RETURNING *"
+        );
+        let mut rows: Vec<DeliveryRow> = sqlx::query_as(&sql)
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(rows)
+    }
+
+    /// Records an attempt: delivered, retried at `next`, or given up (`next` None, not delivered).
+    pub async fn delivery_attempted(
+        &self,
+        id: &str,
+        status: Option<i64>,
+        error: Option<&str>,
+        delivered: bool,
+        next: Option<i64>,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $2, last_error = $3,
+               delivered_at = CASE WHEN $4 = 1 THEN $5 ELSE NULL END,
+               failed_at = CASE WHEN $4 = 0 AND $6 IS NULL THEN $5 ELSE NULL END,
+               next_attempt_at = $6
+             WHERE id = $1 AND delivered_at IS NULL",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(delivered as i64)
+        .bind(now)
+        .bind(next)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A subscription's deliveries, newest first.
+    pub async fn deliveries(
+        &self,
+        workspace: &str,
+        webhook: &str,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM webhook_outbox WHERE workspace_id = $1 AND webhook_id = $2
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(workspace)
+        .bind(webhook)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
