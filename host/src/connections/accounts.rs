@@ -72,7 +72,7 @@ impl Service {
     }
 
     /// The connector's account lookup with the connection's stored credential and config.
-    async fn look_up(
+    pub(super) async fn look_up(
         &self,
         c: &ConnectionRow,
     ) -> Result<
@@ -137,7 +137,7 @@ impl Service {
         }
     }
 
-    async fn retry_lookup(&self, c: &ConnectionRow, why: &str) -> Result<()> {
+    pub(super) async fn retry_lookup(&self, c: &ConnectionRow, why: &str) -> Result<()> {
         let delay = (2_000i64 << c.lookup_attempts.min(8)).min(10 * 60 * 1000);
         let reason =
             format!("Authorized; the account lookup failed for now ({why}) and will be retried.");

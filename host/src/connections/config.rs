@@ -17,7 +17,7 @@ pub fn schema_defaults(schema: &Value) -> serde_json::Map<String, Value> {
 }
 
 /// `base ⊕ over` for JSON objects (top level).
-fn merge(base: &mut serde_json::Map<String, Value>, over: &Value) {
+pub(super) fn merge(base: &mut serde_json::Map<String, Value>, over: &Value) {
     if let Some(o) = over.as_object() {
         for (k, v) in o {
             base.insert(k.clone(), v.clone());

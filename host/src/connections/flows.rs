@@ -19,7 +19,7 @@ pub struct StartOAuth {
 }
 
 /// Where a flow's browser comes back to, and the UI session it belongs to.
-struct FlowBrowser {
+pub(super) struct FlowBrowser {
     return_to: Option<String>,
     session: Option<String>,
 }
@@ -51,7 +51,7 @@ pub struct CallbackParams {
     pub error_description: Option<String>,
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -60,7 +60,7 @@ fn constant_eq(a: &str, b: &str) -> bool {
 }
 
 impl Service {
-    fn check_return_to(&self, return_to: &str) -> Result<()> {
+    pub(super) fn check_return_to(&self, return_to: &str) -> Result<()> {
         let ok = url::Url::parse(return_to).ok().is_some_and(|u| {
             let origin = u.origin().ascii_serialization();
             std::iter::once(&self.config.public_url)
@@ -126,7 +126,7 @@ impl Service {
     }
 
     /// Scopes to request: required ones, the app's chosen ones, the caller's, and `extra`.
-    fn requested_scopes(
+    pub(super) fn requested_scopes(
         &self,
         m: &crate::runtime::Manifest,
         app: &ProviderAppRow,
@@ -157,7 +157,7 @@ impl Service {
         Ok(out)
     }
 
-    async fn new_flow(
+    pub(super) async fn new_flow(
         &self,
         ws: &str,
         conn: &str,
@@ -505,7 +505,12 @@ impl Service {
 
     /// Records a failed authorization: a new connection stays `pending` with the reason (a
     /// reconnect leaves the working connection alone); the audit log gets the error.
-    async fn authorization_failed(&self, flow: &FlowRow, reason: &str, error: &str) -> Result<()> {
+    pub(super) async fn authorization_failed(
+        &self,
+        flow: &FlowRow,
+        reason: &str,
+        error: &str,
+    ) -> Result<()> {
         if flow.reconnect == 0 {
             self.store
                 .set_status(

@@ -51,6 +51,10 @@ pub use manage::Patch;
 pub use provider_apps::ProviderAppInput;
 pub use refresh::RefreshMode;
 
+use config::merge;
+use provider_apps::CachedApp;
+use refresh::Refreshed;
+
 /// On-demand refreshes leave alone a token valid for at least this long.
 pub const ON_DEMAND_MARGIN_MS: i64 = 60_000;
 

@@ -15,17 +15,17 @@ pub struct ProviderAppInput {
     pub endpoint_overrides: Option<BTreeMap<String, String>>,
 }
 
-type CachedApp = (ProviderAppRow, Option<Secret>, BTreeMap<String, String>);
+pub(super) type CachedApp = (ProviderAppRow, Option<Secret>, BTreeMap<String, String>);
 
 /// How long a provider app read stays cached.
-const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn app_owner(ws: &str, connector: &str) -> String {
+pub(super) fn app_owner(ws: &str, connector: &str) -> String {
     format!("app:{ws}:{connector}")
 }
 
 impl Service {
-    fn oauth_of<'a>(&self, m: &'a crate::runtime::Manifest) -> Result<&'a Oauth2> {
+    pub(super) fn oauth_of<'a>(&self, m: &'a crate::runtime::Manifest) -> Result<&'a Oauth2> {
         match &m.auth {
             AuthScheme::Oauth2(o) => Ok(o),
             AuthScheme::ApiKey(_) => Err(Error::BadRequest(format!(
@@ -35,7 +35,7 @@ impl Service {
         }
     }
 
-    async fn app(
+    pub(super) async fn app(
         &self,
         ws: &str,
         connector: &str,
@@ -60,7 +60,7 @@ impl Service {
         Ok(loaded)
     }
 
-    async fn load_app(
+    pub(super) async fn load_app(
         &self,
         ws: &str,
         connector: &str,
@@ -208,7 +208,11 @@ impl Service {
     }
 
     /// Endpoint overrides for API-key connectors come from a provider app row without a client.
-    async fn api_key_overrides(&self, ws: &str, connector: &str) -> Result<Vec<(String, String)>> {
+    pub(super) async fn api_key_overrides(
+        &self,
+        ws: &str,
+        connector: &str,
+    ) -> Result<Vec<(String, String)>> {
         Ok(match self.store.provider_app(ws, connector).await? {
             Some(app) => serde_json::from_str::<BTreeMap<String, String>>(&app.endpoint_overrides)
                 .unwrap_or_default()

@@ -4,7 +4,7 @@
 use super::*;
 
 /// What a refresh under a lease did.
-enum Refreshed {
+pub(super) enum Refreshed {
     /// Nothing was needed (the row as read); the lease is still held.
     Fresh(Box<ConnectionRow>),
     /// New tokens were committed, and the lease released with them.
@@ -25,7 +25,7 @@ pub enum RefreshMode {
     RejectedAt(i64),
 }
 
-fn revoked_reason(c: &ConnectionRow) -> String {
+pub(super) fn revoked_reason(c: &ConnectionRow) -> String {
     c.status_reason
         .clone()
         .unwrap_or_else(|| "This connection was revoked. Reconnect it to continue.".into())
@@ -128,7 +128,7 @@ impl Service {
     /// The refresh itself, holding the lease: re-read, call the provider, write back fenced by
     /// lease and token version (new refresh token and access token in one transaction, before any
     /// caller sees the access token).
-    async fn refresh_with_lease(
+    pub(super) async fn refresh_with_lease(
         &self,
         ws: &str,
         actor: &Actor,

@@ -75,7 +75,7 @@ impl Service {
 
     /// How long a connector's scheduled refreshes must wait, when its rate limit is used up;
     /// otherwise takes one from its budget.
-    fn rate_limited(&self, connector: &str) -> Option<std::time::Duration> {
+    pub(super) fn rate_limited(&self, connector: &str) -> Option<std::time::Duration> {
         use governor::clock::Clock;
         let limiter = self.limiter.as_ref()?;
         match limiter.check_key(&connector.to_string()) {
@@ -87,7 +87,7 @@ impl Service {
     }
 
     /// Refreshes a connection the scheduler claimed, if it is still due and still ours.
-    async fn refresh_claimed(&self, row: crate::store::Claimed) {
+    pub(super) async fn refresh_claimed(&self, row: crate::store::Claimed) {
         let (ws, id) = (row.workspace_id.as_str(), row.id.as_str());
         let actor = Actor("scheduler".into());
         let lock = self.lock(id);
@@ -183,7 +183,7 @@ impl Service {
     }
 
     /// One probe: the account lookup with the stored credential.
-    async fn probe(&self, ws: &str, id: &str) -> Result<()> {
+    pub(super) async fn probe(&self, ws: &str, id: &str) -> Result<()> {
         let c = self.get(ws, id).await?;
         let actor = Actor("probe".into());
         let result = self.look_up(&c).await?;

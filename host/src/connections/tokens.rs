@@ -5,7 +5,7 @@ use super::*;
 
 impl Service {
     /// Reads a token response through the connector hook, else the standard way.
-    async fn read_tokens(
+    pub(super) async fn read_tokens(
         &self,
         connector: &crate::runtime::Connector,
         o: &Oauth2,
@@ -27,7 +27,7 @@ impl Service {
 
     /// Seals and stores a token set; keeps the old refresh token when the response has none.
     #[allow(clippy::too_many_arguments)]
-    async fn save_tokens(
+    pub(super) async fn save_tokens(
         &self,
         ws: &str,
         conn: &ConnectionRow,
