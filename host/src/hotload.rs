@@ -24,9 +24,6 @@ use crate::store::{Deployment, Upload};
 /// Settings key bumped on every change, so replicas reload.
 const GENERATION: &str = "connector_uploads_generation";
 
-/// Problems with files in the watched directory, by file name.
-pub type DirErrors = std::sync::Mutex<BTreeMap<String, String>>;
-
 impl Service {
     fn runtime(&self) -> Result<&Runtime> {
         self.runtime
@@ -323,10 +320,9 @@ impl Service {
             }));
         }
         let errors = self
-            .dir_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .registry
+            .dir_errors()
+            .into_iter()
             .map(|(file, error)| json!({"file": file, "error": error}))
             .collect::<Vec<_>>();
         Ok(json!({"connectors": out, "pending_approval": pending, "directory_errors": errors}))
@@ -454,28 +450,19 @@ impl Service {
                             "{id} is already served by a built-in, imported or uploaded connector; the file is ignored"
                         );
                         tracing::warn!(file = %path.display(), "{why}");
-                        self.dir_errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(name, why);
+                        self.registry.set_dir_error(name, why);
                         continue;
                     }
                     tracing::info!(file = %path.display(), connector = %id, version = %c.manifest().version, "loaded connector from the directory");
                     file.connector = Some(id);
                     self.registry.insert(c, Source::Directory);
                     self.forget_all();
-                    self.dir_errors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&name);
+                    self.registry.clear_dir_error(&name);
                     loaded += 1;
                 }
                 Err(e) => {
                     tracing::error!(file = %path.display(), error = %e, "connector rejected; the previous version keeps serving");
-                    self.dir_errors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name, e);
+                    self.registry.set_dir_error(name, e);
                 }
             }
         }
@@ -499,10 +486,7 @@ impl Service {
                 self.forget_all();
             }
             if let Some(name) = path.file_name() {
-                self.dir_errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&*name.to_string_lossy());
+                self.registry.clear_dir_error(&*name.to_string_lossy());
             }
         }
         Ok(loaded)

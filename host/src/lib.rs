@@ -8,7 +8,9 @@
 pub mod api;
 pub mod cli;
 pub mod connections;
+pub mod events;
 pub mod hotload;
+pub mod model;
 pub mod oauth;
 pub mod providers;
 pub mod proxy;

@@ -14,8 +14,6 @@
 //! | `revoked`, `expired`, `pending` | 409 with the status and what to do; `error` is still tried and a success makes it `active` |
 //! | bookkeeping | an audit row per request (method, path without query, upstream status, latency, caller) and `last_used_at`, both written in batches about once a second |
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -25,16 +23,7 @@ use serde_json::{Value, json};
 
 use crate::connections::{Actor, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service};
 use crate::runtime::{AuthScheme, Classification, CredentialPlacement, ErrorKind, ResponseView};
-use crate::store::{AuditRow, ConnectionRow, now_ms};
-
-/// Proxy use not yet written to the database.
-#[derive(Default)]
-pub struct Usage {
-    /// Audit rows of proxied requests.
-    pub audit: Vec<AuditRow>,
-    /// Connection id → (workspace, last use).
-    pub last_used: HashMap<String, (String, i64)>,
-}
+use crate::store::{ConnectionRow, now_ms};
 
 /// A request to forward.
 pub struct ProxyRequest {
@@ -268,7 +257,7 @@ impl Service {
                 // A success after failures: "recovered".
                 self.transition(c, "active", "", actor).await?;
             }
-            self.record_use(c, actor, &req, status.as_u16(), started, refreshed);
+            self.record_use_of(c, actor, &req, status.as_u16(), started, refreshed);
             let mut out = Response::new(body);
             *out.status_mut() = status;
             *out.headers_mut() = headers;
@@ -294,7 +283,7 @@ impl Service {
         Ok(c.token_version != used_version)
     }
 
-    fn record_use(
+    fn record_use_of(
         &self,
         c: &ConnectionRow,
         actor: &Actor,
@@ -303,49 +292,18 @@ impl Service {
         started: std::time::Instant,
         refreshed: bool,
     ) {
-        let now = now_ms();
-        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        usage.audit.push(AuditRow {
-            id: 0,
-            workspace_id: c.workspace_id.clone(),
-            connection_id: Some(c.id.clone()),
-            action: "proxy.request".into(),
-            actor: actor.0.clone(),
-            detail: json!({
+        self.record_use(
+            c,
+            actor,
+            "proxy.request",
+            json!({
                 "method": req.method.as_str(),
                 "path": format!("/{}", req.raw_path),
                 "status": status,
                 "latency_ms": started.elapsed().as_millis() as u64,
                 "refreshed": refreshed,
-            })
-            .to_string(),
-            created_at: now,
-        });
-        usage
-            .last_used
-            .insert(c.id.clone(), (c.workspace_id.clone(), now));
-    }
-
-    /// Writes buffered proxy audit rows and last-used times.
-    pub async fn flush_usage(&self) -> Result<()> {
-        let (audit, used) = {
-            let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            (
-                std::mem::take(&mut usage.audit),
-                std::mem::take(&mut usage.last_used),
-            )
-        };
-        if !audit.is_empty() {
-            self.store.audit_batch(&audit).await?;
-        }
-        if !used.is_empty() {
-            let used: Vec<(String, String, i64)> = used
-                .into_iter()
-                .map(|(id, (ws, at))| (ws, id, at))
-                .collect();
-            self.store.touch_last_used(&used).await?;
-        }
-        Ok(())
+            }),
+        );
     }
 
     /// The raw credential, for callers that must hold it (the API layer checks the permission).

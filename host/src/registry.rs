@@ -42,12 +42,40 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Registry {
     map: ArcSwap<BTreeMap<String, Arc<Entry>>>,
+    /// Files in the watched connectors directory that failed to load, by file name, with why.
+    dir_errors: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records why a file in the connectors directory did not load.
+    pub fn set_dir_error(&self, file: String, why: String) {
+        self.dir_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file, why);
+    }
+
+    /// Clears a directory file's load error (it loaded, or it is gone).
+    pub fn clear_dir_error(&self, file: &str) {
+        self.dir_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(file);
+    }
+
+    /// Files in the connectors directory that failed to load: (file, why), by file name.
+    pub fn dir_errors(&self) -> Vec<(String, String)> {
+        self.dir_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(f, e)| (f.clone(), e.clone()))
+            .collect()
     }
 
     /// Loads the connectors shipped in the binary.

@@ -27,53 +27,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::connections::{Actor, Error, Result, Service, rfc3339, view};
-use crate::store::{ConnectionRow, DeliveryRow, OutEvent, WebhookRow, now_ms};
-
-/// Every event type a subscription can ask for.
-pub const EVENT_TYPES: &[&str] = &[
-    "connection.created",
-    "connection.active",
-    "connection.recovered",
-    "connection.error",
-    "connection.expired",
-    "connection.revoked",
-    "connection.deleted",
-    "connection.expiring_soon",
-];
-
-/// The event a status change produces, if any.
-pub fn status_event(from: &str, to: &str) -> Option<&'static str> {
-    match to {
-        "active" if from == "error" => Some("connection.recovered"),
-        "active" => Some("connection.active"),
-        "error" => Some("connection.error"),
-        "expired" => Some("connection.expired"),
-        "revoked" => Some("connection.revoked"),
-        _ => None,
-    }
-}
-
-/// An event about a connection: the body every subscription receives.
-pub fn connection_event(kind: &str, c: &ConnectionRow, extra: Value) -> OutEvent {
-    let id = format!("evt_{}", crate::vault::random_hex(12));
-    let mut data = json!({ "connection": view(c) });
-    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
-        d.extend(x);
-    }
-    let payload = json!({
-        "id": id,
-        "type": kind,
-        "created_at": rfc3339(now_ms()),
-        "workspace": c.workspace_id,
-        "data": data,
-    });
-    OutEvent {
-        id,
-        event_type: kind.to_string(),
-        payload: payload.to_string(),
-    }
-}
+use crate::connections::{Actor, Error, Result, Service, rfc3339};
+use crate::events::EVENT_TYPES;
+use crate::store::{DeliveryRow, WebhookRow, now_ms};
 
 /// `t=…,v1=…` for a body sent at `timestamp` (Unix seconds).
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
@@ -343,19 +299,5 @@ mod tests {
             sign("whsec_test", 1_700_000_000, r#"{"a":1}"#),
             "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
         );
-    }
-
-    #[test]
-    fn transitions_map_to_events() {
-        assert_eq!(
-            status_event("error", "active"),
-            Some("connection.recovered")
-        );
-        assert_eq!(status_event("pending", "active"), Some("connection.active"));
-        assert_eq!(
-            status_event("active", "revoked"),
-            Some("connection.revoked")
-        );
-        assert_eq!(status_event("active", "pending"), None);
     }
 }

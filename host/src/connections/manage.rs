@@ -62,13 +62,13 @@ impl Service {
     pub(crate) async fn transition(
         &self,
         c: &ConnectionRow,
-        to: &str,
+        to: Status,
         reason: &str,
         actor: &Actor,
     ) -> Result<()> {
         self.forget(&c.id);
         let reason = (!reason.is_empty()).then_some(reason);
-        let from = c.status.clone();
+        let from = c.status;
         let changed = self
             .store
             // Revoking applies whatever happened meanwhile; other changes only from the status
@@ -76,14 +76,15 @@ impl Service {
             .transition_status(
                 &c.workspace_id,
                 &c.id,
-                (to != "revoked").then_some(from.as_str()),
+                (to != Status::Revoked).then_some(from),
                 to,
                 reason,
                 |row| {
-                    crate::webhooks::status_event(&from, to).map(|kind| {
-                        crate::webhooks::connection_event(
+                    events::status_event(from, to).map(|kind| {
+                        events::connection_event(
                             kind,
-                            row,
+                            &row.workspace_id,
+                            view(row),
                             json!({"previous_status": from, "reason": reason}),
                         )
                     })

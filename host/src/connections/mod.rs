@@ -23,12 +23,15 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::events;
+use crate::model::now_ms;
+pub use crate::model::{Status, rfc3339};
 use crate::oauth::{self, OAuthError, TokenCall};
 use crate::registry::Registry;
 use crate::runtime::{
     AuthScheme, CallContext, CallEnv, ErrorKind, Oauth2, Secret, SecretKind, TokenSet,
 };
-use crate::store::{ConnectionRow, FlowRow, ProviderAppRow, SealedField, Store, TokenMeta, now_ms};
+use crate::store::{ConnectionRow, FlowRow, ProviderAppRow, SealedField, Store, TokenMeta};
 use crate::vault::{Context, KeyRing};
 
 mod accounts;
@@ -41,6 +44,7 @@ mod provider_apps;
 mod refresh;
 mod scheduler;
 mod tokens;
+mod usage;
 
 pub use api_keys::CreateApiKey;
 pub use cache::CONN_CACHE_TTL;
@@ -189,7 +193,7 @@ pub struct Service {
     /// Client for proxied API calls.
     pub(crate) proxy_http: reqwest::Client,
     /// Proxy use not yet written: audit rows and last-used times (flushed in batches).
-    pub(crate) usage: Mutex<crate::proxy::Usage>,
+    pub(crate) usage: Mutex<usage::Usage>,
     /// Provider apps recently read.
     app_cache: Mutex<HashMap<(String, String), (std::time::Instant, CachedApp)>>,
     /// Connections and their call envs recently used by the proxy (see `usable_conn`).
@@ -199,8 +203,6 @@ pub struct Service {
         Mutex<HashMap<String, (std::time::Instant, Option<crate::api::auth::Caller>)>>,
     /// The connector runtime, for loading uploads (set once at start).
     pub runtime: std::sync::OnceLock<crate::runtime::Runtime>,
-    /// Problems with files in the watched connectors directory.
-    pub(crate) dir_errors: crate::hotload::DirErrors,
     /// When the proxy last refreshed each connection because the provider rejected its token.
     pub(crate) rejection_refreshes: Mutex<HashMap<String, std::time::Instant>>,
 }
@@ -213,7 +215,7 @@ pub fn view(c: &ConnectionRow) -> Value {
         "connector": c.connector_id,
         "name": c.name,
         "auth_kind": c.auth_kind,
-        "status": c.status,
+        "status": c.status.as_str(),
         "status_reason": c.status_reason,
         "account": c.account_id.as_ref().map(|id| json!({
             "id": id, "display_name": c.account_name, "email": c.account_email
@@ -235,12 +237,6 @@ pub fn view(c: &ConnectionRow) -> Value {
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
     })
-}
-
-/// Unix milliseconds as RFC 3339.
-pub fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn new_id(prefix: &str) -> String {
@@ -306,7 +302,6 @@ impl Service {
             conn_cache: Mutex::default(),
             auth_cache: Mutex::default(),
             runtime: std::sync::OnceLock::new(),
-            dir_errors: Default::default(),
             rejection_refreshes: Mutex::default(),
         })
     }
@@ -374,8 +369,8 @@ impl Service {
 
     /// Queues a webhook event about `c` (failures are logged: the change itself stands).
     pub(crate) async fn emit(&self, kind: &str, c: &ConnectionRow, extra: Value) {
-        let event = crate::webhooks::connection_event(kind, c, extra);
-        if let Err(e) = self.store.emit(&c.workspace_id, &event).await {
+        let event = events::connection_event(kind, &c.workspace_id, view(c), extra);
+        if let Err(e) = events::emit(&self.store, &c.workspace_id, &event).await {
             tracing::error!(connection = %c.id, event = kind, error = %e, "could not queue a webhook event");
         }
     }
@@ -388,7 +383,7 @@ impl Service {
         actor: &Actor,
         detail: Value,
     ) {
-        if let Err(e) = self.store.audit(ws, conn, action, &actor.0, &detail).await {
+        if let Err(e) = events::audit(&self.store, ws, conn, action, &actor.0, &detail).await {
             tracing::error!(error = %e, action, "could not write an audit event");
         }
     }

@@ -10,7 +10,8 @@ pub struct ConnectionRow {
     pub connector_id: String,
     pub name: String,
     pub auth_kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: Status,
     pub status_reason: Option<String>,
     pub config: String,
     pub metadata: String,
@@ -53,7 +54,7 @@ impl ConnectionRow {
         connector: &str,
         name: String,
         auth_kind: &str,
-        status: &str,
+        status: Status,
         config: String,
     ) -> Self {
         let now = now_ms();
@@ -63,7 +64,7 @@ impl ConnectionRow {
             connector_id: connector.into(),
             name,
             auth_kind: auth_kind.into(),
-            status: status.into(),
+            status,
             status_reason: None,
             config,
             metadata: "{}".into(),
@@ -105,7 +106,7 @@ macro_rules! connection_filter {
 #[derive(Debug, Default, Clone)]
 pub struct ConnectionFilter {
     pub connector: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 impl Store {
@@ -121,7 +122,7 @@ impl Store {
         .bind(&c.connector_id)
         .bind(&c.name)
         .bind(&c.auth_kind)
-        .bind(&c.status)
+        .bind(c.status.as_str())
         .bind(&c.status_reason)
         .bind(&c.config)
         .bind(&c.metadata)
@@ -156,7 +157,7 @@ impl Store {
         ))
         .bind(workspace)
         .bind(f.connector.as_deref())
-        .bind(f.status.as_deref())
+        .bind(f.status.map(Status::as_str))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -169,7 +170,7 @@ impl Store {
         ))
         .bind(workspace)
         .bind(f.connector.as_deref())
-        .bind(f.status.as_deref())
+        .bind(f.status.map(Status::as_str))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -190,7 +191,7 @@ impl Store {
         ))
         .bind(workspace)
         .bind(f.connector.as_deref())
-        .bind(f.status.as_deref())
+        .bind(f.status.map(Status::as_str))
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
@@ -204,7 +205,7 @@ impl Store {
         &self,
         workspace: &str,
         id: &str,
-        status: &str,
+        status: Status,
         reason: Option<&str>,
     ) -> Result<bool> {
         self.transition_status(workspace, id, None, status, reason, |_| None)
@@ -219,8 +220,8 @@ impl Store {
         &self,
         workspace: &str,
         id: &str,
-        from: Option<&str>,
-        status: &str,
+        from: Option<Status>,
+        status: Status,
         reason: Option<&str>,
         event: impl FnOnce(&ConnectionRow) -> Option<OutEvent>,
     ) -> Result<bool> {
@@ -232,10 +233,10 @@ impl Store {
         )
         .bind(workspace)
         .bind(id)
-        .bind(status)
+        .bind(status.as_str())
         .bind(reason)
         .bind(now)
-        .bind(from)
+        .bind(from.map(Status::as_str))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -257,7 +258,7 @@ impl Store {
             .bind(workspace)
             .bind(id)
             .bind(reason)
-            .bind(status)
+            .bind(status.as_str())
             .execute(&mut *tx)
             .await?;
         }

@@ -26,6 +26,8 @@ mod tokens;
 mod uploads;
 mod webhooks;
 
+pub use crate::model::{Status, now_ms};
+
 pub use api_keys::ApiKeyRow;
 pub use audit::AuditRow;
 pub use connections::{ConnectionFilter, ConnectionRow};
@@ -66,14 +68,6 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
-
-/// Current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 /// The database.
 #[derive(Clone)]

@@ -1,0 +1,100 @@
+//! Events: the audit log and the webhook outbox, written below the lifecycle.
+//!
+//! The lifecycle decides what happened; this module names it and writes it. An event about a
+//! status change is written by the same statement or transaction as the change
+//! ([`crate::store::Store::transition_status`], [`crate::store::Store::store_tokens`]), so a
+//! change cannot commit without its event. [`crate::webhooks`] only delivers what the outbox
+//! holds; nothing here knows about HTTP.
+//!
+//! | event | when |
+//! |---|---|
+//! | `connection.created` | a connection was created (OAuth start, API key) |
+//! | `connection.active` | it became `active` |
+//! | `connection.recovered` | it became `active` again after `error` |
+//! | `connection.error`, `.expired`, `.revoked` | it entered that status |
+//! | `connection.deleted` | it was deleted |
+//! | `connection.expiring_soon` | its refresh token expires soon, or refreshes keep failing |
+
+use serde_json::{Value, json};
+
+use crate::model::{Status, now_ms, rfc3339};
+use crate::store::{OutEvent, Store, StoreError};
+
+/// Every event type a subscription can ask for.
+pub const EVENT_TYPES: &[&str] = &[
+    "connection.created",
+    "connection.active",
+    "connection.recovered",
+    "connection.error",
+    "connection.expired",
+    "connection.revoked",
+    "connection.deleted",
+    "connection.expiring_soon",
+];
+
+/// The event a status change produces, if any.
+pub fn status_event(from: Status, to: Status) -> Option<&'static str> {
+    match to {
+        Status::Active if from == Status::Error => Some("connection.recovered"),
+        Status::Active => Some("connection.active"),
+        Status::Error => Some("connection.error"),
+        Status::Expired => Some("connection.expired"),
+        Status::Revoked => Some("connection.revoked"),
+        Status::Pending => None,
+    }
+}
+
+/// An event about a connection in `workspace`, whose JSON view is `connection`: the body every
+/// subscription receives, with `extra` merged into its `data`.
+pub fn connection_event(kind: &str, workspace: &str, connection: Value, extra: Value) -> OutEvent {
+    let id = format!("evt_{}", crate::vault::random_hex(12));
+    let mut data = json!({ "connection": connection });
+    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
+        d.extend(x);
+    }
+    let payload = json!({
+        "id": id,
+        "type": kind,
+        "created_at": rfc3339(now_ms()),
+        "workspace": workspace,
+        "data": data,
+    });
+    OutEvent {
+        id,
+        event_type: kind.to_string(),
+        payload: payload.to_string(),
+    }
+}
+
+/// Writes one audit row.
+pub async fn audit(
+    store: &Store,
+    workspace: &str,
+    connection: Option<&str>,
+    action: &str,
+    actor: &str,
+    detail: &Value,
+) -> Result<(), StoreError> {
+    store
+        .audit(workspace, connection, action, actor, detail)
+        .await
+}
+
+/// Queues `event` for every subscription of `workspace` that wants it.
+pub async fn emit(store: &Store, workspace: &str, event: &OutEvent) -> Result<(), StoreError> {
+    store.emit(workspace, event).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_map_to_events() {
+        use Status::*;
+        assert_eq!(status_event(Error, Active), Some("connection.recovered"));
+        assert_eq!(status_event(Pending, Active), Some("connection.active"));
+        assert_eq!(status_event(Active, Revoked), Some("connection.revoked"));
+        assert_eq!(status_event(Active, Pending), None);
+    }
+}
