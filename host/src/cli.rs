@@ -262,45 +262,6 @@ async fn check_keys(store: &Store, ring: &KeyRing) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets up the admin token: KEYPORT_ADMIN_TOKEN, or one generated and printed once.
-async fn admin_token(store: &Store, embedded: bool) -> anyhow::Result<()> {
-    use crate::api::auth::ADMIN_TOKEN_HASH;
-    if let Ok(token) = std::env::var("KEYPORT_ADMIN_TOKEN") {
-        if token.len() < 16 {
-            anyhow::bail!("KEYPORT_ADMIN_TOKEN must be at least 16 characters");
-        }
-        let new = crate::oauth::hash(&token);
-        if store.setting(ADMIN_TOKEN_HASH).await?.as_deref() != Some(new.as_str()) {
-            store.put_setting(ADMIN_TOKEN_HASH, &new).await?;
-            // A new admin token signs everyone out of the web UI.
-            let ended = store.purge_ui_sessions(i64::MAX).await?;
-            if ended > 0 {
-                tracing::info!(
-                    sessions = ended,
-                    "admin token changed: web UI sessions ended"
-                );
-            }
-        }
-        return Ok(());
-    }
-    if store.setting(ADMIN_TOKEN_HASH).await?.is_some() {
-        return Ok(());
-    }
-    if !embedded {
-        anyhow::bail!("set KEYPORT_ADMIN_TOKEN (at least 16 characters) to protect the API");
-    }
-    let token = format!("kpa_{}", crate::vault::random_hex(24));
-    if store
-        .init_setting(ADMIN_TOKEN_HASH, &crate::oauth::hash(&token))
-        .await?
-    {
-        eprintln!(
-            "\n  Admin token (shown once, store it now): {token}\n  Sign in to the web UI with it, and use it as `Authorization: Bearer <token>` for the API.\n"
-        );
-    }
-    Ok(())
-}
-
 /// Starts the service and runs until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let storage = &args.storage;
@@ -308,7 +269,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ring = Arc::new(load_keys(storage)?);
     check_keys(&store, &ring).await?;
     store.ensure_workspace("default", "Default").await?;
-    admin_token(&store, storage.embedded()).await?;
+    crate::auth::set_up_admin_token(&store, storage.embedded()).await?;
 
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(
@@ -468,11 +429,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
     let flush = service.clone();
-    let app = crate::api::router(crate::api::AppState {
-        registry: registry.clone(),
-        service,
-        metrics,
-    });
+    let app = crate::web::app(
+        crate::api::routes().merge(crate::ui::routes()),
+        crate::web::AppState::new(registry.clone(), service, metrics),
+    );
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
     eprintln!(
         "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"

@@ -6,6 +6,7 @@
 //! [`runtime`] and kept by [`registry`].
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod connections;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod seed;
 pub mod store;
 pub mod ui;
 pub mod vault;
+pub mod web;
 pub mod webhooks;
 
 /// The built-in connectors, compiled from `connectors/` by the build script.

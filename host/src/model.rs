@@ -73,7 +73,7 @@ pub struct UnknownStatus(pub String);
 impl FromStr for Status {
     type Err = UnknownStatus;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
         Status::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
@@ -84,7 +84,7 @@ impl FromStr for Status {
 impl TryFrom<String> for Status {
     type Error = UnknownStatus;
 
-    fn try_from(s: String) -> Result<Self, Self::Error> {
+    fn try_from(s: String) -> Result<Self, UnknownStatus> {
         s.parse()
     }
 }

@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Value, json};
 
-use crate::connections::{Actor, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service};
+use crate::connections::{Actor, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service, Status};
 use crate::runtime::{AuthScheme, Classification, CredentialPlacement, ErrorKind, ResponseView};
 use crate::store::{ConnectionRow, now_ms};
 
@@ -241,7 +241,7 @@ impl Service {
                             "The provider says this connection's authorization is no longer valid ({}). Reconnect to continue.",
                             e.message
                         );
-                        self.transition(c, "revoked", &reason, actor).await?;
+                        self.transition(c, Status::Revoked, &reason, actor).await?;
                     }
                     _ => {}
                 }
@@ -253,9 +253,9 @@ impl Service {
                         .map_err(|e| std::io::Error::other(e.without_url())),
                 )
             };
-            if status.is_success() && c.status == "error" {
+            if status.is_success() && c.status == Status::Error {
                 // A success after failures: "recovered".
-                self.transition(c, "active", "", actor).await?;
+                self.transition(c, Status::Active, "", actor).await?;
             }
             self.record_use_of(c, actor, &req, status.as_u16(), started, refreshed);
             let mut out = Response::new(body);
@@ -352,14 +352,14 @@ impl Service {
 
 /// 409 for connections that cannot be used, with what to do.
 fn usable(c: &ConnectionRow) -> Result<()> {
-    let what = match c.status.as_str() {
-        "revoked" => {
+    let what = match c.status {
+        Status::Revoked => {
             "it was revoked; reconnect it (POST /api/v1/connections/{id}/reconnect) to use it again"
         }
-        "expired" => {
+        Status::Expired => {
             "its authorization expired; reconnect it (POST /api/v1/connections/{id}/reconnect)"
         }
-        "pending" => "it is not authorized yet; finish the authorization first",
+        Status::Pending => "it is not authorized yet; finish the authorization first",
         _ => return Ok(()),
     };
     Err(Error::Conflict(format!(

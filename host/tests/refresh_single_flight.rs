@@ -136,7 +136,7 @@ async fn the_grant_survives_ten_cycles_of_concurrent_refreshes_with_reuse_detect
 /// together. On SQLite (a transaction) and PostgreSQL (one statement).
 #[tokio::test]
 async fn the_token_write_back_is_fenced_by_lease_and_version() {
-    use keyport::store::{SealedField, Store, TokenMeta};
+    use keyport::store::{SealedField, Status, Store, TokenMeta};
     let pg = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite:{}", dir.path().join("fence.db").display());
@@ -259,7 +259,12 @@ async fn the_token_write_back_is_fenced_by_lease_and_version() {
         // A connection revoked meanwhile takes no new tokens, and a change decided on a stale
         // read (error → active) does not bring it back.
         store
-            .set_status("default", "fence-0", "revoked", Some("revoked by a user"))
+            .set_status(
+                "default",
+                "fence-0",
+                Status::Revoked,
+                Some("revoked by a user"),
+            )
             .await
             .unwrap();
         assert!(
@@ -276,9 +281,14 @@ async fn the_token_write_back_is_fenced_by_lease_and_version() {
         assert_eq!(out, None, "{url}: revoked connections take no tokens");
         assert_eq!(read("access_token").await, "at-2");
         let changed = store
-            .transition_status("default", "fence-0", Some("error"), "active", None, |_| {
-                None
-            })
+            .transition_status(
+                "default",
+                "fence-0",
+                Some(Status::Error),
+                Status::Active,
+                None,
+                |_| None,
+            )
             .await
             .unwrap();
         assert!(!changed, "{url}");
@@ -287,7 +297,7 @@ async fn the_token_write_back_is_fenced_by_lease_and_version() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(c.status, "revoked", "{url}");
+        assert_eq!(c.status, Status::Revoked, "{url}");
         assert_eq!(c.status_reason.as_deref(), Some("revoked by a user"));
     }
 }

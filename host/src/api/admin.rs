@@ -7,8 +7,8 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::auth::Caller;
 use super::{ApiError, ApiJson, AppState};
+use crate::auth::Caller;
 
 type R<T> = Result<T, ApiError>;
 

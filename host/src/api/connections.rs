@@ -7,12 +7,12 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::Caller;
 use super::{ApiError, ApiJson, AppState};
+use crate::auth::Caller;
 use crate::connections::{
-    CreateApiKey, Patch, ProviderAppInput, RefreshMode, StartOAuth, rfc3339, view,
+    ConnectionFilter, CreateApiKey, Patch, ProviderAppInput, RefreshMode, StartOAuth, Status,
+    rfc3339, view,
 };
-use crate::store::{ApiKeyRow, ConnectionFilter, now_ms};
 
 type R<T> = Result<T, ApiError>;
 
@@ -29,47 +29,14 @@ pub async fn create_workspace(
     ApiJson(w): ApiJson<NewWorkspace>,
 ) -> R<impl IntoResponse> {
     caller.require_admin()?;
-    if w.id.is_empty()
-        || w.id.len() > 64
-        || !w
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-    {
-        return Err(ApiError::bad_request(
-            "workspace id: 1-64 characters of letters, digits, '-' and '_'",
-        ));
-    }
-    let store = &s.service.store;
-    if store
-        .workspace_exists(&w.id)
-        .await
-        .map_err(ApiError::from_store)?
-    {
-        return Err(crate::connections::Error::Conflict(format!(
-            "workspace {:?} already exists",
-            w.id
-        ))
-        .into());
-    }
-    store
-        .ensure_workspace(&w.id, w.name.as_deref().unwrap_or(&w.id))
-        .await
-        .map_err(ApiError::from_store)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": w.id, "name": w.name.unwrap_or(w.id.clone())})),
-    ))
+    let name = w.name.unwrap_or(w.id.clone());
+    s.service.create_workspace(&w.id, &name).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": w.id, "name": name}))))
 }
 
 pub async fn list_workspaces(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     caller.require_admin()?;
-    let list = s
-        .service
-        .store
-        .workspaces()
-        .await
-        .map_err(ApiError::from_store)?;
+    let list = s.service.workspaces().await?;
     Ok(Json(
         json!({"workspaces": list.into_iter().map(|(id, name, at)| json!({"id": id, "name": name, "created_at": rfc3339(at)})).collect::<Vec<_>>()}),
     ))
@@ -92,50 +59,14 @@ pub async fn create_api_key(
 ) -> R<impl IntoResponse> {
     caller.require_admin()?;
     let ws = k.workspace.unwrap_or(caller.workspace);
-    let store = &s.service.store;
-    if !store
-        .workspace_exists(&ws)
-        .await
-        .map_err(ApiError::from_store)?
-    {
-        return Err(ApiError::not_found(format!("no workspace {ws:?}")));
-    }
-    for p in &k.permissions {
-        if p != super::usage::CREDENTIALS_READ {
-            return Err(ApiError::bad_request(format!(
-                "unknown permission {p:?}; the only one is {:?}",
-                super::usage::CREDENTIALS_READ
-            )));
-        }
-    }
-    let key = format!("kp_{}", crate::vault::random_hex(24));
-    let row = ApiKeyRow {
-        id: format!("key_{}", crate::vault::random_hex(8)),
-        workspace_id: ws.clone(),
-        name: k.name,
-        key_hash: crate::oauth::hash(&key),
-        permissions: serde_json::to_string(&k.permissions).unwrap_or_else(|_| "[]".into()),
-        created_at: now_ms(),
-        revoked_at: None,
-    };
-    store
-        .insert_api_key(&row)
-        .await
-        .map_err(ApiError::from_store)?;
-    store
-        .audit(
-            &ws,
-            None,
-            "api_key.created",
-            &caller.actor.0,
-            &json!({"id": row.id, "name": row.name}),
-        )
-        .await
-        .map_err(ApiError::from_store)?;
+    let name = k.name;
+    let (id, key) =
+        crate::auth::issue_api_key(&s.service, &ws, &caller.actor, name.clone(), &k.permissions)
+            .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": row.id, "workspace": ws, "name": row.name, "key": key, "note": "Store this key now: it is shown only once."}),
+            json!({"id": id, "workspace": ws, "name": name, "key": key, "note": "Store this key now: it is shown only once."}),
         ),
     ))
 }
@@ -208,25 +139,25 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> R<Json<Value>> {
-    if let Some(st) = &q.status
-        && !["pending", "active", "expired", "error", "revoked"].contains(&st.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "status must be one of pending, active, expired, error, revoked",
-        ));
-    }
+    let status = match q.status.as_deref().map(str::parse::<Status>) {
+        None => None,
+        Some(Ok(st)) => Some(st),
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "status must be one of pending, active, expired, error, revoked",
+            ));
+        }
+    };
     let rows = s
         .service
-        .store
-        .connections(
+        .list_connections(
             &caller.workspace,
             &ConnectionFilter {
                 connector: q.connector,
-                status: q.status,
+                status,
             },
         )
-        .await
-        .map_err(ApiError::from_store)?;
+        .await?;
     Ok(Json(
         json!({"connections": rows.iter().map(view).collect::<Vec<_>>()}),
     ))
@@ -381,13 +312,7 @@ pub async fn dependents(
     caller: Caller,
     Path(id): Path<String>,
 ) -> R<Json<Value>> {
-    s.service.get(&caller.workspace, &id).await?;
-    let deps = s
-        .service
-        .store
-        .dependents(&caller.workspace, &id)
-        .await
-        .map_err(ApiError::from_store)?;
+    let deps = s.service.dependents(&caller.workspace, &id).await?;
     Ok(Json(
         json!({"dependents": deps.into_iter().map(|(r, at)| json!({"ref": r, "created_at": rfc3339(at)})).collect::<Vec<_>>()}),
     ))
@@ -428,10 +353,8 @@ pub async fn audit(
 ) -> R<Json<Value>> {
     let rows = s
         .service
-        .store
         .audit_events(&caller.workspace, Some(&id), 500)
-        .await
-        .map_err(ApiError::from_store)?;
+        .await?;
     let events: Vec<Value> = rows
         .into_iter()
         .map(|r| json!({"id": r.id, "action": r.action, "actor": r.actor, "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null), "created_at": rfc3339(r.created_at)}))

@@ -1,139 +1,25 @@
-//! The HTTP surface: JSON API under `/api/v1`, the OAuth endpoints, health, and the start page.
-//!
-//! Errors are `{"error": {"code", "message"}}` with a message that says what to do. Request bodies
-//! are capped at 256 KiB.
+//! The JSON API under `/api/v1`, the browser's OAuth endpoints (launch, callback), health and
+//! metrics. Handlers turn requests into calls on the lifecycle ([`crate::connections::Service`])
+//! and its answers into JSON; they decide nothing and never touch the store. Errors render through
+//! [`crate::web::ApiError`].
 
 mod admin;
-pub mod auth;
 mod connections;
 mod oauth;
 mod usage;
 
-use std::sync::Arc;
-
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::connections::{Error as ServiceError, Service};
-use crate::registry::Registry;
 use crate::runtime::manifest_json;
+use crate::web::{ApiError, ApiJson, AppState};
 
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// Loaded connectors.
-    pub registry: Arc<Registry>,
-    /// The connection lifecycle.
-    pub service: Arc<Service>,
-    /// Renders the Prometheus metrics (none when no recorder is installed).
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-}
-
-/// An API error, rendered once here.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    fields: Vec<(String, String)>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            fields: vec![],
-        }
-    }
-    /// 404 with a message.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-    /// 401.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-    /// 403.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-    /// 400.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-    /// From a store error (logged; the client gets a generic message).
-    pub fn from_store(e: crate::store::StoreError) -> Self {
-        ServiceError::from(e).into()
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        let message = e.to_string();
-        match e {
-            ServiceError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            ServiceError::BadRequest(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-            }
-            ServiceError::Invalid { fields, .. } => ApiError {
-                fields,
-                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
-            },
-            ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            ServiceError::Upstream(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "provider_error", message)
-            }
-            ServiceError::Internal(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if !self.fields.is_empty() {
-            error["fields"] = self
-                .fields
-                .iter()
-                .map(|(p, m)| json!({"path": p, "message": m}))
-                .collect();
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
-    }
-}
-
-/// `Json` whose rejections are API errors that say what is wrong with the body.
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "invalid JSON body: {}",
-                e.body_text()
-            ))),
-        }
-    }
-}
-
-/// The router.
-pub fn router(state: AppState) -> Router {
+/// The API's routes (mounted with the pages' by [`crate::web::app`]).
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -225,11 +111,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/webhooks/{id}/deliveries", get(usage::deliveries))
         .route("/oauth/launch/{token}", get(oauth::launch))
         .route("/oauth/callback", get(oauth::callback))
-        .route("/oauth/done", get(oauth::done))
-        .merge(crate::ui::routes())
-        .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
-        .layer(DefaultBodyLimit::max(256 * 1024))
-        .with_state(state)
 }
 
 /// `GET /metrics`, Prometheus text format: refreshes by outcome, refresh latency, the due
@@ -238,8 +119,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
         return ApiError::not_found("metrics are not enabled in this process").into_response();
     };
-    let now = crate::store::now_ms();
-    if let Ok((due, oldest)) = state.service.store.refresh_backlog(now).await {
+    let now = crate::model::now_ms();
+    if let Ok((due, oldest)) = state.service.refresh_backlog(now).await {
         metrics::gauge!("keyport_refresh_due_backlog").set(due as f64);
         let age = oldest
             .map(|t| (now - t).max(0) as f64 / 1000.0)
@@ -283,25 +164,4 @@ async fn get_connector(
     let mut v = manifest_json(&e.connector);
     v["source"] = json!(e.source);
     Ok(Json(v))
-}
-
-/// The request's cookies by name.
-pub(crate) fn cookies(headers: &HeaderMap) -> std::collections::HashMap<String, String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Escapes text for HTML.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

@@ -1,16 +1,17 @@
-//! Browser-facing OAuth endpoints: the launch link, the callback and the done page.
+//! Browser-facing OAuth endpoints: the launch link and the callback (the done page is a page:
+//! [`crate::ui`]).
 //!
 //! The callback always answers with `Cache-Control: no-store` and `Referrer-Policy: no-referrer`,
 //! and ends in a redirect to a clean URL (no code, no state) on success (O8).
-
-use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::{AppState, cookies, escape};
+use super::AppState;
+use crate::auth::sessions::{cookies, session_hash_of};
 use crate::connections::{CallbackParams, Error as ServiceError};
+use crate::web::escape;
 
 fn no_store(mut r: Response) -> Response {
     let h = r.headers_mut();
@@ -54,7 +55,7 @@ pub async fn launch(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let session = crate::ui::session_hash_of(&s, &headers);
+    let session = session_hash_of(&s.service, &headers);
     match s.service.launch(&token, session.as_deref()).await {
         Ok((url, cookie, value)) => {
             let secure = if s.service.secure_cookies() {
@@ -103,27 +104,4 @@ pub async fn callback(
         }
         Err(e) => error_page(e),
     }
-}
-
-/// `GET /oauth/done`: tells an opener window (the OAuth popup's parent) and the user how it went.
-pub async fn done(Query(q): Query<HashMap<String, String>>) -> Response {
-    let status = q.get("status").map(String::as_str).unwrap_or("unknown");
-    let conn = q.get("connection_id").map(String::as_str).unwrap_or("");
-    // Only fixed texts: the query string is anyone's to write.
-    let message = crate::ui::outcome_message(status, q.get("error").map(String::as_str));
-    let payload = serde_json::json!({"type": "keyport:oauth", "status": status, "connection_id": conn, "error": q.get("error").filter(|_| status == "error"), "message": message});
-    let payload = payload.to_string().replace('<', "\\u003c");
-    let script = format!(
-        "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);setTimeout(function(){{window.close();}},200);}}else if(window.BroadcastChannel){{new BroadcastChannel('keyport-oauth').postMessage({});setTimeout(function(){{window.close();}},200);}}}}catch(e){{}}</script>",
-        payload, payload
-    );
-
-    no_store(
-        Html(format!(
-            "<!doctype html><html lang=en><head><meta charset=utf-8><title>keyport</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{}</h1><p role=status>{}</p>{script}<p><a href=\"/connections\">Back to keyport</a></p></body></html>",
-            if status == "error" { "Connection not completed" } else { "Connection" },
-            escape(&message)
-        ))
-        .into_response(),
-    )
 }

@@ -8,15 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::Caller;
 use super::{ApiError, ApiJson, AppState};
+use crate::auth::{CREDENTIALS_READ, Caller};
 use crate::connections::rfc3339;
 use crate::proxy::ProxyRequest;
 
 type R<T> = Result<T, ApiError>;
-
-/// Permission an API key needs for `GET …/credentials`.
-pub const CREDENTIALS_READ: &str = "credentials:read";
 
 /// Largest request body the proxy forwards.
 pub const PROXY_BODY_MAX: usize = 10 * 1024 * 1024;
@@ -121,7 +118,6 @@ pub async fn audit(
     }
     let rows = s
         .service
-        .store
         .audit_page(
             &caller.workspace,
             q.connection_id.as_deref(),
@@ -130,8 +126,7 @@ pub async fn audit(
             cursor,
             limit + 1,
         )
-        .await
-        .map_err(ApiError::from_store)?;
+        .await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let events: Vec<Value> = page

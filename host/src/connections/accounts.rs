@@ -99,7 +99,7 @@ impl Service {
 
     /// Looks up the account and activates the connection; a transient failure leaves it
     /// `pending` and schedules a retry. Returns the resulting status.
-    pub async fn lookup_and_activate(&self, ws: &str, id: &str) -> Result<String> {
+    pub async fn lookup_and_activate(&self, ws: &str, id: &str) -> Result<Status> {
         let c = self.get(ws, id).await?;
         let actor = Actor("keyport".into());
         match self.look_up(&c).await? {
@@ -115,24 +115,24 @@ impl Service {
                     )
                     .await?;
                 self.audit(ws, Some(id), "account.looked_up", &actor, json!({"account_id": account.external_id, "display_name": account.display_name})).await;
-                self.transition(&c, "active", "", &actor).await?;
-                Ok("active".into())
+                self.transition(&c, Status::Active, "", &actor).await?;
+                Ok(Status::Active)
             }
             Ok(Err(e)) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::RateLimited) => {
                 self.retry_lookup(&c, &e.message).await?;
-                Ok("pending".into())
+                Ok(Status::Pending)
             }
             Err(call) => {
                 self.retry_lookup(&c, &call.to_string()).await?;
-                Ok("pending".into())
+                Ok(Status::Pending)
             }
             Ok(Err(e)) => {
                 let reason = format!(
                     "The account lookup failed: {}. Reconnect to try again.",
                     e.message
                 );
-                self.transition(&c, "error", &reason, &actor).await?;
-                Ok("error".into())
+                self.transition(&c, Status::Error, &reason, &actor).await?;
+                Ok(Status::Error)
             }
         }
     }

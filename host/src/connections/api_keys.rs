@@ -98,7 +98,7 @@ impl Service {
             &m.id,
             name,
             "api_key",
-            "active",
+            Status::Active,
             config.to_string(),
         );
         row.account_id = Some(account.external_id.clone());

@@ -103,7 +103,7 @@ impl Service {
             &m.id,
             name,
             "oauth2",
-            "pending",
+            Status::Pending,
             config.to_string(),
         );
         row.status_reason = Some("Waiting for the user to authorize.".into());
@@ -492,15 +492,15 @@ impl Service {
                 &ws,
                 &conn.id,
                 if conn.account_id.is_some() {
-                    &conn.status
+                    conn.status
                 } else {
-                    "pending"
+                    Status::Pending
                 },
                 Some(PENDING_LOOKUP),
             )
             .await?;
         let status = self.lookup_and_activate(&ws, &conn.id).await?;
-        Ok(done(&status, None))
+        Ok(done(status.as_str(), None))
     }
 
     /// Records a failed authorization: a new connection stays `pending` with the reason (a
@@ -516,7 +516,7 @@ impl Service {
                 .set_status(
                     &flow.workspace_id,
                     &flow.connection_id,
-                    "pending",
+                    Status::Pending,
                     Some(reason),
                 )
                 .await?;

@@ -159,7 +159,7 @@ impl Service {
         )
         .await;
         let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
-        self.transition(&c, "revoked", &reason, actor).await?;
+        self.transition(&c, Status::Revoked, &reason, actor).await?;
         Ok((self.get(ws, id).await?, provider_error))
     }
 

@@ -31,7 +31,8 @@ use crate::registry::Registry;
 use crate::runtime::{
     AuthScheme, CallContext, CallEnv, ErrorKind, Oauth2, Secret, SecretKind, TokenSet,
 };
-use crate::store::{ConnectionRow, FlowRow, ProviderAppRow, SealedField, Store, TokenMeta};
+pub use crate::store::{AuditRow, ConnectionFilter, ConnectionRow};
+use crate::store::{FlowRow, ProviderAppRow, SealedField, Store, TokenMeta};
 use crate::vault::{Context, KeyRing};
 
 mod accounts;
@@ -41,6 +42,7 @@ mod config;
 mod flows;
 mod manage;
 mod provider_apps;
+mod reads;
 mod refresh;
 mod scheduler;
 mod tokens;
@@ -198,9 +200,6 @@ pub struct Service {
     app_cache: Mutex<HashMap<(String, String), (std::time::Instant, CachedApp)>>,
     /// Connections and their call envs recently used by the proxy (see `usable_conn`).
     conn_cache: Mutex<HashMap<String, (std::time::Instant, CachedConn)>>,
-    /// API credentials recently checked: token hash → (when, workspace, actor, permissions).
-    pub(crate) auth_cache:
-        Mutex<HashMap<String, (std::time::Instant, Option<crate::api::auth::Caller>)>>,
     /// The connector runtime, for loading uploads (set once at start).
     pub runtime: std::sync::OnceLock<crate::runtime::Runtime>,
     /// When the proxy last refreshed each connection because the provider rejected its token.
@@ -300,7 +299,6 @@ impl Service {
             usage: Mutex::default(),
             app_cache: Mutex::default(),
             conn_cache: Mutex::default(),
-            auth_cache: Mutex::default(),
             runtime: std::sync::OnceLock::new(),
             rejection_refreshes: Mutex::default(),
         })

@@ -103,7 +103,7 @@ impl Service {
             if now.token_version != c.token_version || fresh(&now) {
                 return Ok(now);
             }
-            if now.status == "revoked" {
+            if now.status == Status::Revoked {
                 return Err(Error::Conflict(revoked_reason(&now)));
             }
             if now_ms() > deadline {
@@ -145,7 +145,7 @@ impl Service {
         }
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest().clone();
-        if c.status == "revoked" {
+        if c.status == Status::Revoked {
             return Err(Error::Conflict(revoked_reason(&c)));
         }
         let o = self.oauth_of(&m)?.clone();
@@ -154,8 +154,8 @@ impl Service {
             None => {
                 let reason = "The access token cannot be refreshed (the provider issued no refresh token). Reconnect to continue.";
                 if c.expires_at.is_some_and(|e| e <= now_ms()) {
-                    if c.status != "expired" {
-                        self.transition(&c, "expired", reason, actor).await?;
+                    if c.status != Status::Expired {
+                        self.transition(&c, Status::Expired, reason, actor).await?;
                     }
                     self.store.schedule_refresh(ws, id, None, 0).await?;
                 } else {
@@ -251,10 +251,10 @@ impl Service {
                         .clear_expiring_soon(ws, id, Some("failing"))
                         .await?;
                 }
-                if c.status != "active" && c.status != "pending" {
+                if c.status != Status::Active && c.status != Status::Pending {
                     // A success after failures: "recovered".
-                    self.transition(&c, "active", "", actor).await?;
-                } else if c.status == "pending" && c.account_id.is_none() {
+                    self.transition(&c, Status::Active, "", actor).await?;
+                } else if c.status == Status::Pending && c.account_id.is_none() {
                     self.lookup_and_activate(ws, id).await?;
                 }
                 Ok(Refreshed::Saved)
@@ -276,7 +276,7 @@ impl Service {
                     json!({"error": code, "definitive": true}),
                 )
                 .await;
-                self.transition(&c, "revoked", &reason, actor).await?;
+                self.transition(&c, Status::Revoked, &reason, actor).await?;
                 Err(Error::Conflict(reason))
             }
             Err(e) => {
@@ -323,11 +323,11 @@ impl Service {
                     )
                     .await;
                 }
-                if failures >= self.config.refresh_failure_threshold && c.status == "active" {
+                if failures >= self.config.refresh_failure_threshold && c.status == Status::Active {
                     let reason = format!(
                         "Reconnection needed: the provider failed {failures} refreshes in a row (last: {e}). keyport keeps retrying."
                     );
-                    self.transition(&c, "error", &reason, actor).await?;
+                    self.transition(&c, Status::Error, &reason, actor).await?;
                 }
                 Err(Error::Upstream(format!(
                     "Failed to refresh the connection: {e}. Try again later; you may need to reconnect."

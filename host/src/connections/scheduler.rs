@@ -194,9 +194,9 @@ impl Service {
         })
         .increment(1);
         match result {
-            Ok(Ok(_)) if c.status == "error" => {
+            Ok(Ok(_)) if c.status == Status::Error => {
                 // A success after failures: "recovered".
-                self.transition(&c, "active", "", &actor).await
+                self.transition(&c, Status::Active, "", &actor).await
             }
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Revoked) => {
@@ -218,7 +218,7 @@ impl Service {
                 )
                 .await;
                 self.store.set_probe(ws, id, None).await?;
-                self.transition(&c, "revoked", &reason, &actor).await
+                self.transition(&c, Status::Revoked, &reason, &actor).await
             }
             Ok(Err(e)) => {
                 self.audit(

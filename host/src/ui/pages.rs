@@ -8,53 +8,57 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{SignedIn, page_response};
-use crate::api::AppState;
-use crate::connections::{rfc3339, view};
+use crate::auth::Session;
+use crate::connections::{ConnectionFilter, Status, rfc3339, view};
 use crate::runtime::{AuthScheme, Manifest};
-use crate::store::{ConnectionFilter, UiSessionRow};
+use crate::web::AppState;
 
-const STATUSES: &[&str] = &["pending", "active", "expired", "error", "revoked"];
-
-fn status_label(s: &str) -> &'static str {
+fn status_label(s: Status) -> &'static str {
     match s {
-        "pending" => "Pending",
-        "active" => "Active",
-        "expired" => "Expired",
-        "error" => "Error",
-        "revoked" => "Revoked",
-        _ => "Unknown",
+        Status::Pending => "Pending",
+        Status::Active => "Active",
+        Status::Expired => "Expired",
+        Status::Error => "Error",
+        Status::Revoked => "Revoked",
     }
 }
 
 /// What a status means, and what to do next.
-fn status_help(s: &str) -> (&'static str, &'static str) {
+fn status_help(s: Status) -> (&'static str, &'static str) {
     match s {
-        "pending" => (
+        Status::Pending => (
             "Waiting for the authorization or for the account lookup.",
             "Finish the provider's consent screen, or Reconnect to start again.",
         ),
-        "active" => (
+        Status::Active => (
             "Working. keyport refreshes the credential before it expires.",
             "Nothing to do.",
         ),
-        "expired" => (
+        Status::Expired => (
             "The credential expired and keyport could not refresh it yet.",
             "Refresh credential; if that fails, Reconnect.",
         ),
-        "error" => (
+        Status::Error => (
             "Recent refreshes or calls with this connection failed.",
             "keyport keeps retrying. Refresh credential to try now, or Reconnect.",
         ),
-        "revoked" => (
+        Status::Revoked => (
             "The authorization was revoked; keyport holds no credential for it any more.",
             "Reconnect to authorize again, or Delete the connection.",
         ),
-        _ => ("", ""),
     }
 }
 
-fn badge(status: &str) -> Markup {
-    html! { span class={ "badge badge-" (status) } { (status_label(status)) } }
+/// A status badge for a connection's JSON view (the string form is the edge: HTML).
+fn badge_of(c: &Value) -> Markup {
+    match c["status"].as_str().and_then(|s| s.parse().ok()) {
+        Some(st) => badge(st),
+        None => html! { span class="badge" { "Unknown" } },
+    }
+}
+
+fn badge(status: Status) -> Markup {
+    html! { span class={ "badge badge-" (status.as_str()) } { (status_label(status)) } }
 }
 
 fn time(ts: Option<&str>) -> Markup {
@@ -81,7 +85,7 @@ fn auth_kind(m: &Manifest) -> &'static str {
 }
 
 fn layout(
-    s: &UiSessionRow,
+    s: &Session,
     workspaces: &[(String, String)],
     title: &str,
     nav: &str,
@@ -181,7 +185,6 @@ async fn connections_of(
 ) -> (Vec<Value>, i64) {
     state
         .service
-        .store
         .connections_page(ws, filter, offset, limit)
         .await
         .map(|(rows, total)| (rows.iter().map(view).collect(), total))
@@ -223,15 +226,14 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
     let mut listed = std::collections::HashMap::new();
     for e in &entries {
         let id = e.connector.manifest().id.clone();
-        let of = |status: Option<&str>| ConnectionFilter {
+        let of = |status: Option<Status>| ConnectionFilter {
             connector: Some(id.clone()),
-            status: status.map(str::to_string),
+            status,
         };
         let (rows, total) = connections_of(&state, &s.workspace_id, &of(None), 0, PER_CARD).await;
         let active = state
             .service
-            .store
-            .count_connections(&s.workspace_id, &of(Some("active")))
+            .count_connections(&s.workspace_id, &of(Some(Status::Active)))
             .await
             .unwrap_or_default();
         listed.insert(id, (rows, total, active > 0));
@@ -309,7 +311,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
                         ul class="conn-list" aria-label={ (m.display_name) " connections" } {
                                                         @for c in mine {
                                 li {
-                                    (badge(c["status"].as_str().unwrap_or_default()))
+                                    (badge_of(c))
                                     " " span { (c["name"].as_str().unwrap_or_default()) } " "
                                     (account_line(c))
                                     " " a href={ "/connections/" (c["id"].as_str().unwrap_or_default()) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" }
@@ -344,7 +346,7 @@ pub async fn connections(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let connector = q.connector.filter(|c| !c.is_empty());
-    let status = q.status.filter(|st| STATUSES.contains(&st.as_str()));
+    let status = q.status.and_then(|st| st.parse::<Status>().ok());
     let filtered = connector.is_some() || status.is_some();
     let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
     let (rows, total) = connections_of(
@@ -352,7 +354,7 @@ pub async fn connections(
         &s.workspace_id,
         &ConnectionFilter {
             connector: connector.clone(),
-            status: status.clone(),
+            status,
         },
         (page - 1) * PAGE,
         PAGE,
@@ -363,8 +365,8 @@ pub async fn connections(
         if let Some(c) = &connector {
             q.append_pair("connector", c);
         }
-        if let Some(st) = &status {
-            q.append_pair("status", st);
+        if let Some(st) = status {
+            q.append_pair("status", st.as_str());
         }
         q.append_pair("page", &p.to_string());
         format!("/connections?{}", q.finish())
@@ -400,7 +402,7 @@ pub async fn connections(
             label for="f-status" { "Status" }
             select id="f-status" name="status" {
                 option value="" { "All statuses" }
-                @for st in STATUSES { option value=(st) selected[status.as_deref() == Some(*st)] { (status_label(st)) } }
+                @for st in Status::ALL { option value=(st.as_str()) selected[status == Some(st)] { (status_label(st)) } }
             }
             button type="submit" { "Apply" }
             @if filtered { a href="/connections" { "Clear filters" } }
@@ -431,7 +433,7 @@ pub async fn connections(
                             td { (name_of(c["connector"].as_str().unwrap_or_default())) }
                             td { (c["name"].as_str().unwrap_or_default()) }
                             td { @if let Some(n) = c["account"]["display_name"].as_str() { (n) } @else { span class="muted" { "—" } } }
-                            td { (badge(c["status"].as_str().unwrap_or_default())) }
+                            td { (badge_of(c)) }
                             td { (time(c["last_used_at"].as_str())) }
                                                         td { a href={ "/connections/" (id) } aria-label={ "Manage " (c["name"].as_str().unwrap_or_default()) } { "Manage" } }
                         }
@@ -451,7 +453,7 @@ pub async fn connections(
     )
 }
 
-fn not_found(s: &UiSessionRow, w: &[(String, String)], what: &str) -> Response {
+fn not_found(s: &Session, w: &[(String, String)], what: &str) -> Response {
     page_response(
         StatusCode::NOT_FOUND,
         layout(
@@ -546,7 +548,7 @@ pub async fn connection(
         return not_found(&s, &w, "This connection does not exist (or was deleted).");
     };
     let c = view(&row);
-    let status = row.status.as_str();
+    let status = row.status;
     let entry = state.registry.get(&row.connector_id);
     let manifest = entry.as_ref().map(|e| e.connector.manifest().clone());
     let connector_name = manifest
@@ -565,12 +567,11 @@ pub async fn connection(
     let config = &c["config"];
     let events = state
         .service
-        .store
         .audit_events(ws, Some(&id), 20)
         .await
         .unwrap_or_default();
     let (mut meaning, next) = status_help(status);
-    if status == "active" && !oauth {
+    if status == Status::Active && !oauth {
         meaning = "Working. keyport checks the key with the provider from time to time.";
     }
     let scopes: Vec<String> = c["granted_scopes"]
@@ -591,7 +592,7 @@ pub async fn connection(
         }
         dl class="facts" {
             dt { "Connector" } dd { (connector_name) }
-            dt { "Account" } dd { @if let Some(n) = &row.account_name { (n) @if let Some(e) = &row.account_email { " (" (e) ")" } } @else { span class="muted" data-poll-account=[(status != "revoked").then_some(id.as_str())] { "Not known yet" } } }
+            dt { "Account" } dd { @if let Some(n) = &row.account_name { (n) @if let Some(e) = &row.account_email { " (" (e) ")" } } @else { span class="muted" data-poll-account=[(status != Status::Revoked).then_some(id.as_str())] { "Not known yet" } } }
             dt { "Granted scopes" } dd { @if scopes.is_empty() { span class="muted" { "—" } } @else { @for sc in &scopes { code { (sc) } " " } } }
             dt { "Last refreshed" } dd { (time(c["last_refreshed_at"].as_str())) }
             dt { "Last used" } dd { (time(c["last_used_at"].as_str())) }
@@ -599,9 +600,9 @@ pub async fn connection(
             dt { "Created" } dd { (time(c["created_at"].as_str())) }
         }
         div class="actions" {
-            @if oauth && status != "revoked" { button type="button" data-refresh=(id) { "Refresh credential" } }
+            @if oauth && status != Status::Revoked { button type="button" data-refresh=(id) { "Refresh credential" } }
             @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } }
-            @if status != "revoked" { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
+            @if status != Status::Revoked { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
             button type="button" class="danger-outline" data-open-dialog="delete-dialog" { "Delete" }
         }
         p class="notice" data-popup-blocked=(id) hidden {}
@@ -782,7 +783,6 @@ pub async fn audit(
     let action = q.action.filter(|a| !a.is_empty());
     let rows = state
         .service
-        .store
         .audit_page(
             &s.workspace_id,
             connection.as_deref(),

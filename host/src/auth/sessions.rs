@@ -1,0 +1,291 @@
+//! Web UI sessions: a random cookie (`HttpOnly`, `SameSite=Lax`, `Secure` behind https) whose
+//! SHA-256 is stored with a CSRF token; 12 hours idle expiry, 7 days at most; a new admin token
+//! ends every session. Failed sign-ins are limited per client address (IPv6 per /64).
+//!
+//! Calls made with a session cookie, reads included (a cross-site link must not make the browser
+//! call the proxy), need the page's CSRF token and, when the browser sends one, a same-origin
+//! `Origin`.
+
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, header};
+
+use super::{ADMIN_TOKEN_HASH, AuthError};
+use crate::connections::{Error as ServiceError, Service};
+use crate::oauth::hash;
+use crate::store::now_ms;
+
+/// A signed-in web UI session.
+pub use crate::store::UiSessionRow as Session;
+
+/// Idle lifetime of a UI session.
+pub const SESSION_IDLE_MS: i64 = 12 * 3600 * 1000;
+/// Longest lifetime of a UI session, however active.
+pub const SESSION_MAX_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The session cookie's name (`__Host-` prefixed behind https).
+pub fn cookie_name(svc: &Service) -> &'static str {
+    if svc.secure_cookies() {
+        "__Host-keyport-session"
+    } else {
+        "keyport-session"
+    }
+}
+
+/// The request's cookies by name.
+pub fn cookies(headers: &HeaderMap) -> std::collections::HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The SHA-256 of the request's session cookie, if it carries one (not checked against the store).
+pub fn session_hash_of(svc: &Service, headers: &HeaderMap) -> Option<String> {
+    cookies(headers)
+        .remove(cookie_name(svc))
+        .filter(|v| !v.is_empty())
+        .map(|v| hash(&v))
+}
+
+/// The live session the request's cookie belongs to; sliding idle expiry.
+pub async fn session_of(svc: &Service, headers: &HeaderMap) -> Result<Option<Session>, AuthError> {
+    let Some(h) = session_hash_of(svc, headers) else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let session = svc.store.ui_session(&h, now).await?;
+    if let Some(s) = &session
+        && now - s.last_seen_at > 60_000
+    {
+        let expires = (now + SESSION_IDLE_MS).min(s.created_at + SESSION_MAX_MS);
+        svc.store.touch_ui_session(&h, now, expires).await?;
+    }
+    Ok(session)
+}
+
+/// The page's CSRF token (`X-CSRF-Token`) and a same-origin `Origin`, for calls made with `s`.
+pub fn check_csrf(svc: &Service, headers: &HeaderMap, s: &Session) -> Result<(), AuthError> {
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    check_form_csrf(svc, headers, s, sent)
+}
+
+/// A form's CSRF field and a same-origin `Origin`, for form posts made with `s`.
+pub fn check_form_csrf(
+    svc: &Service,
+    headers: &HeaderMap,
+    s: &Session,
+    sent: &str,
+) -> Result<(), AuthError> {
+    if !csrf_matches(s, sent) {
+        return Err(AuthError::Forbidden(
+            "missing or wrong CSRF token: reload the page and try again".into(),
+        ));
+    }
+    same_origin(svc, headers)
+}
+
+/// A browser's `Origin`, when sent, must be keyport's public origin (or, when no public URL is
+/// configured behind a proxy, the `Host` the request came to).
+pub fn same_origin(svc: &Service, headers: &HeaderMap) -> Result<(), AuthError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let public = url::Url::parse(&svc.config.public_url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let scheme = if svc.secure_cookies() {
+        "https"
+    } else {
+        "http"
+    };
+    if origin.eq_ignore_ascii_case(&public)
+        || origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+    {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(
+            "cross-origin request refused: use keyport's own pages".into(),
+        ))
+    }
+}
+
+/// Whether `sent` is `s`'s CSRF token (compared in constant time).
+pub fn csrf_matches(s: &Session, sent: &str) -> bool {
+    constant_time_eq(sent.as_bytes(), s.csrf_token.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Too many failures from this address in the last minute.
+    #[error("Too many failed sign-ins from this address. Wait a minute, then try again.")]
+    Limited,
+    /// Not the admin token.
+    #[error(
+        "That is not the admin token. Use the token printed when keyport first started (or the value of KEYPORT_ADMIN_TOKEN)."
+    )]
+    WrongToken,
+    /// The store failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// Signs in with the admin token from `client`: a new session (and its cookie value, shown to
+/// the browser only), or why not. Failures count against the client's address.
+pub async fn sign_in_with_admin_token(
+    svc: &Service,
+    token: &str,
+    client: IpAddr,
+) -> Result<(String, Session), SignInError> {
+    let admin = svc
+        .store
+        .setting(ADMIN_TOKEN_HASH)
+        .await
+        .map_err(AuthError::from)?;
+    let now = now_ms();
+    if sign_in_blocked(client, now) {
+        return Err(SignInError::Limited);
+    }
+    let given = hash(token.trim());
+    if admin.is_none_or(|a| !constant_time_eq(a.as_bytes(), given.as_bytes())) {
+        sign_in_failed(client, now);
+        tracing::warn!(client = %client, "UI sign-in with a wrong token");
+        return Err(SignInError::WrongToken);
+    }
+    sign_in_succeeded(client);
+    let cookie = crate::vault::random_hex(32);
+    let row = Session {
+        id_hash: hash(&cookie),
+        csrf_token: crate::vault::random_hex(24),
+        workspace_id: "default".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + SESSION_IDLE_MS,
+    };
+    svc.store
+        .create_ui_session(&row)
+        .await
+        .map_err(AuthError::from)?;
+    let _ = svc.store.purge_ui_sessions(now).await;
+    Ok((cookie, row))
+}
+
+/// Ends a session.
+pub async fn sign_out(svc: &Service, s: &Session) -> Result<(), AuthError> {
+    svc.store.delete_ui_session(&s.id_hash).await?;
+    Ok(())
+}
+
+/// The session acts in `workspace` from now on (404 when there is no such workspace).
+pub async fn switch_workspace(
+    svc: &Service,
+    s: &Session,
+    workspace: &str,
+) -> Result<(), AuthError> {
+    if !svc.store.workspace_exists(workspace).await? {
+        return Err(ServiceError::NotFound(format!("no workspace {workspace:?}")).into());
+    }
+    svc.store
+        .set_ui_session_workspace(&s.id_hash, workspace)
+        .await?;
+    Ok(())
+}
+
+/// Failed sign-ins allowed per client address per minute.
+const SIGN_IN_FAILURES: u32 = 10;
+
+type FailureMap = std::sync::Mutex<std::collections::HashMap<IpAddr, (i64, u32)>>;
+
+/// Failed sign-ins by client address: (window start, failures). A successful sign-in resets its
+/// address; other addresses are not affected.
+fn sign_in_failures() -> &'static FailureMap {
+    static FAILURES: std::sync::OnceLock<FailureMap> = std::sync::OnceLock::new();
+    FAILURES.get_or_init(Default::default)
+}
+
+/// Addresses tracked at once; beyond that, new addresses share one budget.
+const SIGN_IN_TRACKED: usize = 10_000;
+
+/// The key an address is counted under: IPv6 by its /64 (one host can hold a whole /64), and
+/// addresses beyond the table's capacity together under one key.
+fn sign_in_key(map: &std::collections::HashMap<IpAddr, (i64, u32)>, ip: IpAddr) -> IpAddr {
+    let key = match ip {
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(seg))
+        }
+        v4 => v4,
+    };
+    if map.len() >= SIGN_IN_TRACKED && !map.contains_key(&key) {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        key
+    }
+}
+
+fn sign_in_blocked(ip: IpAddr, now: i64) -> bool {
+    let map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
+    map.get(&sign_in_key(&map, ip))
+        .is_some_and(|(start, n)| now - start < 60_000 && *n >= SIGN_IN_FAILURES)
+}
+
+fn sign_in_failed(ip: IpAddr, now: i64) {
+    let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= SIGN_IN_TRACKED {
+        map.retain(|_, (start, _)| now - *start < 60_000);
+    }
+    let key = sign_in_key(&map, ip);
+    let e = map.entry(key).or_insert((now, 0));
+    if now - e.0 >= 60_000 {
+        *e = (now, 0);
+    }
+    e.1 += 1;
+}
+
+fn sign_in_succeeded(ip: IpAddr) {
+    let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
+    let key = sign_in_key(&map, ip);
+    map.remove(&key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_sign_ins_block_only_their_address() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = 1_000_000;
+        for _ in 0..SIGN_IN_FAILURES {
+            assert!(!sign_in_blocked(a, now));
+            sign_in_failed(a, now);
+        }
+        assert!(sign_in_blocked(a, now));
+        assert!(!sign_in_blocked(b, now));
+        assert!(!sign_in_blocked(a, now + 60_000), "the window passes");
+        // One IPv6 host holds a /64: its addresses share one budget.
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for i in 0..SIGN_IN_FAILURES {
+            sign_in_failed(v6(&format!("2001:db8:1:2::{i:x}")), now);
+        }
+        assert!(sign_in_blocked(v6("2001:db8:1:2::ffff"), now));
+        assert!(!sign_in_blocked(v6("2001:db8:1:3::1"), now));
+    }
+}

@@ -1,0 +1,183 @@
+//! HTTP plumbing shared by the JSON API ([`crate::api`]) and the pages ([`crate::ui`]): the
+//! state handlers share, the error every rejection renders to, the body extractor, and the
+//! extractor that turns a request into an authenticated [`Caller`] through [`crate::auth`].
+//! Neither `api` nor `ui` imports the other; both import this.
+//!
+//! Errors are `{"error": {"code", "message"}}` with a message that says what to do. Request bodies
+//! are capped at 256 KiB.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::{AuthError, Caller, CallerCache};
+use crate::connections::{Error as ServiceError, Service};
+use crate::registry::Registry;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Loaded connectors.
+    pub registry: Arc<Registry>,
+    /// The connection lifecycle.
+    pub service: Arc<Service>,
+    /// Renders the Prometheus metrics (none when no recorder is installed).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// API credentials recently checked.
+    pub callers: Arc<CallerCache>,
+}
+
+impl AppState {
+    /// The state over its parts.
+    pub fn new(
+        registry: Arc<Registry>,
+        service: Arc<Service>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        AppState {
+            registry,
+            service,
+            metrics,
+            callers: Arc::default(),
+        }
+    }
+}
+
+/// The whole application: `routes` (the API's and the pages'), a JSON 404 for anything else, and
+/// the body limit.
+pub fn app(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .with_state(state)
+}
+
+/// An API error, rendered once here.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: vec![],
+        }
+    }
+    /// 404 with a message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            ServiceError::BadRequest(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            ServiceError::Invalid { fields, .. } => ApiError {
+                fields,
+                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            },
+            ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::Upstream(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "provider_error", message)
+            }
+            ServiceError::Internal(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized(m) => ApiError::unauthorized(m),
+            AuthError::Forbidden(m) => ApiError::forbidden(m),
+            AuthError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.fields.is_empty() {
+            error["fields"] = self
+                .fields
+                .iter()
+                .map(|(p, m)| json!({"path": p, "message": m}))
+                .collect();
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// `Json` whose rejections are API errors that say what is wrong with the body.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid JSON body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(crate::auth::caller_of(&state.service, &state.callers, &parts.headers).await?)
+    }
+}
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
