@@ -308,69 +308,16 @@ impl Service {
         p: CallbackParams,
         cookies: &HashMap<String, String>,
     ) -> Result<CallbackOutcome> {
-        let state = p
-            .state
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                Error::BadRequest(
-                    "The provider's answer has no state. Start the connection again.".into(),
-                )
-            })?;
-        let flow = self
-            .store
-            .flow_by_state(&oauth::hash(state))
-            .await?
-            .ok_or_else(|| {
-                Error::BadRequest("Unknown authorization state. Start the connection again.".into())
-            })?;
-        let now = now_ms();
-        if flow.consumed_at.is_some() {
-            return Err(Error::BadRequest(
-                "This authorization was already completed. Start the connection again if needed."
-                    .into(),
-            ));
-        }
-        if flow.expires_at <= now {
-            return Err(Error::BadRequest(
-                "This authorization expired (flows last 10 minutes). Start the connection again."
-                    .into(),
-            ));
-        }
-        // O2: the browser that launched the flow.
-        let cookie_name = self.cookie_name(&flow.id);
-        let bound = match (&flow.browser_hash, cookies.get(&cookie_name)) {
-            (Some(h), Some(v)) => constant_eq(h, &oauth::hash(v)),
-            _ => false,
-        };
-        if !bound {
-            return Err(Error::BadRequest(
-                "This authorization was started in another browser (or cookies are blocked). Start the connection again from this browser.".into(),
-            ));
-        }
+        let flow = self.callback_flow(&p, cookies).await?;
         let ws = flow.workspace_id.clone();
         let entry = self.connector(&flow.connector_id)?;
         let m = entry.connector.manifest().clone();
         let o = self.oauth_of(&m)?.clone();
         let (app, client_secret, overrides) = self.app(&ws, &flow.connector_id).await?;
         // O6: mix-up defence, also for error callbacks.
-        if let Some(issuer) = &o.issuer {
-            let expected = oauth::apply_overrides(issuer, &overrides);
-            match &p.iss {
-                Some(iss) if iss == &expected => {}
-                Some(_) => return Err(Error::BadRequest("The authorization response came from an unexpected issuer. Start the connection again.".into())),
-                None if o.iss_required => {
-                    return Err(Error::BadRequest("The authorization response is missing its issuer (iss). Start the connection again.".into()));
-                }
-                None => {}
-            }
-        } else if p.iss.is_some() && o.iss_required {
-            return Err(Error::BadRequest(
-                "Unexpected issuer in the authorization response.".into(),
-            ));
-        }
+        check_issuer(&o, &overrides, p.iss.as_deref())?;
         // O3: consume once.
-        if !self.store.consume_flow(&flow.id, now).await? {
+        if !self.store.consume_flow(&flow.id, now_ms()).await? {
             return Err(Error::BadRequest(
                 "This authorization was already completed. Start the connection again if needed."
                     .into(),
@@ -378,34 +325,6 @@ impl Service {
         }
         let verifier = self.open_secret(&ws, &flow.id, "pkce_verifier").await?;
         self.store.delete_secrets(&ws, &flow.id, None).await?;
-        let actor = Actor("oauth-callback".into());
-        // `error` is a fixed code pages may show text for; `message` is the detail for the
-        // platform's own `return_to` page.
-        let done = |status: &str, failure: Option<(&str, &str)>| {
-            let base = flow
-                .return_to
-                .clone()
-                .unwrap_or_else(|| format!("{}/oauth/done", self.config.public_url));
-            let mut u = url::Url::parse(&base).unwrap_or_else(|_| {
-                url::Url::parse(&format!("{}/oauth/done", self.config.public_url))
-                    .expect("public URL")
-            });
-            u.query_pairs_mut()
-                .append_pair("connection_id", &flow.connection_id)
-                .append_pair("status", status);
-            if let Some((code, msg)) = failure {
-                u.query_pairs_mut().append_pair("error", code);
-                // The detail only for the platform's own page; keyport's pages show fixed texts.
-                if flow.return_to.is_some() {
-                    u.query_pairs_mut().append_pair("message", msg);
-                }
-            }
-            CallbackOutcome {
-                location: u.to_string(),
-                clear_cookie: Some(cookie_name.clone()),
-            }
-        };
-
         // O11: error callbacks never reach the token endpoint.
         if let Some(err) = p.error.as_deref() {
             let reason = if err == "access_denied" {
@@ -419,7 +338,7 @@ impl Service {
             } else {
                 "provider_error"
             };
-            return Ok(done("error", Some((code, &reason))));
+            return Ok(self.done(&flow, "error", Some((code, &reason))));
         }
         let code = p.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
             Error::BadRequest(
@@ -436,41 +355,94 @@ impl Service {
             client_secret: client_secret.as_ref(),
             overrides: &overrides,
         };
-        let requested: Vec<String> =
-            serde_json::from_str(&flow.requested_scopes).unwrap_or_default();
-        let tokens = match call
-            .exchange_code(
-                code,
-                &flow.redirect_uri,
-                if o.pkce {
-                    verifier.as_deref().map(|v| v.as_str())
-                } else {
-                    None
-                },
-            )
-            .await
-        {
+        let verifier = verifier.as_deref().map(|v| v.as_str()).filter(|_| o.pkce);
+        let tokens = match call.exchange_code(code, &flow.redirect_uri, verifier).await {
             Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
             Err(e) => Err(e),
         };
-        let tokens = match tokens {
-            Ok(t) => t,
+        match tokens {
+            Ok(t) => {
+                let status = self.authorized(&flow, &conn, &t).await?;
+                Ok(self.done(&flow, status.as_str(), None))
+            }
             Err(e) => {
                 let reason =
                     format!("Could not complete the authorization: {e}. Try connecting again.");
                 self.authorization_failed(&flow, &reason, &e.to_string())
                     .await?;
-                return Ok(done("error", Some(("token_exchange_failed", &reason))));
+                Ok(self.done(&flow, "error", Some(("token_exchange_failed", &reason))))
             }
+        }
+    }
+
+    /// The flow a callback belongs to (O1, O2): a known, unconsumed, unexpired state, opened in
+    /// the browser that holds the flow's binding cookie.
+    async fn callback_flow(
+        &self,
+        p: &CallbackParams,
+        cookies: &HashMap<String, String>,
+    ) -> Result<FlowRow> {
+        let state = p
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Error::BadRequest(
+                    "The provider's answer has no state. Start the connection again.".into(),
+                )
+            })?;
+        let flow = self
+            .store
+            .flow_by_state(&oauth::hash(state))
+            .await?
+            .ok_or_else(|| {
+                Error::BadRequest("Unknown authorization state. Start the connection again.".into())
+            })?;
+        if flow.consumed_at.is_some() {
+            return Err(Error::BadRequest(
+                "This authorization was already completed. Start the connection again if needed."
+                    .into(),
+            ));
+        }
+        if flow.expires_at <= now_ms() {
+            return Err(Error::BadRequest(
+                "This authorization expired (flows last 10 minutes). Start the connection again."
+                    .into(),
+            ));
+        }
+        // O2: the browser that launched the flow.
+        let bound = match (&flow.browser_hash, cookies.get(&self.cookie_name(&flow.id))) {
+            (Some(h), Some(v)) => constant_eq(h, &oauth::hash(v)),
+            _ => false,
         };
-        self.save_tokens(&ws, &conn, &tokens, &requested, true, None, None)
+        if !bound {
+            return Err(Error::BadRequest(
+                "This authorization was started in another browser (or cookies are blocked). Start the connection again from this browser.".into(),
+            ));
+        }
+        Ok(flow)
+    }
+
+    /// Tokens received: stored, the authorization audited, then the account looked up. Returns
+    /// the resulting status.
+    async fn authorized(
+        &self,
+        flow: &FlowRow,
+        conn: &ConnectionRow,
+        t: &TokenSet,
+    ) -> Result<Status> {
+        let ws = flow.workspace_id.as_str();
+        let actor = Actor("oauth-callback".into());
+        let requested: Vec<String> =
+            serde_json::from_str(&flow.requested_scopes).unwrap_or_default();
+        self.save_tokens(ws, conn, t, &requested, true, None, None)
             .await?;
         if flow.reconnect != 0 {
             self.store
-                .set_requested_scopes(&ws, &conn.id, &flow.requested_scopes)
+                .set_requested_scopes(ws, &conn.id, &flow.requested_scopes)
                 .await?;
             self.audit(
-                &ws,
+                ws,
                 Some(&conn.id),
                 "connection.reconnected",
                 &actor,
@@ -479,7 +451,7 @@ impl Service {
             .await;
         } else {
             self.audit(
-                &ws,
+                ws,
                 Some(&conn.id),
                 "connection.authorized",
                 &actor,
@@ -489,7 +461,7 @@ impl Service {
         }
         self.store
             .set_status(
-                &ws,
+                ws,
                 &conn.id,
                 if conn.account_id.is_some() {
                     conn.status
@@ -499,8 +471,30 @@ impl Service {
                 Some(PENDING_LOOKUP),
             )
             .await?;
-        let status = self.lookup_and_activate(&ws, &conn.id).await?;
-        Ok(done(status.as_str(), None))
+        self.lookup_and_activate(ws, &conn.id).await
+    }
+
+    /// Where the browser goes after a callback: the flow's `return_to` or keyport's done page,
+    /// with the connection, the status and, on failure, a fixed error code (pages show fixed
+    /// texts for it) and the detail (for the platform's own `return_to` page only).
+    fn done(&self, flow: &FlowRow, status: &str, failure: Option<(&str, &str)>) -> CallbackOutcome {
+        let fallback = format!("{}/oauth/done", self.config.public_url);
+        let base = flow.return_to.clone().unwrap_or_else(|| fallback.clone());
+        let mut u = url::Url::parse(&base)
+            .unwrap_or_else(|_| url::Url::parse(&fallback).expect("public URL"));
+        u.query_pairs_mut()
+            .append_pair("connection_id", &flow.connection_id)
+            .append_pair("status", status);
+        if let Some((code, msg)) = failure {
+            u.query_pairs_mut().append_pair("error", code);
+            if flow.return_to.is_some() {
+                u.query_pairs_mut().append_pair("message", msg);
+            }
+        }
+        CallbackOutcome {
+            location: u.to_string(),
+            clear_cookie: Some(self.cookie_name(&flow.id)),
+        }
     }
 
     /// Records a failed authorization: a new connection stays `pending` with the reason (a
@@ -563,5 +557,26 @@ impl Service {
         .await;
         let browser = FlowBrowser { return_to, session };
         self.new_flow(ws, id, &m.id, &scopes, true, browser).await
+    }
+}
+
+/// O6: the `iss` of an authorization response must be the provider's issuer (after endpoint
+/// overrides); required when the provider says so, refused when it has no issuer but sends one
+/// anyway and requires it.
+fn check_issuer(o: &Oauth2, overrides: &BTreeMap<String, String>, iss: Option<&str>) -> Result<()> {
+    if let Some(issuer) = &o.issuer {
+        let expected = oauth::apply_overrides(issuer, overrides);
+        match iss {
+            Some(iss) if iss == expected => Ok(()),
+            Some(_) => Err(Error::BadRequest("The authorization response came from an unexpected issuer. Start the connection again.".into())),
+            None if o.iss_required => Err(Error::BadRequest("The authorization response is missing its issuer (iss). Start the connection again.".into())),
+            None => Ok(()),
+        }
+    } else if iss.is_some() && o.iss_required {
+        Err(Error::BadRequest(
+            "Unexpected issuer in the authorization response.".into(),
+        ))
+    } else {
+        Ok(())
     }
 }

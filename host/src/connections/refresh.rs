@@ -149,69 +149,11 @@ impl Service {
             return Err(Error::Conflict(revoked_reason(&c)));
         }
         let o = self.oauth_of(&m)?.clone();
-        let refresh_token = match self.open_secret(ws, id, "refresh_token").await? {
-            Some(token) => token,
-            None => {
-                let reason = "The access token cannot be refreshed (the provider issued no refresh token). Reconnect to continue.";
-                if c.expires_at.is_some_and(|e| e <= now_ms()) {
-                    if c.status != Status::Expired {
-                        self.transition(&c, Status::Expired, reason, actor).await?;
-                    }
-                    self.store.schedule_refresh(ws, id, None, 0).await?;
-                } else {
-                    // Nothing to refresh with: look again when the token expires.
-                    self.store.schedule_refresh(ws, id, c.expires_at, 0).await?;
-                }
-                return Err(Error::Conflict(reason.into()));
-            }
-        };
-        let (app, client_secret, overrides) = self.app(ws, &c.connector_id).await?;
-        let config = self.effective_config_of(&c, &json!({}))?;
-        let call = TokenCall {
-            http: &self.http,
-            oauth: &o,
-            config: &config,
-            client_id: &app.client_id,
-            client_secret: client_secret.as_ref(),
-            overrides: &overrides,
-        };
+        let refresh_token = self.refresh_token_or_expire(&c, actor).await?;
         let started = std::time::Instant::now();
-        let mut result = match call.refresh(&refresh_token, None).await {
-            Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
-            Err(e) => Err(e),
-        };
-        if let Err(OAuthError::InDoubt(why)) = &result {
-            // The request went out and no answer came back: the provider may or may not have
-            // rotated the refresh token. Retry once with the same one, within a renewed lease
-            // (providers with a reuse grace period answer it; others say invalid_grant).
-            self.audit(
-                ws,
-                Some(id),
-                "refresh.in_doubt",
-                actor,
-                json!({"error": why}),
-            )
-            .await;
-            if !self
-                .store
-                .renew_lease(
-                    ws,
-                    id,
-                    &self.instance,
-                    c.token_version,
-                    self.config.refresh_lease_ms,
-                )
-                .await?
-            {
-                return Err(Error::Upstream(
-                    "The refresh lease lapsed during an unanswered refresh; try again.".into(),
-                ));
-            }
-            result = match call.refresh(&refresh_token, None).await {
-                Ok((status, body)) => self.read_tokens(&entry.connector, &o, status, body).await,
-                Err(e) => Err(e),
-            };
-        }
+        let result = self
+            .call_refresh(&c, &entry.connector, &o, &refresh_token, actor)
+            .await?;
         let outcome = match &result {
             Ok(_) => "success",
             Err(OAuthError::Definitive { .. }) => "definitive_failure",
@@ -221,118 +163,224 @@ impl Service {
         metrics::histogram!("keyport_refresh_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
-            Ok(t) => {
-                let requested: Vec<String> =
-                    serde_json::from_str(&c.requested_scopes).unwrap_or_default();
-                let fence = Some((self.instance.as_str(), c.token_version));
-                // The audit row commits with the tokens, and the lease is released by the same
-                // statement.
-                let audit = (
-                    "token.refreshed",
-                    actor,
-                    json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
-                );
-                if self
-                    .save_tokens(ws, &c, &t, &requested, false, fence, Some(audit))
-                    .await?
-                    .is_none()
-                {
-                    tracing::error!(
-                        connection = id,
-                        "refresh lease lost before the new tokens were written; they were discarded"
-                    );
-                    return Err(Error::Upstream(
-                        "The refresh took longer than its lease and was discarded; try again."
-                            .into(),
-                    ));
-                }
-                if c.expiring_soon_reason.as_deref() == Some("failing") {
-                    self.store
-                        .clear_expiring_soon(ws, id, Some("failing"))
-                        .await?;
-                }
-                if c.status != Status::Active && c.status != Status::Pending {
-                    // A success after failures: "recovered".
-                    self.transition(&c, Status::Active, "", actor).await?;
-                } else if c.status == Status::Pending && c.account_id.is_none() {
-                    self.lookup_and_activate(ws, id).await?;
-                }
-                Ok(Refreshed::Saved)
-            }
+            Ok(t) => self.refreshed(&c, &t, actor).await,
             Err(OAuthError::Definitive { code, description }) => {
-                let reason = format!(
-                    "The provider no longer accepts this connection's authorization ({code}{}). Reconnect to continue.",
-                    if description.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {description}")
-                    }
-                );
-                self.audit(
-                    ws,
-                    Some(id),
-                    "refresh.failed",
-                    actor,
-                    json!({"error": code, "definitive": true}),
-                )
-                .await;
-                self.transition(&c, Status::Revoked, &reason, actor).await?;
-                Err(Error::Conflict(reason))
+                Err(self.refresh_refused(&c, &code, &description, actor).await?)
             }
-            Err(e) => {
-                // Transient (5xx, 429, network) or unclear: back off with jitter, honouring
-                // Retry-After; the status changes only after a run of failures.
-                let failures = c.refresh_failures + 1;
-                let retry_after = match &e {
-                    OAuthError::Transient(_, Some(secs)) => Some(*secs as i64 * 1000),
-                    _ => None,
-                };
-                let exp = self
-                    .config
-                    .refresh_backoff_ms
-                    .saturating_mul(1 << (failures - 1).min(16));
-                let delay = retry_after.unwrap_or(exp).clamp(1, 15 * 60 * 1000);
-                let jitter = (rand::random::<u64>() % (delay as u64 / 5 + 1)) as i64;
-                self.store
-                    .schedule_refresh(ws, id, Some(now_ms() + delay + jitter), failures)
-                    .await?;
-                self.audit(
-                    ws,
-                    Some(id),
-                    "refresh.failed",
-                    actor,
-                    json!({"error": e.to_string(), "definitive": false, "failures": failures, "retry_in_ms": delay + jitter}),
-                )
-                .await;
-                if failures >= (self.config.refresh_failure_threshold + 1) / 2
-                    && self.store.set_expiring_soon(ws, id, "failing").await?
-                {
-                    self.emit(
-                        "connection.expiring_soon",
-                        &c,
-                        json!({"reason": "failing", "failures": failures}),
-                    )
-                    .await;
-                    self.audit(
-                        ws,
-                        Some(id),
-                        "connection.expiring_soon",
-                        actor,
-                        json!({"reason": "failing", "failures": failures,
-                               "message": "Refreshes keep failing; the connection will need reconnecting if this goes on."}),
-                    )
-                    .await;
-                }
-                if failures >= self.config.refresh_failure_threshold && c.status == Status::Active {
-                    let reason = format!(
-                        "Reconnection needed: the provider failed {failures} refreshes in a row (last: {e}). keyport keeps retrying."
-                    );
-                    self.transition(&c, Status::Error, &reason, actor).await?;
-                }
-                Err(Error::Upstream(format!(
-                    "Failed to refresh the connection: {e}. Try again later; you may need to reconnect."
-                )))
-            }
+            Err(e) => Err(self.refresh_failed_for_now(&c, &e, actor).await?),
         }
+    }
+
+    /// The stored refresh token; without one, the connection turns `expired` once its access
+    /// token has (else the scheduler looks again when it does), and the answer is 409.
+    async fn refresh_token_or_expire(
+        &self,
+        c: &ConnectionRow,
+        actor: &Actor,
+    ) -> Result<zeroize::Zeroizing<String>> {
+        let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
+        if let Some(token) = self.open_secret(ws, id, "refresh_token").await? {
+            return Ok(token);
+        }
+        let reason = "The access token cannot be refreshed (the provider issued no refresh token). Reconnect to continue.";
+        if c.expires_at.is_some_and(|e| e <= now_ms()) {
+            if c.status != Status::Expired {
+                self.transition(c, Status::Expired, reason, actor).await?;
+            }
+            self.store.schedule_refresh(ws, id, None, 0).await?;
+        } else {
+            // Nothing to refresh with: look again when the token expires.
+            self.store.schedule_refresh(ws, id, c.expires_at, 0).await?;
+        }
+        Err(Error::Conflict(reason.into()))
+    }
+
+    /// The refresh grant, read through the connector. An unanswered request (in doubt: the
+    /// provider may or may not have rotated the refresh token) is retried once with the same
+    /// token within a renewed lease; providers with a reuse grace period answer it, others say
+    /// `invalid_grant`.
+    async fn call_refresh(
+        &self,
+        c: &ConnectionRow,
+        connector: &crate::runtime::Connector,
+        o: &Oauth2,
+        refresh_token: &str,
+        actor: &Actor,
+    ) -> Result<std::result::Result<TokenSet, OAuthError>> {
+        let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
+        let (app, client_secret, overrides) = self.app(ws, &c.connector_id).await?;
+        let config = self.effective_config_of(c, &json!({}))?;
+        let call = TokenCall {
+            http: &self.http,
+            oauth: o,
+            config: &config,
+            client_id: &app.client_id,
+            client_secret: client_secret.as_ref(),
+            overrides: &overrides,
+        };
+        let result = match call.refresh(refresh_token, None).await {
+            Ok((status, body)) => self.read_tokens(connector, o, status, body).await,
+            Err(e) => Err(e),
+        };
+        let Err(OAuthError::InDoubt(why)) = &result else {
+            return Ok(result);
+        };
+        self.audit(
+            ws,
+            Some(id),
+            "refresh.in_doubt",
+            actor,
+            json!({"error": why}),
+        )
+        .await;
+        if !self
+            .store
+            .renew_lease(
+                ws,
+                id,
+                &self.instance,
+                c.token_version,
+                self.config.refresh_lease_ms,
+            )
+            .await?
+        {
+            return Err(Error::Upstream(
+                "The refresh lease lapsed during an unanswered refresh; try again.".into(),
+            ));
+        }
+        Ok(match call.refresh(refresh_token, None).await {
+            Ok((status, body)) => self.read_tokens(connector, o, status, body).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    /// New tokens: written fenced (with their audit row, releasing the lease), then the
+    /// connection recovers or finishes its account lookup.
+    async fn refreshed(&self, c: &ConnectionRow, t: &TokenSet, actor: &Actor) -> Result<Refreshed> {
+        let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
+        let requested: Vec<String> = serde_json::from_str(&c.requested_scopes).unwrap_or_default();
+        let fence = Some((self.instance.as_str(), c.token_version));
+        // The audit row commits with the tokens, and the lease is released by the same
+        // statement.
+        let audit = (
+            "token.refreshed",
+            actor,
+            json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
+        );
+        if self
+            .save_tokens(ws, c, t, &requested, false, fence, Some(audit))
+            .await?
+            .is_none()
+        {
+            tracing::error!(
+                connection = id,
+                "refresh lease lost before the new tokens were written; they were discarded"
+            );
+            return Err(Error::Upstream(
+                "The refresh took longer than its lease and was discarded; try again.".into(),
+            ));
+        }
+        if c.expiring_soon_reason.as_deref() == Some("failing") {
+            self.store
+                .clear_expiring_soon(ws, id, Some("failing"))
+                .await?;
+        }
+        if c.status != Status::Active && c.status != Status::Pending {
+            // A success after failures: "recovered".
+            self.transition(c, Status::Active, "", actor).await?;
+        } else if c.status == Status::Pending && c.account_id.is_none() {
+            self.lookup_and_activate(ws, id).await?;
+        }
+        Ok(Refreshed::Saved)
+    }
+
+    /// A definitive refusal (`invalid_grant`): the connection is `revoked`; the error to return.
+    async fn refresh_refused(
+        &self,
+        c: &ConnectionRow,
+        code: &str,
+        description: &str,
+        actor: &Actor,
+    ) -> Result<Error> {
+        let reason = format!(
+            "The provider no longer accepts this connection's authorization ({code}{}). Reconnect to continue.",
+            if description.is_empty() {
+                String::new()
+            } else {
+                format!(": {description}")
+            }
+        );
+        self.audit(
+            &c.workspace_id,
+            Some(&c.id),
+            "refresh.failed",
+            actor,
+            json!({"error": code, "definitive": true}),
+        )
+        .await;
+        self.transition(c, Status::Revoked, &reason, actor).await?;
+        Ok(Error::Conflict(reason))
+    }
+
+    /// A transient (5xx, 429, network) or unclear failure: back off with jitter, honouring
+    /// `Retry-After`; flag the connection expiring soon after half the threshold of failures in
+    /// a row, and show `error` at the threshold. The error to return.
+    async fn refresh_failed_for_now(
+        &self,
+        c: &ConnectionRow,
+        e: &OAuthError,
+        actor: &Actor,
+    ) -> Result<Error> {
+        let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
+        let failures = c.refresh_failures + 1;
+        let retry_after = match e {
+            OAuthError::Transient(_, Some(secs)) => Some(*secs as i64 * 1000),
+            _ => None,
+        };
+        let exp = self
+            .config
+            .refresh_backoff_ms
+            .saturating_mul(1 << (failures - 1).min(16));
+        let delay = retry_after.unwrap_or(exp).clamp(1, 15 * 60 * 1000);
+        let jitter = (rand::random::<u64>() % (delay as u64 / 5 + 1)) as i64;
+        self.store
+            .schedule_refresh(ws, id, Some(now_ms() + delay + jitter), failures)
+            .await?;
+        self.audit(
+            ws,
+            Some(id),
+            "refresh.failed",
+            actor,
+            json!({"error": e.to_string(), "definitive": false, "failures": failures, "retry_in_ms": delay + jitter}),
+        )
+        .await;
+        if failures >= (self.config.refresh_failure_threshold + 1) / 2
+            && self.store.set_expiring_soon(ws, id, "failing").await?
+        {
+            self.emit(
+                "connection.expiring_soon",
+                c,
+                json!({"reason": "failing", "failures": failures}),
+            )
+            .await;
+            self.audit(
+                ws,
+                Some(id),
+                "connection.expiring_soon",
+                actor,
+                json!({"reason": "failing", "failures": failures,
+                       "message": "Refreshes keep failing; the connection will need reconnecting if this goes on."}),
+            )
+            .await;
+        }
+        if failures >= self.config.refresh_failure_threshold && c.status == Status::Active {
+            let reason = format!(
+                "Reconnection needed: the provider failed {failures} refreshes in a row (last: {e}). keyport keeps retrying."
+            );
+            self.transition(c, Status::Error, &reason, actor).await?;
+        }
+        Ok(Error::Upstream(format!(
+            "Failed to refresh the connection: {e}. Try again later; you may need to reconnect."
+        )))
     }
 }
