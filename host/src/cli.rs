@@ -306,22 +306,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store,
         ring,
         registry.clone(),
-        ServiceConfig {
-            public_url: public_url.clone(),
-            return_to_allowlist: args.return_to_allowlist.clone(),
-            allow_loopback: args.allow_loopback,
-            refresh_backoff_ms: args.refresh_backoff_ms.max(1),
-            refresh_failure_threshold: args.refresh_failure_threshold.max(1),
-            refresh_lease_ms: args.refresh_lease_ms,
-            refresh_concurrency: args.refresh_concurrency.max(1),
-            refresh_rate_per_connector: args.refresh_rate_limit,
-            token_timeout_ms: args.token_timeout_ms.max(100),
-            probe_interval_ms: (args.probe_interval.as_millis() as i64).max(1_000),
-            expiring_soon_ms: args.expiring_soon.as_millis() as i64,
-            webhook_backoff_ms: args.webhook_backoff_ms.max(1),
-            webhook_max_attempts: args.webhook_max_attempts.max(1),
-            audit_retention_ms: args.audit_retention.as_millis() as i64,
-        },
+        service_config(&args, &public_url),
     )?);
     let _ = service.runtime.set(runtime.clone());
     let mut dir_state = crate::hotload::DirState::default();
@@ -342,7 +327,81 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .sync_uploads(&mut uploads_seen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the uploaded connectors: {e}"))?;
-    let watcher = args.connectors_dir.clone().map(|dir| {
+    let mut providers_seen = None;
+    service
+        .sync_custom_providers(&mut providers_seen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the imported providers: {e}"))?;
+    let loops = spawn_loops(
+        &service,
+        args.connectors_dir.clone(),
+        dir_state,
+        uploads_seen,
+        providers_seen,
+    );
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("keyport_refresh_duration_seconds".into()),
+            &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
+    let flush = service.clone();
+    let app = crate::web::app(
+        crate::api::routes().merge(crate::ui::routes()),
+        crate::web::AppState::new(registry.clone(), service, metrics),
+    );
+    tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
+    eprintln!(
+        "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    for task in loops {
+        task.abort();
+    }
+    if let Err(e) = flush.flush_usage().await {
+        tracing::warn!(error = %e, "could not write proxy usage at shutdown");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lifecycle's settings from `keyport serve`'s arguments.
+fn service_config(args: &ServeArgs, public_url: &str) -> ServiceConfig {
+    ServiceConfig {
+        public_url: public_url.to_string(),
+        return_to_allowlist: args.return_to_allowlist.clone(),
+        allow_loopback: args.allow_loopback,
+        refresh_backoff_ms: args.refresh_backoff_ms.max(1),
+        refresh_failure_threshold: args.refresh_failure_threshold.max(1),
+        refresh_lease_ms: args.refresh_lease_ms,
+        refresh_concurrency: args.refresh_concurrency.max(1),
+        refresh_rate_per_connector: args.refresh_rate_limit,
+        token_timeout_ms: args.token_timeout_ms.max(100),
+        probe_interval_ms: (args.probe_interval.as_millis() as i64).max(1_000),
+        expiring_soon_ms: args.expiring_soon.as_millis() as i64,
+        webhook_backoff_ms: args.webhook_backoff_ms.max(1),
+        webhook_max_attempts: args.webhook_max_attempts.max(1),
+        audit_retention_ms: args.audit_retention.as_millis() as i64,
+    }
+}
+
+/// The background loops of `keyport serve`: the connectors directory watcher, the refresh
+/// scheduler, probes, webhook deliveries, and a once-a-second loop for syncs, usage flushes,
+/// lookup retries, expiring-soon flags and retention.
+fn spawn_loops(
+    service: &Arc<Service>,
+    connectors_dir: Option<PathBuf>,
+    mut dir_state: crate::hotload::DirState,
+    mut uploads_seen: Option<String>,
+    mut providers_seen: Option<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let watcher = connectors_dir.map(|dir| {
         let service = service.clone();
         tokio::spawn(async move {
             loop {
@@ -353,11 +412,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     });
-    let mut providers_seen = None;
-    service
-        .sync_custom_providers(&mut providers_seen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot load the imported providers: {e}"))?;
     let scheduler = tokio::spawn(service.clone().run_refresh_scheduler());
     // Probes call providers (up to a connector's call timeout each): their own loop, so they
     // never hold up usage flushes, syncs and sweeps.
@@ -420,40 +474,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("keyport_refresh_duration_seconds".into()),
-            &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
-        )
-        .and_then(|b| b.install_recorder())
-        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
-        .ok();
-    let flush = service.clone();
-    let app = crate::web::app(
-        crate::api::routes().merge(crate::ui::routes()),
-        crate::web::AppState::new(registry.clone(), service, metrics),
-    );
-    tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
-    eprintln!(
-        "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
-    );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    background.abort();
-    scheduler.abort();
-    deliveries.abort();
-    probes.abort();
-    if let Some(w) = watcher {
-        w.abort();
-    }
-    if let Err(e) = flush.flush_usage().await {
-        tracing::warn!(error = %e, "could not write proxy usage at shutdown");
-    }
-    Ok(ExitCode::SUCCESS)
+    let mut out = vec![scheduler, probes, deliveries, background];
+    out.extend(watcher);
+    out
 }
 
 /// `keyport migrate`.

@@ -82,40 +82,12 @@ impl Service {
                 format!("the id of {existing} cannot change; import a new provider instead"),
             ));
         }
-        let exists = self.store.custom_provider(&id).await?.is_some();
-        match (replace.is_some(), exists) {
-            (true, false) => {
-                return Err(Error::NotFound(format!("no imported provider {id:?}")));
-            }
-            (false, true) => {
-                return Err(Error::Conflict(format!(
-                    "a provider {id:?} is already imported; update it with PUT /api/v1/admin/providers/{id}"
-                )));
-            }
-            _ => {}
-        }
-        if self
-            .registry
-            .get(&id)
-            .is_some_and(|e| e.source != Source::Imported)
-        {
-            return Err(invalid(
-                "/id",
-                format!("{id} is taken by another connector"),
-            ));
-        }
         let issuer = body
             .get("issuer")
             .and_then(Value::as_str)
             .map(|s| s.to_string());
-        if let Some(iss) = &issuer
-            && let Some(other) = self.store.provider_with_issuer(iss).await?
-            && other != id
-        {
-            return Err(Error::Conflict(format!(
-                "the issuer {iss} already belongs to {other}; two providers cannot share an issuer"
-            )));
-        }
+        self.check_import_target(&id, issuer.as_deref(), replace.is_some())
+            .await?;
         let definition = Value::Object(body);
         let connector = self.configure_definition(&definition).await?;
         if connector.manifest().id != id {
@@ -158,6 +130,47 @@ impl Service {
             )
             .await?;
         self.provider_view(&id).await
+    }
+
+    /// Whether `id` may be imported (`replace`: updated): it exists exactly when replacing, no
+    /// other connector holds the id, and no other provider holds the issuer.
+    async fn check_import_target(
+        &self,
+        id: &str,
+        issuer: Option<&str>,
+        replace: bool,
+    ) -> Result<()> {
+        let exists = self.store.custom_provider(&id).await?.is_some();
+        match (replace, exists) {
+            (true, false) => {
+                return Err(Error::NotFound(format!("no imported provider {id:?}")));
+            }
+            (false, true) => {
+                return Err(Error::Conflict(format!(
+                    "a provider {id:?} is already imported; update it with PUT /api/v1/admin/providers/{id}"
+                )));
+            }
+            _ => {}
+        }
+        if self
+            .registry
+            .get(&id)
+            .is_some_and(|e| e.source != Source::Imported)
+        {
+            return Err(invalid(
+                "/id",
+                format!("{id} is taken by another connector"),
+            ));
+        }
+        if let Some(iss) = issuer
+            && let Some(other) = self.store.provider_with_issuer(iss).await?
+            && other != id
+        {
+            return Err(Error::Conflict(format!(
+                "the issuer {iss} already belongs to {other}; two providers cannot share an issuer"
+            )));
+        }
+        Ok(())
     }
 
     async fn configure_definition(&self, definition: &Value) -> Result<crate::runtime::Connector> {

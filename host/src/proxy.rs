@@ -124,58 +124,9 @@ impl Service {
         let mut refreshed = false;
         let mut retried = 0;
         loop {
-            let (c, env) = (&cached.0, &cached.1);
-            let base = env.api_base_url.clone().ok_or_else(|| {
-                Error::BadRequest(format!(
-                    "the {} connector declares no API base URL to proxy to",
-                    m.id
-                ))
-            })?;
-            let raw = target(&base, &req.raw_path, req.query.as_deref(), &m.credential)?;
-            let mut url = crate::runtime::checked_target(
-                &m.egress_hosts,
-                env,
-                &raw,
-                self.config.allow_loopback,
-            )
-            .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?;
-            let mut headers = forwardable(&req.headers);
-            for (name, value) in &m.api_headers {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    http::HeaderValue::from_str(value),
-                ) {
-                    headers.insert(n, v);
-                }
-            }
-            let credential = env.credential.as_ref().ok_or_else(|| {
-                Error::Conflict(
-                    "This connection has no credential stored; reconnect it.".to_string(),
-                )
-            })?;
-            crate::runtime::add_credential(&m.credential, credential, &mut headers, &mut url)
-                .map_err(Error::Internal)?;
+            let c = &cached.0;
             let sent_at = now_ms();
-            let resp = self
-                .proxy_http
-                .request(req.method.clone(), url)
-                .headers(headers)
-                .body(req.body.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    let e = e.without_url();
-                    let mut why = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(inner) = src {
-                        why.push_str(": ");
-                        why.push_str(&inner.to_string());
-                        src = inner.source();
-                    }
-                    Error::Upstream(format!(
-                        "Could not reach the provider: {why}. Try again later."
-                    ))
-                })?;
+            let resp = self.send_upstream(m, &cached.1, &req).await?;
             let status = resp.status();
             // 401: refresh once (single flight) and retry once.
             if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
@@ -218,32 +169,18 @@ impl Service {
                         e.without_url()
                     ))
                 })?;
-                let view = ResponseView {
-                    status: status.as_u16(),
-                    headers: vec![],
-                    body: bytes.to_vec(),
-                };
-                match entry.connector.classify_response(view).await {
-                    Ok(Some(Classification::Failure(e)))
-                        if e.kind == ErrorKind::Unauthorized && oauth && !refreshed =>
+                let kind = self
+                    .classify(&entry.connector, c, status, &bytes, actor)
+                    .await?;
+                if kind == Some(ErrorKind::Unauthorized) && oauth && !refreshed {
+                    refreshed = true;
+                    if self
+                        .refresh_after_rejection(ws, actor, id, sent_at, c.token_version)
+                        .await?
                     {
-                        refreshed = true;
-                        if self
-                            .refresh_after_rejection(ws, actor, id, sent_at, c.token_version)
-                            .await?
-                        {
-                            cached = self.cached_conn(ws, id, true).await?;
-                            continue;
-                        }
+                        cached = self.cached_conn(ws, id, true).await?;
+                        continue;
                     }
-                    Ok(Some(Classification::Failure(e))) if e.kind == ErrorKind::Revoked => {
-                        let reason = format!(
-                            "The provider says this connection's authorization is no longer valid ({}). Reconnect to continue.",
-                            e.message
-                        );
-                        self.transition(c, Status::Revoked, &reason, actor).await?;
-                    }
-                    _ => {}
                 }
                 Body::from(bytes)
             } else {
@@ -262,6 +199,88 @@ impl Service {
             *out.status_mut() = status;
             *out.headers_mut() = headers;
             return Ok(out);
+        }
+    }
+
+    /// Sends `req` to the provider: the target under the API base URL, checked against the
+    /// egress policy, forwardable headers plus the manifest's, the credential placed by the host.
+    async fn send_upstream(
+        &self,
+        m: &crate::runtime::Manifest,
+        env: &crate::runtime::CallEnv,
+        req: &ProxyRequest,
+    ) -> Result<reqwest::Response> {
+        let base = env.api_base_url.clone().ok_or_else(|| {
+            Error::BadRequest(format!(
+                "the {} connector declares no API base URL to proxy to",
+                m.id
+            ))
+        })?;
+        let raw = target(&base, &req.raw_path, req.query.as_deref(), &m.credential)?;
+        let mut url =
+            crate::runtime::checked_target(&m.egress_hosts, env, &raw, self.config.allow_loopback)
+                .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?;
+        let mut headers = forwardable(&req.headers);
+        for (name, value) in &m.api_headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        let credential = env.credential.as_ref().ok_or_else(|| {
+            Error::Conflict("This connection has no credential stored; reconnect it.".to_string())
+        })?;
+        crate::runtime::add_credential(&m.credential, credential, &mut headers, &mut url)
+            .map_err(Error::Internal)?;
+        self.proxy_http
+            .request(req.method.clone(), url)
+            .headers(headers)
+            .body(req.body.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                let e = e.without_url();
+                let mut why = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    why.push_str(": ");
+                    why.push_str(&inner.to_string());
+                    src = inner.source();
+                }
+                Error::Upstream(format!(
+                    "Could not reach the provider: {why}. Try again later."
+                ))
+            })
+    }
+
+    /// Shows a 200 answer to the connector's `classify-response` hook. "Revoked" turns the
+    /// connection `revoked` here; the kind of failure it found, if any, is returned.
+    async fn classify(
+        &self,
+        connector: &crate::runtime::Connector,
+        c: &ConnectionRow,
+        status: http::StatusCode,
+        body: &Bytes,
+        actor: &Actor,
+    ) -> Result<Option<ErrorKind>> {
+        let view = ResponseView {
+            status: status.as_u16(),
+            headers: vec![],
+            body: body.to_vec(),
+        };
+        match connector.classify_response(view).await {
+            Ok(Some(Classification::Failure(e))) if e.kind == ErrorKind::Revoked => {
+                let reason = format!(
+                    "The provider says this connection's authorization is no longer valid ({}). Reconnect to continue.",
+                    e.message
+                );
+                self.transition(c, Status::Revoked, &reason, actor).await?;
+                Ok(Some(ErrorKind::Revoked))
+            }
+            Ok(Some(Classification::Failure(e))) => Ok(Some(e.kind)),
+            _ => Ok(None),
         }
     }
 

@@ -41,51 +41,9 @@ impl Service {
         let config = self
             .validate_config(&entry.connector, req.config.as_ref().unwrap_or(&json!({})))
             .await?;
-        let mut merged = schema_defaults(
-            &crate::runtime::config_schema(&m.config_schema)
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        );
-        merge(&mut merged, &config);
-        let base =
-            oauth::fill_template(&m.api_base_url, &Value::Object(merged.clone())).map_err(|e| {
-                Error::Invalid {
-                    message: e,
-                    fields: vec![],
-                }
-            })?;
-        let credential = Secret::new(api_key.clone());
-        let env = CallEnv {
-            credential: Some(credential.clone()),
-            form_secrets: HashMap::from([(SecretKind::ApiKey, credential)]),
-            api_base_url: Some(base),
-            granted_hosts: entry.granted_hosts.clone(),
-            endpoint_overrides: self.api_key_overrides(ws, &m.id).await?,
-        };
-        let account = entry
-            .connector
-            .lookup_account(
-                env,
-                CallContext {
-                    config: Value::Object(merged).to_string(),
-                    metadata: json!({"display_name": req.name}).to_string(),
-                    definition: String::new(),
-                },
-            )
-            .await
-            .map_err(|e| Error::Upstream(format!("could not verify the key: {e}")))?
-            .map_err(|e| match e.kind {
-                ErrorKind::Unavailable | ErrorKind::RateLimited => Error::Upstream(format!(
-                    "{} is unavailable, try again: {}",
-                    m.display_name, e.message
-                )),
-                _ => Error::Invalid {
-                    message: format!(
-                        "{} rejected the {}: {}",
-                        m.display_name, key_scheme.label, e.message
-                    ),
-                    fields: vec![("/api_key".into(), e.message)],
-                },
-            })?;
+        let account = self
+            .verify_api_key(ws, &entry, &config, &api_key, req.name.as_deref())
+            .await?;
         let id = new_id("conn");
         let name = req
             .name
@@ -136,5 +94,65 @@ impl Service {
         )
         .await;
         self.get(ws, &id).await
+    }
+
+    /// Asks the provider who `api_key` belongs to (the connector's account lookup with the key
+    /// and the effective `config`): 422 naming the field when the provider rejects it, 502 when it
+    /// is unavailable.
+    async fn verify_api_key(
+        &self,
+        ws: &str,
+        entry: &crate::registry::Entry,
+        config: &Value,
+        api_key: &str,
+        name: Option<&str>,
+    ) -> Result<crate::runtime::Account> {
+        let m = entry.connector.manifest();
+        let label = match &m.auth {
+            AuthScheme::ApiKey(k) => k.label.as_str(),
+            AuthScheme::Oauth2(_) => "API key",
+        };
+        let mut merged = schema_defaults(
+            &crate::runtime::config_schema(&m.config_schema)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        merge(&mut merged, config);
+        let base =
+            oauth::fill_template(&m.api_base_url, &Value::Object(merged.clone())).map_err(|e| {
+                Error::Invalid {
+                    message: e,
+                    fields: vec![],
+                }
+            })?;
+        let credential = Secret::new(api_key.to_string());
+        let env = CallEnv {
+            credential: Some(credential.clone()),
+            form_secrets: HashMap::from([(SecretKind::ApiKey, credential)]),
+            api_base_url: Some(base),
+            granted_hosts: entry.granted_hosts.clone(),
+            endpoint_overrides: self.api_key_overrides(ws, &m.id).await?,
+        };
+        entry
+            .connector
+            .lookup_account(
+                env,
+                CallContext {
+                    config: Value::Object(merged).to_string(),
+                    metadata: json!({"display_name": name}).to_string(),
+                    definition: String::new(),
+                },
+            )
+            .await
+            .map_err(|e| Error::Upstream(format!("could not verify the key: {e}")))?
+            .map_err(|e| match e.kind {
+                ErrorKind::Unavailable | ErrorKind::RateLimited => Error::Upstream(format!(
+                    "{} is unavailable, try again: {}",
+                    m.display_name, e.message
+                )),
+                _ => Error::Invalid {
+                    message: format!("{} rejected the {label}: {}", m.display_name, e.message),
+                    fields: vec![("/api_key".into(), e.message)],
+                },
+            })
     }
 }

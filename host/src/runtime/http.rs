@@ -151,28 +151,11 @@ impl HostState {
                 .map_err(denied)?;
         }
         if !request.form_secrets.is_empty() {
-            let mut form = body.take().unwrap_or_default();
-            for (field, which) in &request.form_secrets {
-                let kind = match which {
-                    SecretRef::AccessToken => SecretKind::AccessToken,
-                    SecretRef::RefreshToken => SecretKind::RefreshToken,
-                    SecretRef::ApiKey => SecretKind::ApiKey,
-                    SecretRef::ClientId => SecretKind::ClientId,
-                    SecretRef::ClientSecret => SecretKind::ClientSecret,
-                };
-                let value = env
-                    .form_secrets
-                    .get(&kind)
-                    .ok_or_else(|| denied(format!("this call has no {kind:?} to add")))?;
-                if !form.is_empty() {
-                    form.push(b'&');
-                }
-                let pair: String = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair(field, value.expose())
-                    .finish();
-                form.extend_from_slice(pair.as_bytes());
-            }
-            body = Some(form);
+            body = Some(form_with_secrets(
+                body.take().unwrap_or_default(),
+                &request.form_secrets,
+                &env,
+            )?);
         }
 
         let method = match request.method {
@@ -195,37 +178,72 @@ impl HostState {
             req = req.body(body);
         }
         let response = req.send().await.map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .filter(|(k, _)| k.as_str() != "set-cookie")
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let cap = self.runtime.config.limits.max_response_bytes;
-        if response.content_length().is_some_and(|n| n as usize > cap) {
+        read_capped(response, self.runtime.config.limits.max_response_bytes).await
+    }
+}
+
+/// A form body with the host's secrets appended as `field=value` pairs (the connector names the
+/// field and which secret; it never sees the value).
+fn form_with_secrets(
+    mut form: Vec<u8>,
+    fields: &[(String, SecretRef)],
+    env: &CallEnv,
+) -> Result<Vec<u8>, HttpError> {
+    for (field, which) in fields {
+        let kind = match which {
+            SecretRef::AccessToken => SecretKind::AccessToken,
+            SecretRef::RefreshToken => SecretKind::RefreshToken,
+            SecretRef::ApiKey => SecretKind::ApiKey,
+            SecretRef::ClientId => SecretKind::ClientId,
+            SecretRef::ClientSecret => SecretKind::ClientSecret,
+        };
+        let value = env
+            .form_secrets
+            .get(&kind)
+            .ok_or_else(|| HttpError::Denied(format!("this call has no {kind:?} to add")))?;
+        if !form.is_empty() {
+            form.push(b'&');
+        }
+        let pair: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(field, value.expose())
+            .finish();
+        form.extend_from_slice(pair.as_bytes());
+    }
+    Ok(form)
+}
+
+/// The provider's answer for the guest: status, headers without `Set-Cookie`, and a body read
+/// against `cap` (refused as soon as it would pass it).
+async fn read_capped(response: reqwest::Response, cap: usize) -> Result<Response, HttpError> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "set-cookie")
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if response.content_length().is_some_and(|n| n as usize > cap) {
+        return Err(HttpError::TooLarge(cap as u64));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(transport_error)?;
+        if body.len() + chunk.len() > cap {
             return Err(HttpError::TooLarge(cap as u64));
         }
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(transport_error)?;
-            if body.len() + chunk.len() > cap {
-                return Err(HttpError::TooLarge(cap as u64));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        body.extend_from_slice(&chunk);
     }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Resolves `raw` against the call's API base URL, checks it against the egress policy (hosts the

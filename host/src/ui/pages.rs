@@ -205,6 +205,38 @@ fn account_line(c: &Value) -> Markup {
     }
 }
 
+/// A card's buttons: Connect (OAuth popup) or Configure (the API-key dialog), and Docs.
+fn card_actions(m: &Manifest, first: bool, docs: Option<&str>) -> Markup {
+    html! {
+        div class="actions" {
+            @match &m.auth {
+                AuthScheme::Oauth2(_) => {
+                    button type="button" class="primary" data-connect=(m.id) aria-label={ "Connect " (m.display_name) } { @if first { "Connect" } @else { "Connect another" } }
+                }
+                AuthScheme::ApiKey(k) => {
+                    button type="button" class="primary" data-open-dialog={ "configure-" (m.id) } aria-label={ "Configure " (m.display_name) } { "Configure" }
+                    dialog id={ "configure-" (m.id) } aria-labelledby={ "configure-title-" (m.id) } {
+                        form data-api-key-form=(m.id) {
+                            h2 id={ "configure-title-" (m.id) } { "Connect " (m.display_name) }
+                            label for={ "key-" (m.id) } { (k.label) }
+                            input id={ "key-" (m.id) } name="api_key" type="password" autocomplete="off" required aria-describedby={ "key-help-" (m.id) " key-error-" (m.id) };
+                            p class="help" id={ "key-help-" (m.id) } { (k.help) @if let Some(d) = docs { " " a href=(d) target="_blank" rel="noopener noreferrer" { "Where to find it" } } }
+                            p class="field-error" id={ "key-error-" (m.id) } data-error-for="/api_key" {}
+                            label for={ "name-" (m.id) } { "Name (optional)" }
+                            input id={ "name-" (m.id) } name="name" type="text" placeholder=(m.display_name);
+                            div class="actions" {
+                                button type="button" data-close-dialog { "Cancel" }
+                                button type="submit" class="primary" { "Connect" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(d) = docs { a href=(d) target="_blank" rel="noopener noreferrer" aria-label={ (m.display_name) " documentation" } { "Docs" } }
+        }
+    }
+}
+
 /// `/`: Integrations.
 pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
     let mut entries = state.registry.all();
@@ -280,32 +312,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
                             }
                         }
                     }
-                    div class="actions" {
-                        @match &m.auth {
-                            AuthScheme::Oauth2(_) => {
-                                button type="button" class="primary" data-connect=(m.id) aria-label={ "Connect " (m.display_name) } { @if mine.is_empty() { "Connect" } @else { "Connect another" } }
-                            }
-                            AuthScheme::ApiKey(k) => {
-                                button type="button" class="primary" data-open-dialog={ "configure-" (m.id) } aria-label={ "Configure " (m.display_name) } { "Configure" }
-                                dialog id={ "configure-" (m.id) } aria-labelledby={ "configure-title-" (m.id) } {
-                                    form data-api-key-form=(m.id) {
-                                        h2 id={ "configure-title-" (m.id) } { "Connect " (m.display_name) }
-                                        label for={ "key-" (m.id) } { (k.label) }
-                                        input id={ "key-" (m.id) } name="api_key" type="password" autocomplete="off" required aria-describedby={ "key-help-" (m.id) " key-error-" (m.id) };
-                                        p class="help" id={ "key-help-" (m.id) } { (k.help) @if let Some(d) = docs { " " a href=(d) target="_blank" rel="noopener noreferrer" { "Where to find it" } } }
-                                        p class="field-error" id={ "key-error-" (m.id) } data-error-for="/api_key" {}
-                                        label for={ "name-" (m.id) } { "Name (optional)" }
-                                        input id={ "name-" (m.id) } name="name" type="text" placeholder=(m.display_name);
-                                        div class="actions" {
-                                            button type="button" data-close-dialog { "Cancel" }
-                                            button type="submit" class="primary" { "Connect" }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        @if let Some(d) = docs { a href=(d) target="_blank" rel="noopener noreferrer" aria-label={ (m.display_name) " documentation" } { "Docs" } }
-                    }
+                    (card_actions(m, mine.is_empty(), docs))
                     p class="notice" data-popup-blocked=(m.id) hidden {}
                     @if !mine.is_empty() {
                         ul class="conn-list" aria-label={ (m.display_name) " connections" } {
