@@ -486,7 +486,7 @@ impl Service {
                 self.forget_all();
             }
             if let Some(name) = path.file_name() {
-                self.registry.clear_dir_error(&*name.to_string_lossy());
+                self.registry.clear_dir_error(&name.to_string_lossy());
             }
         }
         Ok(loaded)

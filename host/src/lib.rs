@@ -4,6 +4,41 @@
 //! authenticated calls on a connection's behalf. Everything that differs between providers lives
 //! in connectors: WebAssembly components built against the WIT contract in `wit/`, run by
 //! [`runtime`] and kept by [`registry`].
+//!
+//! # Module map
+//!
+//! Each concept lives in one module; each module opens with what it owns and what it refuses.
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | edges | [`cli`], [`api`], [`ui`] | the command line; the JSON API; the pages |
+//! | shared by the edges | [`web`], [`auth`] | handler state and errors; who is calling (admin token, API keys, sessions, CSRF) |
+//! | built on the lifecycle | [`proxy`], [`webhooks`], [`hotload`], [`providers`] | proxied calls; webhook deliveries; connector uploads; custom OAuth imports |
+//! | the lifecycle | [`connections`] | the `Service`: flows, tokens, accounts, refresh, scheduler, config, provider apps, API-key connections, changes, reads, usage |
+//! | below the lifecycle | [`events`], [`oauth`], [`registry`] | audit and outbox rows; OAuth mechanics; loaded connectors |
+//! | foundations | [`store`], [`vault`], [`runtime`], [`model`] | persistence (ciphertext only); encryption; the wasm sandbox; `Status` and times |
+//!
+//! # Which module may use which
+//!
+//! Arrows point from user to used; nothing points up.
+//!
+//! ```text
+//! cli                      -> everything (it assembles the service)
+//! api, ui                  -> web, auth, connections, proxy, webhooks, hotload, providers, registry, runtime (manifests)
+//! web                      -> auth, connections
+//! auth                     -> connections, store (sessions, API keys, the admin token), oauth, vault
+//! proxy, webhooks,
+//! hotload, providers       -> connections, events, registry, runtime, store
+//! connections              -> events, oauth, registry, runtime, store, vault, model
+//! events                   -> store, model, vault (event ids)
+//! oauth                    -> runtime
+//! registry                 -> runtime, builtin, model
+//! store                    -> model
+//! runtime, vault, model    -> nothing of ours
+//! ```
+//!
+//! `api` and `ui` never import each other or [`store`]; [`connections`] imports nothing from
+//! `api`, `ui`, `proxy`, `webhooks` or `hotload`. The checks in `host/tests/layers.rs` keep it so.
 
 pub mod api;
 pub mod auth;

@@ -140,7 +140,7 @@ impl Service {
         issuer: Option<&str>,
         replace: bool,
     ) -> Result<()> {
-        let exists = self.store.custom_provider(&id).await?.is_some();
+        let exists = self.store.custom_provider(id).await?.is_some();
         match (replace, exists) {
             (true, false) => {
                 return Err(Error::NotFound(format!("no imported provider {id:?}")));
@@ -154,7 +154,7 @@ impl Service {
         }
         if self
             .registry
-            .get(&id)
+            .get(id)
             .is_some_and(|e| e.source != Source::Imported)
         {
             return Err(invalid(

@@ -147,7 +147,7 @@ impl Registry {
             connector,
             source,
             granted_hosts,
-            loaded_at: crate::store::now_ms(),
+            loaded_at: crate::model::now_ms(),
         });
         self.map.rcu(|m| {
             let mut m = BTreeMap::clone(m);
