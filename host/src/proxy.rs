@@ -21,7 +21,9 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Value, json};
 
-use crate::connections::{Actor, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service, Status};
+use crate::connections::{
+    Actor, CachedConn, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service, Status,
+};
 use crate::runtime::{AuthScheme, Classification, CredentialPlacement, ErrorKind, ResponseView};
 use crate::store::{ConnectionRow, now_ms};
 
@@ -124,7 +126,8 @@ impl Service {
         let mut refreshed = false;
         let mut retried = 0;
         loop {
-            let c = &cached.0;
+            let current = cached.clone();
+            let c = &current.0;
             let sent_at = now_ms();
             let resp = self.send_upstream(m, &cached.1, &req).await?;
             let status = resp.status();
@@ -132,10 +135,9 @@ impl Service {
             if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
                 refreshed = true;
                 if self
-                    .refresh_after_rejection(ws, actor, id, sent_at, c.token_version)
+                    .refresh_after_rejection(ws, actor, sent_at, &mut cached)
                     .await?
                 {
-                    cached = self.cached_conn(ws, id, true).await?;
                     continue;
                 }
             }
@@ -175,10 +177,9 @@ impl Service {
                 if kind == Some(ErrorKind::Unauthorized) && oauth && !refreshed {
                     refreshed = true;
                     if self
-                        .refresh_after_rejection(ws, actor, id, sent_at, c.token_version)
+                        .refresh_after_rejection(ws, actor, sent_at, &mut cached)
                         .await?
                     {
-                        cached = self.cached_conn(ws, id, true).await?;
                         continue;
                     }
                 }
@@ -286,20 +287,24 @@ impl Service {
 
     /// One refresh after the provider rejected the token a request carried, through the
     /// single-flight path; true when there is a newer token to retry with (refreshed now, or by
-    /// someone else since), false when the connection was refreshed for a rejection moments ago
+    /// someone else since; `cached` then holds it), false when the connection was refreshed for a rejection moments ago
     /// and the provider still refuses (the answer passes through).
     async fn refresh_after_rejection(
         &self,
         ws: &str,
         actor: &Actor,
-        id: &str,
         sent_at: i64,
-        used_version: i64,
+        cached: &mut CachedConn,
     ) -> Result<bool> {
+        let (id, used_version) = (cached.0.id.clone(), cached.0.token_version);
         let c = self
-            .refresh(ws, actor, id, RefreshMode::RejectedAt(sent_at))
+            .refresh(ws, actor, &id, RefreshMode::RejectedAt(sent_at))
             .await?;
-        Ok(c.token_version != used_version)
+        if c.token_version == used_version {
+            return Ok(false);
+        }
+        *cached = self.cached_conn(ws, &id, true).await?;
+        Ok(true)
     }
 
     fn record_use_of(

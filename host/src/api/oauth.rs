@@ -11,18 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::AppState;
 use crate::auth::sessions::{cookies, session_hash_of};
 use crate::connections::{CallbackParams, Error as ServiceError};
-use crate::web::escape;
-
-fn no_store(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    r
-}
+use crate::web::{escape, no_store};
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
     no_store(

@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::auth::sessions::{self, Session, SignInError};
-use crate::web::{ApiError, AppState, escape};
+use crate::web::{ApiError, AppState, escape, no_store};
 
 /// Text for an OAuth outcome: fixed texts only (the codes arrive in a URL anyone can write).
 pub fn outcome_message(status: &str, error: Option<&str>) -> String {
@@ -329,20 +329,14 @@ async fn oauth_done(Query(q): Query<HashMap<String, String>>) -> Response {
         "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);setTimeout(function(){{window.close();}},200);}}else if(window.BroadcastChannel){{new BroadcastChannel('keyport-oauth').postMessage({});setTimeout(function(){{window.close();}},200);}}}}catch(e){{}}</script>",
         payload, payload
     );
-    let mut r = Html(format!(
+    no_store(
+        Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>keyport</title></head><body style=\"font:16px system-ui;margin:3rem auto;max-width:36rem\"><h1>{}</h1><p role=status>{}</p>{script}<p><a href=\"/connections\">Back to keyport</a></p></body></html>",
         if status == "error" { "Connection not completed" } else { "Connection" },
         escape(&message)
     ))
-    .into_response();
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    r
+        .into_response(),
+    )
 }
 
 #[cfg(test)]
