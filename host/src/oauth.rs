@@ -174,7 +174,7 @@ pub fn authorize_url(p: &AuthorizeParams<'_>) -> Result<String, String> {
 
 /// The token endpoint call: code exchange, refresh, or revocation.
 pub struct TokenCall<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a crate::runtime::Outbound,
     pub oauth: &'a Oauth2,
     pub config: &'a Value,
     pub client_id: &'a str,
@@ -196,7 +196,11 @@ impl TokenCall<'_> {
         mut params: Vec<(String, String)>,
         json_body: bool,
     ) -> Result<(u16, Vec<u8>), OAuthError> {
-        let mut req = self.http.post(url).header("accept", "application/json");
+        let mut req = self
+            .http
+            .request_str(reqwest::Method::POST, url)
+            .map_err(|d| OAuthError::Provider(format!("the token endpoint is refused: {d}")))?
+            .header("accept", "application/json");
         match self.oauth.client_auth {
             ClientAuth::Basic => {
                 let enc = |s: &str| {

@@ -213,7 +213,11 @@ impl Service {
         let mut last = String::new();
         let mut doc = None;
         for candidate in &candidates {
-            match self.http.get(candidate).send().await {
+            let request = self
+                .http
+                .request_str(reqwest::Method::GET, candidate)
+                .map_err(|d| invalid("/issuer", format!("the issuer is refused: {d}")))?;
+            match request.send().await {
                 Ok(r) if r.status().is_success() => {
                     let v: Value = r.json().await.map_err(|e| {
                         invalid(

@@ -80,17 +80,32 @@ pub fn check_path(raw: &str) -> std::result::Result<(), String> {
         return refuse("backslashes, fragments and control characters are not allowed");
     }
     for (i, segment) in raw.split('/').enumerate() {
-        let once = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-        let twice = percent_encoding::percent_decode_str(&once).decode_utf8_lossy();
-        for s in [segment, &once, &twice] {
-            if s == "." || s == ".." {
-                return refuse("'.' and '..' segments are not allowed");
+        // Every form a server might see: the segment decoded until it no longer changes (a few
+        // rounds at most), each also without its matrix parameters (`..;x=1` is `..` to
+        // servers that strip them).
+        let mut forms = vec![segment.to_string()];
+        for _ in 0..8 {
+            let next = percent_encoding::percent_decode_str(forms.last().expect("one form"))
+                .decode_utf8_lossy()
+                .into_owned();
+            if &next == forms.last().expect("one form") {
+                break;
+            }
+            forms.push(next);
+        }
+        if forms.len() == 9 {
+            return refuse("the path is percent-encoded too many times over");
+        }
+        for s in &forms {
+            let bare = s.split(';').next().unwrap_or_default();
+            if bare == "." || bare == ".." {
+                return refuse("'.' and '..' segments are not allowed (also with ';' parameters)");
             }
             if s.contains('/') || s.contains('\\') {
                 return refuse("encoded '/' or '\\' is not allowed");
             }
         }
-        if i == 0 && once.contains(':') {
+        if i == 0 && forms.get(1).unwrap_or(&forms[0]).contains(':') {
             return refuse("absolute URLs are not allowed; send a path under the API base URL");
         }
     }
@@ -237,6 +252,7 @@ impl Service {
             .map_err(Error::Internal)?;
         self.proxy_http
             .request(req.method.clone(), url)
+            .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?
             .headers(headers)
             .body(req.body.clone())
             .send()
@@ -495,6 +511,12 @@ mod tests {
             "http://evil.example/x",
             "https:%2f%2fevil.example",
             "./x",
+            "api/..;/token",
+            "api/..;x=1/token",
+            "api/.;/token",
+            "api/%2e%2e%3b/token",
+            "api/%25252e%25252e/token",
+            "api/%2525252e%2525252e/token",
         ] {
             assert!(check_path(bad).is_err(), "{bad} must be refused");
         }
@@ -505,6 +527,8 @@ mod tests {
             "v1/files/report%20final.pdf",
             "a.b/c..d",
             "x?y",
+            "files/a;b",
+            "items;v=1/..x",
         ] {
             assert!(check_path(good).is_ok(), "{good} must pass");
         }

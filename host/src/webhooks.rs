@@ -96,7 +96,12 @@ impl Service {
         match url::Url::parse(&req.url) {
             Ok(u)
                 if u.scheme() == "https"
-                    || (u.scheme() == "http" && self.config.allow_loopback) => {}
+                    || (u.scheme() == "http" && self.config.allow_loopback) =>
+            {
+                if let Err(denied) = crate::runtime::check_literal(&u, self.config.allow_loopback) {
+                    fields.push(("/url".to_string(), denied.to_string()));
+                }
+            }
             Ok(_) => fields.push((
                 "/url".to_string(),
                 "use an https:// URL (plain http only in test mode)".to_string(),
@@ -227,9 +232,21 @@ impl Service {
 
     async fn deliver(&self, hook: &WebhookRow, secret: &str, d: &DeliveryRow) -> Result<()> {
         let ts = now_ms() / 1000;
-        let sent = self
+        let request = match self
             .webhook_http
-            .post(&hook.url)
+            .request_str(reqwest::Method::POST, &hook.url)
+        {
+            Ok(r) => r,
+            Err(denied) => {
+                // Never sent: the address is refused (a subscription made before the rule, or
+                // under another setting). Recorded as a failure, without retries.
+                self.store
+                    .delivery_attempted(&d.id, None, Some(&denied.to_string()), false, None)
+                    .await?;
+                return Ok(());
+            }
+        };
+        let sent = request
             .header("content-type", "application/json")
             .header("user-agent", concat!("keyport/", env!("CARGO_PKG_VERSION")))
             .header("keyport-signature", sign(secret, ts, &d.payload))

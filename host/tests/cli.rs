@@ -207,7 +207,10 @@ async fn serve_reports_health_and_lists_the_builtin_connectors() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let list: serde_json::Value = reqwest::get(format!("{url}/api/v1/connectors"))
+    let list: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/connectors"))
+        .bearer_auth(&token)
+        .send()
         .await
         .unwrap()
         .json()
@@ -238,7 +241,10 @@ async fn serve_reports_health_and_lists_the_builtin_connectors() {
         page.contains("Sign in to keyport"),
         "the start page asks to sign in"
     );
-    let missing = reqwest::get(format!("{url}/api/v1/connectors/nope"))
+    let missing = reqwest::Client::new()
+        .get(format!("{url}/api/v1/connectors/nope"))
+        .bearer_auth(&token)
+        .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);

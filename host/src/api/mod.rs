@@ -15,6 +15,7 @@ use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::runtime::manifest_json;
 use crate::web::{ApiError, ApiJson, AppState};
 
@@ -138,7 +139,12 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn list_connectors(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// `GET /api/v1/connectors`: any authenticated caller (manifests carry static headers and token
+/// parameters, which may be secret to the operator).
+async fn list_connectors(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<serde_json::Value> {
     let list: Vec<_> = state
         .registry
         .all()
@@ -154,6 +160,7 @@ async fn list_connectors(State(state): State<AppState>) -> Json<serde_json::Valu
 
 async fn get_connector(
     State(state): State<AppState>,
+    _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let e = state.registry.get(&id).ok_or_else(|| {

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -15,12 +15,41 @@ use crate::proxy::ProxyRequest;
 
 type R<T> = Result<T, ApiError>;
 
+/// The methods REST APIs use; the proxy refuses any other with 405 (`TRACE`, WebDAV's, …).
+const PROXY_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
 /// Largest request body the proxy forwards.
 pub const PROXY_BODY_MAX: usize = 10 * 1024 * 1024;
 
 /// `ANY /api/v1/connections/{id}/proxy/{*path}`.
 pub async fn proxy(State(s): State<AppState>, caller: Caller, req: Request) -> R<Response> {
     let (parts, body) = req.into_parts();
+    if !PROXY_METHODS.contains(&parts.method) {
+        return Ok(ApiError::method_not_allowed(
+            format!(
+                "the proxy forwards {} only, not {}",
+                PROXY_METHODS
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                parts.method
+            ),
+            &PROXY_METHODS
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
     // The raw path, still percent-encoded: axum's `Path` would decode it and hide traversal.
     let path = parts.uri.path();
     let rest = path

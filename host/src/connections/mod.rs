@@ -183,7 +183,7 @@ pub struct Service {
     pub store: Store,
     pub vault: Arc<KeyRing>,
     pub registry: Arc<Registry>,
-    pub http: reqwest::Client,
+    pub http: crate::runtime::Outbound,
     pub config: ServiceConfig,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// This process's id for refresh leases.
@@ -191,9 +191,9 @@ pub struct Service {
     /// Scheduled refreshes per connector, when limited.
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// Client for webhook deliveries.
-    pub(crate) webhook_http: reqwest::Client,
+    pub(crate) webhook_http: crate::runtime::Outbound,
     /// Client for proxied API calls.
-    pub(crate) proxy_http: reqwest::Client,
+    pub(crate) proxy_http: crate::runtime::Outbound,
     /// Proxy use not yet written: audit rows and last-used times (flushed in batches).
     pub(crate) usage: Mutex<usage::Usage>,
     /// Provider apps recently read.

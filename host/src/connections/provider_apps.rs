@@ -104,12 +104,8 @@ impl Service {
                 fields: vec![("/client_id".into(), "required".into())],
             });
         }
-        if input
-            .endpoint_overrides
-            .as_ref()
-            .is_some_and(|o| !o.is_empty())
-            && !admin
-        {
+        // Any value, an empty map included (it would wipe the admin's overrides).
+        if input.endpoint_overrides.is_some() && !admin {
             return Err(Error::BadRequest(
                 "endpoint overrides can only be set with the admin token".into(),
             ));

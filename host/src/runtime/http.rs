@@ -8,7 +8,7 @@
 //! credential added → sent with no redirects, no proxy, connect and total timeouts → body read up
 //! to the cap.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -21,7 +21,7 @@ use super::egress::{self, Denied};
 use super::{CallEnv, CredentialPlacement, HostState, RuntimeConfig, Secret, SecretKind};
 
 /// The HTTP client shared by all calls: no redirects, no proxies, our resolver.
-pub(super) fn client(config: &RuntimeConfig) -> anyhow::Result<reqwest::Client> {
+pub(super) fn client(config: &RuntimeConfig) -> anyhow::Result<Outbound> {
     outbound_client(
         config.allow_loopback,
         config.limits.connect_timeout,
@@ -36,15 +36,75 @@ pub fn outbound_client(
     allow_loopback: bool,
     connect_timeout: std::time::Duration,
     total_timeout: std::time::Duration,
-) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+) -> anyhow::Result<Outbound> {
+    let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(connect_timeout)
         .timeout(total_timeout)
         .user_agent(concat!("keyport/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(Arc::new(CheckedResolver { allow_loopback }))
-        .build()?)
+        .build()?;
+    Ok(Outbound {
+        client,
+        allow_loopback,
+    })
+}
+
+/// The HTTP client every request keyport sends out goes through: token, refresh, revocation and
+/// discovery requests, webhook deliveries, proxied calls and connectors' `http.send`.
+///
+/// The address rules ([`egress::check_addr`]) apply to every request: to names through the
+/// client's resolver (the connection is made to a checked address), and to IP literals here,
+/// before anything is sent, in every form the URL parser accepts (`127.0.0.1`, `0x7f000001`,
+/// `2130706433`, `[::1]`, `[::ffff:127.0.0.1]`, …), since a literal never reaches a resolver.
+/// Redirects are never followed.
+#[derive(Clone)]
+pub struct Outbound {
+    client: reqwest::Client,
+    allow_loopback: bool,
+}
+
+impl Outbound {
+    /// A request to `url`, or why the address rules refuse it.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+    ) -> Result<reqwest::RequestBuilder, Denied> {
+        check_literal(&url, self.allow_loopback)?;
+        Ok(self.client.request(method, url))
+    }
+
+    /// A request to a URL given as text.
+    pub fn request_str(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, Denied> {
+        let parsed = url::Url::parse(url).map_err(|e| Denied(format!("not a URL: {e}")))?;
+        self.request(method, parsed)
+    }
+
+    /// Whether loopback targets are allowed (test mode).
+    pub fn allows_loopback(&self) -> bool {
+        self.allow_loopback
+    }
+}
+
+/// The address rule for a URL whose host is an IP literal; names pass (the resolver checks
+/// what they resolve to).
+pub fn check_literal(url: &url::Url, allow_loopback: bool) -> Result<(), Denied> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+        Some(url::Host::Domain(d)) => match d.trim_end_matches('.').parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => return Ok(()),
+        },
+        None => return Err(Denied("the URL has no host".into())),
+    };
+    egress::check_addr(ip, allow_loopback)
 }
 
 /// Resolves names and keeps only the addresses the egress policy allows, so the connection is
@@ -173,7 +233,12 @@ impl HostState {
             path = url.path(),
             "connector request"
         );
-        let mut req = self.runtime.http.request(method, url).headers(headers);
+        let mut req = self
+            .runtime
+            .http
+            .request(method, url)
+            .map_err(|d| denied(d.0))?
+            .headers(headers);
         if let Some(body) = body {
             req = req.body(body);
         }
@@ -277,9 +342,7 @@ pub fn checked_target(
     if !matches!(url.scheme(), "https" | "http") {
         return Err("endpoint overrides must be http(s) URLs".into());
     }
-    if let Some(ip) = literal_ip(&url) {
-        egress::check_addr(ip, allow_loopback).map_err(|d| d.0)?;
-    }
+    check_literal(&url, allow_loopback).map_err(|d| d.0)?;
     Ok(url)
 }
 
@@ -328,14 +391,6 @@ fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, HttpError> {
     Ok(v)
 }
 
-fn literal_ip(url: &url::Url) -> Option<std::net::IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(v4) => Some(v4.into()),
-        url::Host::Ipv6(v6) => Some(v6.into()),
-        url::Host::Domain(_) => None,
-    }
-}
-
 /// An absolute URL, or a path resolved against the API base URL.
 pub(super) fn resolve_url(raw: &str, base: Option<&str>) -> Result<url::Url, String> {
     match url::Url::parse(raw) {
@@ -378,7 +433,52 @@ fn transport_error(e: reqwest::Error) -> HttpError {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve_url;
+    use super::{check_literal, resolve_url};
+
+    fn literal(url: &str, allow_loopback: bool) -> Result<(), String> {
+        check_literal(&url::Url::parse(url).unwrap(), allow_loopback).map_err(|d| d.0)
+    }
+
+    #[test]
+    fn ip_literals_in_every_form_meet_the_address_rules() {
+        // Loopback in every spelling the URL parser turns into an address (never sent: this
+        // only parses and classifies).
+        for url in [
+            "https://127.0.0.1/token",
+            "https://127.0.0.1:8443/token",
+            "https://[::1]/token",
+            "https://[::ffff:127.0.0.1]/token",
+            "https://[::ffff:7f00:1]/token",
+            "https://0x7f000001/token",
+            "https://2130706433/token",
+            "https://0177.0.0.1/token",
+            "https://127.1/token",
+            "http://127.0.0.1./hook",
+        ] {
+            let refused = literal(url, false).expect_err(url);
+            assert!(refused.contains("loopback"), "{url}: {refused}");
+            assert!(literal(url, true).is_ok(), "{url} with the loopback grant");
+        }
+        // Private, link-local and mapped forms: refused with or without the loopback grant.
+        for url in [
+            "http://10.0.0.5/",
+            "http://169.254.169.254/latest/meta-data/",
+            "https://[::ffff:192.0.2.2]/",
+            "https://[fe80::1]/",
+            "https://[fd00::1]/",
+            "https://0xa000005/",
+            "https://167772165/",
+            "https://192.168.0.1/",
+        ] {
+            for grant in [false, true] {
+                let refused = literal(url, grant).expect_err(url);
+                assert!(refused.contains("private"), "{url}: {refused}");
+            }
+        }
+        // Names are left to the resolver, which filters what they resolve to.
+        assert!(literal("https://oauth2.googleapis.com/token", false).is_ok());
+        assert!(literal("https://8.8.8.8/", false).is_ok());
+    }
 
     #[test]
     fn relative_urls_resolve_against_the_base() {

@@ -21,7 +21,7 @@ pub mod egress;
 mod http;
 mod legacy;
 
-pub use http::{add_credential, checked_target, outbound_client};
+pub use http::{Outbound, add_credential, check_literal, checked_target, outbound_client};
 mod manifest;
 mod stdio;
 
@@ -291,7 +291,7 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<HostState>,
     config: RuntimeConfig,
-    http: reqwest::Client,
+    http: Outbound,
     slots: Semaphore,
     pooling: bool,
     stop_ticker: Arc<AtomicBool>,

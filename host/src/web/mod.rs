@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
@@ -91,6 +91,19 @@ impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    /// 405 with the `Allow` header listing `allowed`.
+    pub fn method_not_allowed(message: impl Into<String>, allowed: &str) -> Response {
+        let mut r = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(allowed) {
+            r.headers_mut().insert(header::ALLOW, v);
+        }
+        r
     }
 }
 
@@ -175,7 +188,6 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Marks a browser-facing OAuth answer as never to be cached or sent on as a referrer (O8).
 pub fn no_store(mut r: Response) -> Response {
-    use axum::http::{HeaderValue, header};
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(

@@ -1,0 +1,304 @@
+//! Findings of the attack on a running `keyport serve` (the security hardening issue), each
+//! checked against a real host: manifests are not readable without a caller, a workspace key
+//! cannot touch the admin's endpoint overrides even with an empty map, and the proxy forwards
+//! only the methods REST APIs use and no dot segment in any encoding or with matrix parameters.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode, Uri};
+use common::e2e::*;
+use serde_json::{Value, json};
+
+/// A provider that answers every request with the account and records (method, path).
+async fn recording_provider() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .push((method.to_string(), uri.path().to_string()));
+            (
+                StatusCode::OK,
+                axum::Json(json!({"id": "acct-1", "name": "Key Co", "path": uri.path()})),
+            )
+        }
+    });
+    (common::serve_fake(app).await, seen)
+}
+
+async fn keyport_with_connection() -> (Keyport, String, Arc<Mutex<Vec<(String, String)>>>) {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let (base, seen) = recording_provider().await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "apikey-test", "api_key": "key-123"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    (kp, c["id"].as_str().unwrap().to_string(), seen)
+}
+
+async fn workspace_key(kp: &Keyport) -> String {
+    let (s, key) = kp
+        .post("/api/v1/api-keys", json!({"name": "automation"}))
+        .await;
+    assert_eq!(s, 201, "{key}");
+    key["key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn connector_manifests_need_a_caller() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    for path in ["/api/v1/connectors", "/api/v1/connectors/slack"] {
+        let r = kp
+            .http
+            .get(format!("{}{path}", kp.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} without Authorization");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+    }
+    let key = workspace_key(&kp).await;
+    let r = kp
+        .http
+        .get(format!("{}/api/v1/connectors/slack", kp.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a workspace key reads manifests");
+}
+
+#[tokio::test]
+async fn a_workspace_key_cannot_wipe_endpoint_overrides_with_an_empty_map() {
+    let (kp, _, _) = keyport_with_connection().await;
+    let key = workspace_key(&kp).await;
+    for overrides in [
+        json!({}),
+        json!({"https://api.keytest.example": "http://127.0.0.1:9"}),
+    ] {
+        let r = kp
+            .http
+            .put(format!("{}/api/v1/provider-apps/apikey-test", kp.url))
+            .bearer_auth(&key)
+            .json(&json!({"endpoint_overrides": overrides}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{overrides}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("admin token"),
+            "{body}"
+        );
+    }
+    let (_, app) = kp.get("/api/v1/provider-apps/apikey-test").await;
+    assert_eq!(
+        app["endpoint_overrides"]
+            .as_object()
+            .map(|o| o.len())
+            .unwrap_or_default(),
+        1,
+        "the admin's override is still there: {app}"
+    );
+}
+
+#[tokio::test]
+async fn the_proxy_forwards_only_rest_methods() {
+    let (kp, id, seen) = keyport_with_connection().await;
+    let url = format!("{}/api/v1/connections/{id}/proxy/reports/7", kp.url);
+    for method in ["TRACE", "PROPFIND", "MKCOL", "LOCK"] {
+        let r = kp
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), &url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert!(
+            r.headers()["allow"].to_str().unwrap().contains("PATCH"),
+            "{method}: Allow lists the methods"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{method}");
+    }
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let r = kp
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), &url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method}");
+    }
+    let seen = seen.lock().unwrap().clone();
+    let methods: Vec<&str> = seen
+        .iter()
+        .filter(|(_, p)| p == "/v1/reports/7")
+        .map(|(m, _)| m.as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        "refused methods never reached the provider"
+    );
+}
+
+#[tokio::test]
+async fn dot_segments_with_matrix_parameters_or_deep_encoding_never_reach_the_provider() {
+    let (kp, id, seen) = keyport_with_connection().await;
+    for path in [
+        "api/..;/token",
+        "api/..;x=1/token",
+        "api/%2e%2e%3b/token",
+        "api/%25252e%25252e/token",
+    ] {
+        let (s, b) = kp
+            .get(&format!("/api/v1/connections/{id}/proxy/{path}"))
+            .await;
+        assert_eq!(s, 400, "{path}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("refused proxy path"),
+            "{path}: {b}"
+        );
+    }
+    let (s, _) = kp
+        .get(&format!("/api/v1/connections/{id}/proxy/items;v=1/x"))
+        .await;
+    assert_eq!(s, 200, "matrix parameters on ordinary segments pass");
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.contains("..") && !p.contains("token")),
+        "{paths:?}"
+    );
+}
+
+/// A listener on 127.0.0.1 and ::1 (same port) that counts the connections it accepts: it must
+/// count none, since every request to it is refused before anything is sent.
+async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let v6 = tokio::net::TcpListener::bind(("::1", port)).await.ok();
+    for l in std::iter::once(v4).chain(v6) {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+    }
+    (port, accepted)
+}
+
+/// A host in which loopback is not allowed, as in production (the suite's hosts allow it to
+/// reach their fake providers).
+async fn keyport_without_loopback() -> Keyport {
+    Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        env: vec![("KEYPORT_ALLOW_LOOPBACK".into(), "0".into())],
+        ..Default::default()
+    })
+    .await
+}
+
+fn loopback_literals(port: u16) -> Vec<String> {
+    [
+        "127.0.0.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "0x7f000001",
+        "2130706433",
+    ]
+    .iter()
+    .map(|h| format!("https://{h}:{port}/hook"))
+    .collect()
+}
+
+#[tokio::test]
+async fn webhooks_to_ip_literals_are_refused_when_created() {
+    let kp = keyport_without_loopback().await;
+    let (port, accepted) = counting_listener().await;
+    for url in loopback_literals(port) {
+        let (s, b) = kp
+            .post("/api/v1/webhooks", json!({"url": url, "events": ["*"]}))
+            .await;
+        assert_eq!(s, 422, "{url}: {b}");
+        let field = &b["error"]["fields"][0];
+        assert_eq!(field["path"], "/url", "{url}: {b}");
+        assert!(
+            field["message"].as_str().unwrap().contains("loopback"),
+            "{url}: {b}"
+        );
+    }
+    let (_, list) = kp.get("/api/v1/webhooks").await;
+    assert_eq!(list["webhooks"], json!([]), "nothing was subscribed");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+}
+
+#[tokio::test]
+async fn discovery_at_an_ip_literal_is_refused_before_anything_is_sent() {
+    let kp = keyport_without_loopback().await;
+    let (port, accepted) = counting_listener().await;
+    for (i, base) in loopback_literals(port).iter().enumerate() {
+        let issuer = base.trim_end_matches("/hook");
+        let (s, b) = kp
+            .post(
+                "/api/v1/admin/providers",
+                json!({"id": format!("lit{i}"), "issuer": issuer}),
+            )
+            .await;
+        assert_eq!(s, 422, "{issuer}: {b}");
+        let message = b["error"]["fields"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("loopback"), "{issuer}: {b}");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+}
