@@ -95,6 +95,19 @@ impl serde::Serialize for Status {
     }
 }
 
+/// The longest lifetime keyport believes a provider gives a token: ten years. Larger values
+/// (`expires_in`, `refresh_token_expires_in`, `Retry-After`, anything read into a time) are
+/// clamped to it, so no provider answer can push a time past what can be stored and shown.
+pub const MAX_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// The latest time keyport formats: 9999-12-31T23:59:59.999Z.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// A lifetime in seconds from a provider, in milliseconds, clamped to [`MAX_LIFETIME_SECS`].
+pub fn lifetime_ms(secs: u64) -> i64 {
+    secs.min(MAX_LIFETIME_SECS) as i64 * 1000
+}
+
 /// Current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -103,9 +116,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Unix milliseconds as RFC 3339.
+/// Unix milliseconds as RFC 3339, for every value: times before 1970 show as the epoch, times
+/// past year 9999 as its last millisecond.
 pub fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let ms = ms.clamp(0, MAX_TIME_MS);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -121,5 +136,21 @@ mod tests {
         }
         assert!("Active".parse::<Status>().is_err());
         assert!("".parse::<Status>().is_err());
+    }
+
+    #[test]
+    fn every_time_formats_and_lifetimes_are_clamped() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(MAX_TIME_MS + 1), "9999-12-31T23:59:59.999Z");
+        assert_eq!(lifetime_ms(3600), 3_600_000);
+        assert_eq!(
+            lifetime_ms(300_000_000_000),
+            MAX_LIFETIME_SECS as i64 * 1000
+        );
+        assert_eq!(lifetime_ms(u64::MAX), MAX_LIFETIME_SECS as i64 * 1000);
+        // Now plus the longest lifetime still formats.
+        assert!(rfc3339(now_ms() + lifetime_ms(u64::MAX)).starts_with("20"));
     }
 }

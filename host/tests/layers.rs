@@ -54,7 +54,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "webhooks",
-        &["connections", "events", "store", "vault", "model"],
+        &[
+            "connections",
+            "events",
+            "runtime",
+            "store",
+            "vault",
+            "model",
+        ],
     ),
     (
         "hotload",

@@ -302,3 +302,72 @@ async fn discovery_at_an_ip_literal_is_refused_before_anything_is_sent() {
         "no connection was made"
     );
 }
+
+#[tokio::test]
+async fn huge_lifetimes_from_a_provider_are_clamped_and_listings_keep_working() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = common::fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    let browser = Browser::new();
+    let mut ids = Vec::new();
+    // Past year 9999 in seconds, a float that overflows milliseconds, and a numeric string.
+    for (i, (expires_in, refresh_expires_in)) in [
+        (json!(300_000_000_000u64), json!(20_000_000_000_000_000u64)),
+        (json!(2e16), json!(2e16)),
+        (json!("99999999999999999"), json!(1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        fake.script.lock().unwrap().token_body = Some(json!({
+            "access_token": format!("fake-at-huge-{i}"), "token_type": "bearer",
+            "refresh_token": format!("fake-rt-huge-{i}"),
+            "expires_in": expires_in, "refresh_token_expires_in": refresh_expires_in,
+        }));
+        let (s, started) = kp
+            .post(
+                "/api/v1/connections/oauth/start",
+                json!({"connector": "oidc-test"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{started}");
+        let launch = started["authorize_url"].as_str().unwrap();
+        let (s, loc, body) = browser.get(launch).await;
+        assert_eq!(s, 302, "{body}");
+        let (_, loc, _) = browser.get(&loc.unwrap()).await;
+        let done = browser.finish(&loc.unwrap()).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        ids.push(started["connection_id"].as_str().unwrap().to_string());
+    }
+    let (s, list) = kp.get("/api/v1/connections").await;
+    assert_eq!(s, 200, "the listing answers: {list}");
+    let listed = list["connections"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    let ten_years_on = (chrono_year_now() + 11).to_string();
+    for c in listed {
+        for field in ["expires_at", "refresh_token_expires_at", "next_refresh_at"] {
+            let at = c[field].as_str().unwrap_or_else(|| panic!("{field}: {c}"));
+            assert!(
+                at.as_bytes()[..4] <= *ten_years_on.as_bytes(),
+                "{field} {at} is clamped to ten years"
+            );
+        }
+    }
+    for id in &ids {
+        let (s, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+        assert_eq!(s, 200, "{c}");
+    }
+}
+
+/// This year, from the system clock (no date crate needed for a bound).
+fn chrono_year_now() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    1970 + secs / 31_556_952
+}

@@ -334,7 +334,7 @@ impl Service {
         let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
         let failures = c.refresh_failures + 1;
         let retry_after = match e {
-            OAuthError::Transient(_, Some(secs)) => Some(*secs as i64 * 1000),
+            OAuthError::Transient(_, Some(secs)) => Some(crate::model::lifetime_ms(*secs)),
             _ => None,
         };
         let exp = self

@@ -3,6 +3,8 @@
 
 use super::*;
 
+use crate::model::lifetime_ms;
+
 impl Service {
     /// Reads a token response through the connector hook, else the standard way.
     pub(super) async fn read_tokens(
@@ -59,7 +61,7 @@ impl Service {
         // Refresh before expiry by max(5 min, 20 % of the lifetime), at most half of it, minus up
         // to 10 % jitter so tokens issued together do not come due together.
         let next_refresh_at = t.expires_in.map(|secs| {
-            let lifetime = secs as i64 * 1000;
+            let lifetime = lifetime_ms(secs);
             let margin = (5 * 60 * 1000).max(lifetime / 5).min(lifetime / 2);
             let jitter = (rand::random::<u64>() % (margin as u64 / 10 + 1)) as i64;
             now + lifetime - margin - jitter
@@ -74,8 +76,8 @@ impl Service {
             audit: audit.map(|(action, actor, detail)| {
                 (action.to_string(), actor.0.clone(), detail.to_string())
             }),
-            expires_at: t.expires_in.map(|s| now + (s as i64) * 1000),
-            refresh_token_expires_at: t.refresh_token_expires_in.map(|s| now + (s as i64) * 1000),
+            expires_at: t.expires_in.map(|s| now + lifetime_ms(s)),
+            refresh_token_expires_at: t.refresh_token_expires_in.map(|s| now + lifetime_ms(s)),
             granted_scopes: granted.map(|g| serde_json::to_string(&g).unwrap_or_default()),
             scope_narrowed: narrowed,
             metadata: Value::Object(metadata).to_string(),
