@@ -139,6 +139,19 @@ pub struct ServeArgs {
     /// only: it weakens the egress policy.
     #[arg(long, env = "KEYPORT_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     pub allow_loopback: bool,
+    /// Reverse proxies in front of keyport (addresses or CIDR ranges, comma-separated): only a
+    /// request from one of them has its client taken from `X-Forwarded-For` (for the limits on
+    /// failed sign-ins and tokens). Empty: the header is never believed.
+    #[arg(long, env = "KEYPORT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A CIDR range, or one address as its own range.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a CIDR range such as 10.0.0.0/8"))
 }
 
 /// Entry point of the binary.
@@ -350,7 +363,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let flush = service.clone();
     let app = crate::web::app(
         crate::api::routes().merge(crate::ui::routes()),
-        crate::web::AppState::new(registry.clone(), service, metrics),
+        crate::web::AppState::new(
+            registry.clone(),
+            service,
+            metrics,
+            args.trusted_proxies.clone(),
+        ),
     );
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
     eprintln!(

@@ -371,3 +371,98 @@ fn chrono_year_now() -> u64 {
         .as_secs();
     1970 + secs / 31_556_952
 }
+
+async fn bearer_status(kp: &Keyport, token: &str, forwarded_for: Option<&str>) -> u16 {
+    let mut r = kp
+        .http
+        .get(format!("{}/api/v1/connections", kp.url))
+        .bearer_auth(token);
+    if let Some(f) = forwarded_for {
+        r = r.header("x-forwarded-for", f);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn the_admin_token_is_stored_slowly_hashed_and_cannot_be_guessed_without_limit() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        statuses.push(bearer_status(&kp, &format!("kpa_guess_{i:02}_0123456789"), None).await);
+    }
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429, 429], "{statuses:?}");
+    assert_eq!(
+        bearer_status(&kp, ADMIN, None).await,
+        429,
+        "guessing cannot race the right token from the same address"
+    );
+    let r = kp
+        .http
+        .get(format!("{}/api/v1/connections", kp.url))
+        .bearer_auth("kpa_guess_again_0123456789")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // At rest: an Argon2id hash, not the SHA-256 of the token.
+    let store = keyport::store::Store::connect(&kp.db_url()).await.unwrap();
+    let stored = store.setting("admin_token_argon2").await.unwrap().unwrap();
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert_eq!(store.setting("admin_token_sha256").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    // No trusted proxy: the header is anyone's to write, so every client shares the peer's budget.
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..10 {
+        let s = bearer_status(
+            &kp,
+            &format!("kpa_wrong_{i:02}_0123456789"),
+            Some("203.0.113.5"),
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    assert_eq!(
+        bearer_status(&kp, "kpa_wrong_other_0123456789", Some("203.0.113.6")).await,
+        429,
+        "X-Forwarded-For from an untrusted peer is ignored"
+    );
+    // Behind a trusted proxy (the loopback peer here), each forwarded client has its own budget.
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        env: vec![("KEYPORT_TRUSTED_PROXIES".into(), "127.0.0.1,::1".into())],
+        ..Default::default()
+    })
+    .await;
+    for i in 0..10 {
+        let s = bearer_status(
+            &kp,
+            &format!("kpa_wrong_{i:02}_0123456789"),
+            Some("203.0.113.5"),
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    assert_eq!(
+        bearer_status(&kp, "kpa_wrong_more_0123456789", Some("203.0.113.5")).await,
+        429
+    );
+    assert_eq!(
+        bearer_status(&kp, "kpa_wrong_other_0123456789", Some("203.0.113.6")).await,
+        401,
+        "another forwarded client is not blocked"
+    );
+    assert_eq!(bearer_status(&kp, ADMIN, Some("203.0.113.6")).await, 200);
+}

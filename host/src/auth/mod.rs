@@ -4,15 +4,20 @@
 //!
 //! | credential | where it comes from | scope |
 //! |---|---|---|
-//! | admin token | `KEYPORT_ADMIN_TOKEN`, or generated on first start of the embedded default and printed once; stored as SHA-256 | any workspace: `X-Keyport-Workspace` (default `default`); admin-only endpoints |
+//! | admin token | `KEYPORT_ADMIN_TOKEN`, or generated on first start of the embedded default and printed once; stored as an Argon2id hash | any workspace: `X-Keyport-Workspace` (default `default`); admin-only endpoints |
 //! | workspace API key | `POST /api/v1/api-keys` (admin); shown once; stored as SHA-256 | its own workspace only |
 //! | web UI session | the session cookie set by signing in with the admin token at `/login`; every call also needs the page's `X-CSRF-Token` and a same-origin `Origin` | the session's workspace, as admin |
 //!
-//! Anything else is 401. Tokens are compared by their hashes; none is logged.
+//! Anything else is 401. Ten failed attempts from one address in a minute (bearer tokens and
+//! sign-ins together, see [`limiter`]) answer 429 until the minute has passed. Tokens are
+//! compared by their hashes; none is logged.
 
+pub mod admin_token;
+pub mod limiter;
 pub mod sessions;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use axum::http::{HeaderMap, header};
@@ -23,9 +28,6 @@ use crate::oauth::hash;
 use crate::store::{ApiKeyRow, Store, now_ms};
 
 pub use sessions::Session;
-
-/// Settings key of the admin token's hash.
-pub const ADMIN_TOKEN_HASH: &str = "admin_token_sha256";
 
 /// Permission an API key needs for `GET …/credentials`.
 pub const CREDENTIALS_READ: &str = "credentials:read";
@@ -67,6 +69,9 @@ pub enum AuthError {
     /// 403: known, but not allowed (wrong CSRF token, cross-origin, not an admin).
     #[error("{0}")]
     Forbidden(String),
+    /// 429: too many failed attempts from this address.
+    #[error("{0}")]
+    TooManyAttempts(String),
     /// The lifecycle's answer (e.g. 404 for an unknown workspace, 500 for the database).
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -87,10 +92,12 @@ pub struct CallerCache(Mutex<HashMap<String, (std::time::Instant, Caller)>>);
 
 /// The caller a request's headers identify: a UI session cookie (with its CSRF token and
 /// origin) when there is no `Authorization`, else the bearer token.
+/// `client` is the address failed attempts count against.
 pub async fn caller_of(
     svc: &Service,
     cache: &CallerCache,
     headers: &HeaderMap,
+    client: IpAddr,
 ) -> Result<Caller, AuthError> {
     if headers.get(header::AUTHORIZATION).is_none()
         && let Some(session) = sessions::session_of(svc, headers).await?
@@ -127,7 +134,22 @@ pub async fn caller_of(
     {
         return Ok(caller.clone());
     }
-    let caller = authenticate(&svc.store, &h, ws_header).await?;
+    let now = now_ms();
+    if limiter::sign_in_blocked(client, now) {
+        return Err(AuthError::TooManyAttempts(
+            "too many failed authentications from this address; wait a minute, then try again"
+                .into(),
+        ));
+    }
+    let caller = match authenticate(&svc.store, token, &h, ws_header).await {
+        Err(AuthError::Unauthorized(why)) => {
+            limiter::sign_in_failed(client, now);
+            tracing::warn!(client = %client, "API call with a token that is not valid");
+            return Err(AuthError::Unauthorized(why));
+        }
+        other => other?,
+    };
+    limiter::sign_in_succeeded(client);
     let mut cache = cache.0.lock().unwrap_or_else(|p| p.into_inner());
     if cache.len() > 10_000 {
         cache.clear();
@@ -136,9 +158,23 @@ pub async fn caller_of(
     Ok(caller)
 }
 
-async fn authenticate(store: &Store, h: &str, ws_header: &str) -> Result<Caller, AuthError> {
-    let admin_hash = store.setting(ADMIN_TOKEN_HASH).await?;
-    if admin_hash.as_deref() == Some(h) {
+async fn authenticate(
+    store: &Store,
+    token: &str,
+    h: &str,
+    ws_header: &str,
+) -> Result<Caller, AuthError> {
+    // API keys first: they are found by their hash, without the admin token's slow check.
+    if let Some(key) = store.api_key_by_hash(h).await? {
+        return Ok(Caller {
+            workspace: key.workspace_id,
+            admin: false,
+            actor: Actor(format!("api-key:{}", key.id)),
+            permissions: serde_json::from_str(&key.permissions).unwrap_or_default(),
+            session: None,
+        });
+    }
+    if admin_token::matches(store, token).await? {
         let workspace = ws_header.to_string();
         if !store.workspace_exists(&workspace).await? {
             return Err(ServiceError::NotFound(format!(
@@ -151,15 +187,6 @@ async fn authenticate(store: &Store, h: &str, ws_header: &str) -> Result<Caller,
             admin: true,
             actor: Actor("admin".into()),
             permissions: Vec::new(),
-            session: None,
-        });
-    }
-    if let Some(key) = store.api_key_by_hash(h).await? {
-        return Ok(Caller {
-            workspace: key.workspace_id,
-            admin: false,
-            actor: Actor(format!("api-key:{}", key.id)),
-            permissions: serde_json::from_str(&key.permissions).unwrap_or_default(),
             session: None,
         });
     }
@@ -210,38 +237,7 @@ pub async fn issue_api_key(
     Ok((row.id, key))
 }
 
-/// Sets up the admin token at start: `KEYPORT_ADMIN_TOKEN`, or, for the embedded default, one
-/// generated and printed once. A changed token ends every web UI session.
+/// Sets up the admin token at start (see [`admin_token::set_up`]).
 pub async fn set_up_admin_token(store: &Store, embedded: bool) -> anyhow::Result<()> {
-    if let Ok(token) = std::env::var("KEYPORT_ADMIN_TOKEN") {
-        if token.len() < 16 {
-            anyhow::bail!("KEYPORT_ADMIN_TOKEN must be at least 16 characters");
-        }
-        let new = hash(&token);
-        if store.setting(ADMIN_TOKEN_HASH).await?.as_deref() != Some(new.as_str()) {
-            store.put_setting(ADMIN_TOKEN_HASH, &new).await?;
-            // A new admin token signs everyone out of the web UI.
-            let ended = store.purge_ui_sessions(i64::MAX).await?;
-            if ended > 0 {
-                tracing::info!(
-                    sessions = ended,
-                    "admin token changed: web UI sessions ended"
-                );
-            }
-        }
-        return Ok(());
-    }
-    if store.setting(ADMIN_TOKEN_HASH).await?.is_some() {
-        return Ok(());
-    }
-    if !embedded {
-        anyhow::bail!("set KEYPORT_ADMIN_TOKEN (at least 16 characters) to protect the API");
-    }
-    let token = format!("kpa_{}", crate::vault::random_hex(24));
-    if store.init_setting(ADMIN_TOKEN_HASH, &hash(&token)).await? {
-        eprintln!(
-            "\n  Admin token (shown once, store it now): {token}\n  Sign in to the web UI with it, and use it as `Authorization: Bearer <token>` for the API.\n"
-        );
-    }
-    Ok(())
+    admin_token::set_up(store, embedded).await
 }

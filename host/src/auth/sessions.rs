@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, header};
 
-use super::{ADMIN_TOKEN_HASH, AuthError};
+use super::AuthError;
+use super::limiter::{sign_in_blocked, sign_in_failed, sign_in_succeeded};
 use crate::connections::{Error as ServiceError, Service};
 use crate::oauth::hash;
 use crate::store::now_ms;
@@ -153,17 +154,14 @@ pub async fn sign_in_with_admin_token(
     token: &str,
     client: IpAddr,
 ) -> Result<(String, Session), SignInError> {
-    let admin = svc
-        .store
-        .setting(ADMIN_TOKEN_HASH)
-        .await
-        .map_err(AuthError::from)?;
     let now = now_ms();
     if sign_in_blocked(client, now) {
         return Err(SignInError::Limited);
     }
-    let given = hash(token.trim());
-    if admin.is_none_or(|a| !constant_time_eq(a.as_bytes(), given.as_bytes())) {
+    if !super::admin_token::matches(&svc.store, token.trim())
+        .await
+        .map_err(AuthError::from)?
+    {
         sign_in_failed(client, now);
         tracing::warn!(client = %client, "UI sign-in with a wrong token");
         return Err(SignInError::WrongToken);
@@ -205,87 +203,4 @@ pub async fn switch_workspace(
         .set_ui_session_workspace(&s.id_hash, workspace)
         .await?;
     Ok(())
-}
-
-/// Failed sign-ins allowed per client address per minute.
-const SIGN_IN_FAILURES: u32 = 10;
-
-type FailureMap = std::sync::Mutex<std::collections::HashMap<IpAddr, (i64, u32)>>;
-
-/// Failed sign-ins by client address: (window start, failures). A successful sign-in resets its
-/// address; other addresses are not affected.
-fn sign_in_failures() -> &'static FailureMap {
-    static FAILURES: std::sync::OnceLock<FailureMap> = std::sync::OnceLock::new();
-    FAILURES.get_or_init(Default::default)
-}
-
-/// Addresses tracked at once; beyond that, new addresses share one budget.
-const SIGN_IN_TRACKED: usize = 10_000;
-
-/// The key an address is counted under: IPv6 by its /64 (one host can hold a whole /64), and
-/// addresses beyond the table's capacity together under one key.
-fn sign_in_key(map: &std::collections::HashMap<IpAddr, (i64, u32)>, ip: IpAddr) -> IpAddr {
-    let key = match ip {
-        IpAddr::V6(v6) => {
-            let mut seg = v6.segments();
-            seg[4..].fill(0);
-            IpAddr::V6(std::net::Ipv6Addr::from(seg))
-        }
-        v4 => v4,
-    };
-    if map.len() >= SIGN_IN_TRACKED && !map.contains_key(&key) {
-        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-    } else {
-        key
-    }
-}
-
-fn sign_in_blocked(ip: IpAddr, now: i64) -> bool {
-    let map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
-    map.get(&sign_in_key(&map, ip))
-        .is_some_and(|(start, n)| now - start < 60_000 && *n >= SIGN_IN_FAILURES)
-}
-
-fn sign_in_failed(ip: IpAddr, now: i64) {
-    let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= SIGN_IN_TRACKED {
-        map.retain(|_, (start, _)| now - *start < 60_000);
-    }
-    let key = sign_in_key(&map, ip);
-    let e = map.entry(key).or_insert((now, 0));
-    if now - e.0 >= 60_000 {
-        *e = (now, 0);
-    }
-    e.1 += 1;
-}
-
-fn sign_in_succeeded(ip: IpAddr) {
-    let mut map = sign_in_failures().lock().unwrap_or_else(|p| p.into_inner());
-    let key = sign_in_key(&map, ip);
-    map.remove(&key);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_sign_ins_block_only_their_address() {
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let now = 1_000_000;
-        for _ in 0..SIGN_IN_FAILURES {
-            assert!(!sign_in_blocked(a, now));
-            sign_in_failed(a, now);
-        }
-        assert!(sign_in_blocked(a, now));
-        assert!(!sign_in_blocked(b, now));
-        assert!(!sign_in_blocked(a, now + 60_000), "the window passes");
-        // One IPv6 host holds a /64: its addresses share one budget.
-        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
-        for i in 0..SIGN_IN_FAILURES {
-            sign_in_failed(v6(&format!("2001:db8:1:2::{i:x}")), now);
-        }
-        assert!(sign_in_blocked(v6("2001:db8:1:2::ffff"), now));
-        assert!(!sign_in_blocked(v6("2001:db8:1:3::1"), now));
-    }
 }

@@ -166,6 +166,15 @@ impl Store {
         &self.pool
     }
 
+    /// Removes a setting.
+    pub async fn delete_setting(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A setting's value.
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")

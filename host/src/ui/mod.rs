@@ -207,8 +207,8 @@ async fn login(
             ),
         );
     }
-    let cookie = match sessions::sign_in_with_admin_token(&state.service, &f.token, peer.ip()).await
-    {
+    let client = state.client_ip(peer.ip(), &headers);
+    let cookie = match sessions::sign_in_with_admin_token(&state.service, &f.token, client).await {
         Ok((cookie, _)) => cookie,
         Err(SignInError::Auth(e)) => return ApiError::from(e).into_response(),
         Err(e) => {

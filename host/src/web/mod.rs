@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// API credentials recently checked.
     pub callers: Arc<CallerCache>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`KEYPORT_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl AppState {
@@ -39,13 +41,20 @@ impl AppState {
         registry: Arc<Registry>,
         service: Arc<Service>,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        trusted_proxies: Vec<ipnet::IpNet>,
     ) -> Self {
         AppState {
             registry,
             service,
             metrics,
             callers: Arc::default(),
+            trusted_proxies: Arc::new(trusted_proxies),
         }
+    }
+
+    /// The address a request's failed attempts count against (see [`crate::auth::limiter`]).
+    pub fn client_ip(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        crate::auth::limiter::client_ip(peer, headers, &self.trusted_proxies)
     }
 }
 
@@ -135,6 +144,9 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Unauthorized(m) => ApiError::unauthorized(m),
             AuthError::Forbidden(m) => ApiError::forbidden(m),
+            AuthError::TooManyAttempts(m) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m)
+            }
             AuthError::Service(e) => e.into(),
         }
     }
@@ -182,7 +194,13 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(crate::auth::caller_of(&state.service, &state.callers, &parts.headers).await?)
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let client = state.client_ip(peer, &parts.headers);
+        Ok(crate::auth::caller_of(&state.service, &state.callers, &parts.headers, client).await?)
     }
 }
 
