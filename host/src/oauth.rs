@@ -172,6 +172,9 @@ pub fn authorize_url(p: &AuthorizeParams<'_>) -> Result<String, String> {
     Ok(url.to_string())
 }
 
+/// Largest token-endpoint answer read; a larger one is refused as it streams in.
+const TOKEN_RESPONSE_MAX: usize = 1 << 20;
+
 /// The token endpoint call: code exchange, refresh, or revocation.
 pub struct TokenCall<'a> {
     pub http: &'a crate::runtime::Outbound,
@@ -267,22 +270,23 @@ impl TokenCall<'_> {
                 "the token endpoint answered with a redirect (HTTP {status}); keyport does not follow redirects on token requests — check the token URL"
             )));
         }
-        let body = resp
-            .bytes()
+        let body = crate::runtime::body_capped(resp, TOKEN_RESPONSE_MAX)
             .await
-            .map_err(|e| OAuthError::InDoubt(error_chain(&e.without_url())))?;
-        if body.len() > 1 << 20 {
-            return Err(OAuthError::Provider(
-                "the token endpoint's answer is larger than 1 MiB".into(),
-            ));
-        }
+            .map_err(|e| match e {
+                crate::runtime::BodyError::TooLarge => {
+                    OAuthError::Provider("the token endpoint's answer is larger than 1 MiB".into())
+                }
+                crate::runtime::BodyError::Transport(e) => {
+                    OAuthError::InDoubt(error_chain(&e.without_url()))
+                }
+            })?;
         if status == 429 || status >= 500 {
             return Err(OAuthError::Transient(
                 format!("the token endpoint answered HTTP {status}"),
                 retry_after,
             ));
         }
-        Ok((status, body.to_vec()))
+        Ok((status, body))
     }
 
     /// Sends a grant to `template` with the base parameters, then the connector's extra ones.

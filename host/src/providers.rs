@@ -29,6 +29,9 @@ fn invalid(path: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// Largest discovery document read; a larger one is refused as it streams in.
+const DISCOVERY_MAX: usize = 256 * 1024;
+
 fn connector_id(slug: &str) -> String {
     format!("custom-{slug}")
 }
@@ -219,7 +222,19 @@ impl Service {
                 .map_err(|d| invalid("/issuer", format!("the issuer is refused: {d}")))?;
             match request.send().await {
                 Ok(r) if r.status().is_success() => {
-                    let v: Value = r.json().await.map_err(|e| {
+                    let bytes = crate::runtime::body_capped(r, DISCOVERY_MAX)
+                        .await
+                        .map_err(|e| match e {
+                            crate::runtime::BodyError::TooLarge => invalid(
+                                "/issuer",
+                                format!("{candidate} answered more than 256 KiB: not a discovery document"),
+                            ),
+                            crate::runtime::BodyError::Transport(e) => invalid(
+                                "/issuer",
+                                format!("could not read {candidate}: {}", e.without_url()),
+                            ),
+                        })?;
+                    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
                         invalid(
                             "/issuer",
                             format!("the discovery document is not JSON: {e}"),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode, Uri};
 use common::e2e::*;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// A provider that answers every request with the account and records (method, path).
@@ -465,4 +466,102 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "another forwarded client is not blocked"
     );
     assert_eq!(bearer_status(&kp, ADMIN, Some("203.0.113.6")).await, 200);
+}
+
+#[tokio::test]
+async fn every_rejection_is_the_documented_json_error() {
+    let (kp, id, _) = keyport_with_connection().await;
+    let cases: Vec<(reqwest::Method, String, Option<Vec<u8>>, u16)> = vec![
+        (
+            reqwest::Method::GET,
+            "/api/v1/audit?limit=abc".into(),
+            None,
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/connections/{id}/refresh?if_needed=maybe"),
+            None,
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/connections/%FF%FE".into(),
+            None,
+            400,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/connectors".into(),
+            None,
+            405,
+        ),
+        (reqwest::Method::PATCH, "/api/v1/audit".into(), None, 405),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/connections/{id}/reconnect"),
+            Some(vec![b' '; 300 * 1024]),
+            413,
+        ),
+    ];
+    for (method, path, body, status) in cases {
+        let mut r = kp
+            .http
+            .request(method.clone(), format!("{}{path}", kp.url))
+            .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{method} {path}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_discovery_document_is_read_against_its_cap_as_it_streams() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    // An endless answer (bounded at 64 MiB so the test ends whatever happens), no length.
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+            let stream = futures::stream::iter(0..1024).map(move |_| {
+                counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(chunk.clone())
+            });
+            axum::body::Body::from_stream(stream)
+        }
+    });
+    let issuer = common::serve_fake(app).await;
+    let (s, b) = kp
+        .post(
+            "/api/v1/admin/providers",
+            json!({"id": "endless", "issuer": issuer}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    let message = b["error"]["fields"][0]["message"].as_str().unwrap();
+    assert!(message.contains("more than 256 KiB"), "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent < 16 << 20,
+        "keyport stopped reading soon after the cap ({sent} bytes produced)"
+    );
 }

@@ -1,13 +1,13 @@
 //! `/api/v1/admin` handlers (admin token only): custom OAuth providers.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Caller;
 
 type R<T> = Result<T, ApiError>;
@@ -45,7 +45,7 @@ pub async fn list(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     caller.require_admin()?;
     Ok(Json(s.service.provider_view(&id).await?))
@@ -55,7 +55,7 @@ pub async fn get(
 pub async fn update(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> R<Json<Value>> {
     caller.require_admin()?;
@@ -77,8 +77,8 @@ pub struct Force {
 pub async fn delete(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<Force>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<Force>,
 ) -> R<StatusCode> {
     caller.require_admin()?;
     s.service
@@ -129,7 +129,7 @@ pub struct UploadQuery {
 pub async fn upload_connector(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<UploadQuery>,
+    ApiQuery(q): ApiQuery<UploadQuery>,
     req: axum::extract::Request,
 ) -> R<impl IntoResponse> {
     caller.require_admin()?;
@@ -175,8 +175,8 @@ pub async fn list_connectors(State(s): State<AppState>, caller: Caller) -> R<Jso
 pub async fn unload_connector(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<Force>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<Force>,
 ) -> R<StatusCode> {
     caller.require_admin()?;
     s.service
@@ -189,7 +189,7 @@ pub async fn unload_connector(
 pub async fn rollback_connector(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     caller.require_admin()?;
     Ok(Json(
@@ -207,7 +207,7 @@ pub struct Approve {
 pub async fn approve_connector(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(a): ApiJson<Approve>,
 ) -> R<Json<Value>> {
     caller.require_admin()?;

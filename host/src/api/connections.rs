@@ -1,13 +1,13 @@
 //! `/api/v1` handlers for workspaces, API keys, provider apps and connections.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Caller;
 use crate::connections::{
     ConnectionFilter, CreateApiKey, Patch, ProviderAppInput, RefreshMode, StartOAuth, Status,
@@ -74,7 +74,7 @@ pub async fn create_api_key(
 pub async fn put_provider_app(
     State(s): State<AppState>,
     caller: Caller,
-    Path(connector): Path<String>,
+    ApiPath(connector): ApiPath<String>,
     ApiJson(input): ApiJson<ProviderAppInput>,
 ) -> R<Json<Value>> {
     Ok(Json(
@@ -93,7 +93,7 @@ pub async fn put_provider_app(
 pub async fn get_provider_app(
     State(s): State<AppState>,
     caller: Caller,
-    Path(connector): Path<String>,
+    ApiPath(connector): ApiPath<String>,
 ) -> R<Json<Value>> {
     Ok(Json(
         s.service
@@ -137,7 +137,7 @@ pub struct ListQuery {
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> R<Json<Value>> {
     let status = match q.status.as_deref().map(str::parse::<Status>) {
         None => None,
@@ -166,7 +166,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     Ok(Json(view(&s.service.get(&caller.workspace, &id).await?)))
 }
@@ -174,7 +174,7 @@ pub async fn get(
 pub async fn patch(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(p): ApiJson<Patch>,
 ) -> R<Json<Value>> {
     Ok(Json(view(
@@ -187,7 +187,7 @@ pub async fn patch(
 pub async fn delete(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<StatusCode> {
     s.service
         .delete(&caller.workspace, &caller.actor, &id)
@@ -199,8 +199,8 @@ pub async fn delete(
 pub async fn config_get(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<std::collections::BTreeMap<String, String>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<std::collections::BTreeMap<String, String>>,
 ) -> R<Json<Value>> {
     let overrides: serde_json::Map<String, Value> =
         q.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
@@ -212,7 +212,7 @@ pub async fn config_get(
 pub async fn config_post(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(overrides): ApiJson<Value>,
 ) -> R<Json<Value>> {
     if !overrides.is_object() {
@@ -236,8 +236,8 @@ pub struct RefreshQuery {
 pub async fn refresh(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<RefreshQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RefreshQuery>,
 ) -> R<Json<Value>> {
     let c = s
         .service
@@ -265,8 +265,8 @@ pub struct ReconnectBody {
 pub async fn reconnect(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(id): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
 ) -> R<Json<Value>> {
     let b: ReconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReconnectBody::default()
@@ -291,7 +291,7 @@ pub async fn reconnect(
 pub async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     let (c, provider_error) = s
         .service
@@ -310,7 +310,7 @@ pub async fn revoke(
 pub async fn dependents(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     let deps = s.service.dependents(&caller.workspace, &id).await?;
     Ok(Json(
@@ -321,7 +321,7 @@ pub async fn dependents(
 pub async fn add_dependent(
     State(s): State<AppState>,
     caller: Caller,
-    Path((id, dep)): Path<(String, String)>,
+    ApiPath((id, dep)): ApiPath<(String, String)>,
 ) -> R<StatusCode> {
     let created = s
         .service
@@ -337,7 +337,7 @@ pub async fn add_dependent(
 pub async fn remove_dependent(
     State(s): State<AppState>,
     caller: Caller,
-    Path((id, dep)): Path<(String, String)>,
+    ApiPath((id, dep)): ApiPath<(String, String)>,
 ) -> R<StatusCode> {
     s.service
         .remove_dependent(&caller.workspace, &caller.actor, &id, &dep)
@@ -349,7 +349,7 @@ pub async fn remove_dependent(
 pub async fn audit(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     let rows = s
         .service

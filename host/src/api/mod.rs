@@ -8,7 +8,7 @@ mod connections;
 mod oauth;
 mod usage;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
@@ -17,10 +17,14 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::runtime::manifest_json;
-use crate::web::{ApiError, ApiJson, AppState};
+use crate::web::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 
 /// The API's routes (mounted with the pages' by [`crate::web::app`]).
 pub fn routes() -> Router<AppState> {
+    api_routes().layer(axum::middleware::from_fn(crate::web::json_errors))
+}
+
+fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -161,7 +165,7 @@ async fn list_connectors(
 async fn get_connector(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let e = state.registry.get(&id).ok_or_else(|| {
         ApiError::not_found(format!(

@@ -2,13 +2,13 @@
 //! webhooks).
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::{CREDENTIALS_READ, Caller};
 use crate::connections::rfc3339;
 use crate::proxy::ProxyRequest;
@@ -89,7 +89,7 @@ pub async fn proxy(State(s): State<AppState>, caller: Caller, req: Request) -> R
 pub async fn credentials(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<Response> {
     if !caller.permissions.iter().any(|p| p == CREDENTIALS_READ) {
         return Err(ApiError::forbidden(format!(
@@ -118,7 +118,7 @@ pub struct AuditQuery {
 pub async fn audit(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> R<Json<Value>> {
     let since = match q.since.as_deref() {
         None | Some("") => None,
@@ -199,7 +199,7 @@ pub async fn list_webhooks(State(s): State<AppState>, caller: Caller) -> R<Json<
 pub async fn delete_webhook(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> R<StatusCode> {
     s.service
         .delete_webhook(&caller.workspace, &caller.actor, &id)
@@ -217,8 +217,8 @@ pub struct LimitQuery {
 pub async fn deliveries(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<LimitQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> R<Json<Value>> {
     Ok(Json(
         s.service

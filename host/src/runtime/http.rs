@@ -247,6 +247,33 @@ impl HostState {
     }
 }
 
+/// Why a body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// It is (or declares itself) larger than the cap.
+    TooLarge,
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body against `cap`: refused by its declared length, or as soon as what
+/// arrived would pass the cap, so a provider cannot make keyport hold more than `cap` bytes.
+pub async fn body_capped(response: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n as usize > cap) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Transport)?;
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A form body with the host's secrets appended as `field=value` pairs (the connector names the
 /// field and which secret; it never sees the value).
 fn form_with_secrets(
@@ -292,18 +319,10 @@ async fn read_capped(response: reqwest::Response, cap: usize) -> Result<Response
             )
         })
         .collect();
-    if response.content_length().is_some_and(|n| n as usize > cap) {
-        return Err(HttpError::TooLarge(cap as u64));
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(transport_error)?;
-        if body.len() + chunk.len() > cap {
-            return Err(HttpError::TooLarge(cap as u64));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = body_capped(response, cap).await.map_err(|e| match e {
+        BodyError::TooLarge => HttpError::TooLarge(cap as u64),
+        BodyError::Transport(e) => transport_error(e),
+    })?;
     Ok(Response {
         status,
         headers,

@@ -21,7 +21,10 @@ pub mod egress;
 mod http;
 mod legacy;
 
-pub use http::{Outbound, add_credential, check_literal, checked_target, outbound_client};
+pub use http::{
+    BodyError, Outbound, add_credential, body_capped, check_literal, checked_target,
+    outbound_client,
+};
 mod manifest;
 mod stdio;
 

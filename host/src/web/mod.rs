@@ -187,6 +187,125 @@ where
     }
 }
 
+/// `Query` whose rejections are API errors that say which parameter is wrong.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid query string: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// `Path` whose rejections are API errors.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid path: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A raw request body whose rejections (413 past the limit) are API errors.
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S> FromRequest<S> for ApiBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(ApiBytes(b)),
+            Err(e) => Err(ApiError::new(
+                e.status(),
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "payload_too_large"
+                } else {
+                    "bad_request"
+                },
+                format!("the request body was not read: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// Turns the error answers the router makes by itself (405 for a method a route does not take,
+/// 413 and others from extractors outside these wrappers) into the documented JSON error. Answers
+/// that already carry a body type pass unchanged, and so does everything the proxy streams back
+/// from a provider.
+pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let proxied = req.uri().path().contains("/proxy");
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    if proxied
+        || !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+            && !response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/plain"))
+    {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "{method} is not allowed here{}",
+                allow
+                    .as_ref()
+                    .and_then(|a| a.to_str().ok())
+                    .map(|a| format!("; use {a}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than this endpoint takes (256 KiB)".to_string(),
+        ),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URL is too long".to_string()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as application/json".to_string(),
+        ),
+        s if s.is_server_error() => ("internal", "internal error; see the server log".to_string()),
+        _ => ("bad_request", "the request was not understood".to_string()),
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    if let Some(a) = allow {
+        out.headers_mut().insert(header::ALLOW, a);
+    }
+    out
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
