@@ -471,34 +471,19 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
 #[tokio::test]
 async fn every_rejection_is_the_documented_json_error() {
     let (kp, id, _) = keyport_with_connection().await;
-    let cases: Vec<(reqwest::Method, String, Option<Vec<u8>>, u16)> = vec![
+    let cases: Vec<(Method, String, Option<Vec<u8>>, u16)> = vec![
+        (Method::GET, "/api/v1/audit?limit=abc".into(), None, 400),
         (
-            reqwest::Method::GET,
-            "/api/v1/audit?limit=abc".into(),
-            None,
-            400,
-        ),
-        (
-            reqwest::Method::POST,
+            Method::POST,
             format!("/api/v1/connections/{id}/refresh?if_needed=maybe"),
             None,
             400,
         ),
+        (Method::GET, "/api/v1/connections/%FF%FE".into(), None, 400),
+        (Method::DELETE, "/api/v1/connectors".into(), None, 405),
+        (Method::PATCH, "/api/v1/audit".into(), None, 405),
         (
-            reqwest::Method::GET,
-            "/api/v1/connections/%FF%FE".into(),
-            None,
-            400,
-        ),
-        (
-            reqwest::Method::DELETE,
-            "/api/v1/connectors".into(),
-            None,
-            405,
-        ),
-        (reqwest::Method::PATCH, "/api/v1/audit".into(), None, 405),
-        (
-            reqwest::Method::POST,
+            Method::POST,
             format!("/api/v1/connections/{id}/reconnect"),
             Some(vec![b' '; 300 * 1024]),
             413,
