@@ -550,3 +550,126 @@ async fn a_discovery_document_is_read_against_its_cap_as_it_streams() {
         "keyport stopped reading soon after the cap ({sent} bytes produced)"
     );
 }
+
+#[tokio::test]
+async fn a_hook_that_sees_tokens_cannot_leak_them_into_metadata_errors_or_the_log() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let r = kp
+        .http
+        .post(format!(
+            "{}/api/v1/admin/connectors?grant=leaky.keyport.test",
+            kp.url
+        ))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(keyport_test_artifacts::LEAKY_HOOK).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let fake = common::fake_as::start().await;
+    common::provider_app(
+        &kp,
+        "leaky-hook",
+        &[("https://leaky.keyport.test", &fake.issuer())],
+        true,
+    )
+    .await;
+    let (at, rt) = ("fake-at-leak-0123456789", "fake-rt-leak-0123456789");
+    let browser = Browser::new();
+    let mut connect = async |leak_in_error: bool| {
+        fake.script.lock().unwrap().token_body = Some(json!({
+            "access_token": at, "refresh_token": rt, "token_type": "bearer",
+            "expires_in": 3600, "leak_in_error": leak_in_error,
+        }));
+        let (s, started) = kp
+            .post(
+                "/api/v1/connections/oauth/start",
+                json!({"connector": "leaky-hook"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{started}");
+        let (s, loc, body) = browser
+            .get(started["authorize_url"].as_str().unwrap())
+            .await;
+        assert_eq!(s, 302, "{body}");
+        let (_, loc, _) = browser.get(&loc.unwrap()).await;
+        browser.finish(&loc.unwrap()).await;
+        let (_, c) = kp
+            .get(&format!(
+                "/api/v1/connections/{}",
+                started["connection_id"].as_str().unwrap()
+            ))
+            .await;
+        c
+    };
+    let c = connect(false).await;
+    assert_eq!(c["status"], "active", "{c}");
+    let text = c.to_string();
+    assert!(!text.contains(at) && !text.contains(rt), "{c}");
+    assert_eq!(c["metadata"]["copied"], "[redacted]", "{c}");
+    assert_eq!(
+        c["metadata"]["nested"]["inside"], "token=[redacted];",
+        "{c}"
+    );
+    assert_eq!(c["metadata"]["plain"], "kept", "{c}");
+    assert_eq!(
+        kp.read_secret(c["id"].as_str().unwrap(), "access_token")
+            .await
+            .as_deref(),
+        Some(at),
+        "the token itself is stored, sealed"
+    );
+    let c = connect(true).await;
+    let reason = c["status_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("[redacted]") && !reason.contains(at), "{c}");
+    let log = kp.log();
+    assert!(
+        !log.contains(at) && !log.contains(rt),
+        "the hook's stdout and stderr never reach the log"
+    );
+}
+
+#[tokio::test]
+async fn a_definition_cannot_keep_a_token_as_metadata() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let i = "https://auth.leaky-metadata.example";
+    for (name, path) in [
+        ("copy", "access_token"),
+        ("nested", "authed_user.access_token"),
+        ("refresh", "refresh_token"),
+        ("id", "id_token"),
+    ] {
+        let (s, b) = kp
+            .post(
+                "/api/v1/admin/providers",
+                json!({
+                    "id": format!("leaky-{name}"),
+                    "display_name": "Leaky metadata",
+                    "authorization_url": format!("{i}/auth"),
+                    "token_url": format!("{i}/token"),
+                    "scopes": ["read"],
+                    "api_base_url": format!("{i}/api/"),
+                    "token_metadata": {name: path, "instance_url": "instance_url"},
+                }),
+            )
+            .await;
+        assert_eq!(s, 422, "{path}: {b}");
+        let fields = b["error"]["fields"].as_array().unwrap();
+        assert!(
+            fields
+                .iter()
+                .any(|f| f["path"] == format!("/token_metadata/{name}")
+                    && f["message"].as_str().unwrap().contains("names a token")),
+            "{path}: {b}"
+        );
+    }
+}

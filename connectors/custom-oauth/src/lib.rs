@@ -335,6 +335,21 @@ fn manifest_for(d: &Value) -> Result<Manifest, Vec<FieldError>> {
         }
     }
     for (k, v) in params(d, "token_metadata", &mut errors) {
+        // Tokens are secrets: kept sealed in the token fields, never copied into metadata
+        // (stored unencrypted, shown to every reader and sent in webhook bodies).
+        let names_a_token = v.split('.').any(|segment| {
+            let s = segment.to_ascii_lowercase();
+            s == "access_token" || s == "refresh_token" || s == "id_token"
+        }) || [&token_paths.access_token, &token_paths.refresh_token]
+            .iter()
+            .any(|paths| paths.iter().any(|p| p == &v));
+        if names_a_token {
+            errors.push(FieldError::new(
+                format!("/token_metadata/{k}"),
+                format!("{v:?} names a token; tokens are secrets and are never kept as metadata"),
+            ));
+            continue;
+        }
         token_paths.metadata.push((k, v));
     }
 

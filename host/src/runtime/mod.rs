@@ -617,8 +617,11 @@ impl bindings::keyport::connector::log::Host for HostState {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Imports {
     Enabled,
-    /// `http` and `log` refuse: for hooks that see secrets.
+    /// `http` and `log` refuse.
     Disabled,
+    /// As `Disabled`, and the guest's stdout and stderr are dropped, never logged: for hooks
+    /// that see secrets (`parse-token-response` reads the raw token response).
+    Sealed,
 }
 
 impl Connector {
@@ -748,8 +751,14 @@ impl Connector {
         let result = tokio::time::timeout(timeout + TICK * 4, run).await;
         let id = self.manifest.id.as_str();
         for (stream, pipe) in [("stdout", &out), ("stderr", &err)] {
-            if let Some(text) = pipe.take() {
-                tracing::info!(target: "keyport::connector", connector = id, stream, "{text}");
+            match pipe.take() {
+                Some(_) if imports == Imports::Sealed => {
+                    tracing::debug!(target: "keyport::connector", connector = id, stream, "output of a hook that sees secrets dropped");
+                }
+                Some(text) => {
+                    tracing::info!(target: "keyport::connector", connector = id, stream, "{text}");
+                }
+                None => {}
             }
         }
         match result {
@@ -832,7 +841,7 @@ impl Connector {
         .await
     }
 
-    /// The `parse-token-response` hook, with `http` and `log` disabled.
+    /// The `parse-token-response` hook: sealed (no `http`, no `log`, no output to the log).
     pub async fn parse_token_response(
         &self,
         status: u16,
@@ -840,7 +849,7 @@ impl Connector {
     ) -> Result<Option<Result<TokenSet, ConnectorError>>, CallError> {
         self.call(
             Arc::new(CallEnv::default()),
-            Imports::Disabled,
+            Imports::Sealed,
             move |c, s| {
                 Box::pin(async move {
                     match c {
