@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::connections::{Actor, Error, Result, Service, rfc3339};
 use crate::registry::Source;
-use crate::runtime::{Connector, Runtime};
+use crate::runtime::{AuthScheme, Connector, Runtime};
 use crate::store::{Deployment, Upload};
 
 /// Settings key bumped on every change, so replicas reload.
@@ -49,6 +49,7 @@ impl Service {
                 fields: vec![],
             })?;
         let m = connector.manifest().clone();
+        let oauth_hosts = self.oauth_endpoint_hosts(&m)?;
         if let Some(existing) = self.registry.get(&m.id)
             && matches!(existing.source, Source::Builtin | Source::Imported)
         {
@@ -141,6 +142,7 @@ impl Service {
             "hash": hash,
             "status": status,
             "egress_hosts": m.egress_hosts,
+            "oauth_hosts": oauth_hosts,
             "missing_grants": missing,
             "message": if missing.is_empty() {
                 "Active: new calls use this version.".to_string()
@@ -281,6 +283,29 @@ impl Service {
         Ok(())
     }
 
+    /// Where an uploaded connector's OAuth endpoints send secrets: hosts its egress list must
+    /// cover, over https outside test mode (422 naming each endpoint that is not).
+    fn oauth_endpoint_hosts(&self, m: &crate::runtime::Manifest) -> Result<Vec<String>> {
+        let AuthScheme::Oauth2(o) = &m.auth else {
+            return Ok(Vec::new());
+        };
+        crate::runtime::egress::oauth_endpoints_covered(o, &m.egress_hosts, self.config.allow_loopback)
+            .map_err(|problems| Error::Invalid {
+                message: format!(
+                    "The component was rejected: its OAuth endpoints must be https on hosts its egress list declares ({})",
+                    problems
+                        .iter()
+                        .map(|(f, why)| format!("{f}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                fields: problems
+                    .into_iter()
+                    .map(|(f, why)| (format!("/auth/oauth2/{f}"), why))
+                    .collect(),
+            })
+    }
+
     /// Every loaded connector, and uploads waiting for approval.
     pub async fn loaded_connectors(&self) -> Result<Value> {
         let deployments = self.store.deployments().await?;
@@ -311,12 +336,18 @@ impl Service {
                 .into_iter()
                 .filter(|h| !granted.contains(&h.to_ascii_lowercase()))
                 .collect();
+            // Where its OAuth endpoints send secrets, for the approval screen.
+            let oauth_hosts = match self.load_upload(&hash, "waiting").await {
+                Ok(c) => self.oauth_endpoint_hosts(c.manifest()).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
             pending.push(json!({
                 "id": d.connector_id,
                 "hash": hash,
                 "version": version,
                 "granted_hosts": granted,
                 "missing_grants": missing,
+                "oauth_hosts": oauth_hosts,
             }));
         }
         let errors = self

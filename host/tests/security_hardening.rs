@@ -581,7 +581,7 @@ async fn a_hook_that_sees_tokens_cannot_leak_them_into_metadata_errors_or_the_lo
     .await;
     let (at, rt) = ("fake-at-leak-0123456789", "fake-rt-leak-0123456789");
     let browser = Browser::new();
-    let mut connect = async |leak_in_error: bool| {
+    let connect = async |leak_in_error: bool| {
         fake.script.lock().unwrap().token_body = Some(json!({
             "access_token": at, "refresh_token": rt, "token_type": "bearer",
             "expires_in": 3600, "leak_in_error": leak_in_error,
@@ -672,4 +672,39 @@ async fn a_definition_cannot_keep_a_token_as_metadata() {
             "{path}: {b}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_upload_cannot_send_secrets_to_a_host_nobody_granted() {
+    let kp = keyport_without_loopback().await;
+    let bytes = std::fs::read(keyport_test_artifacts::STRAY_TOKEN).unwrap();
+    for grant in ["", "api.stray.test"] {
+        let r = kp
+            .http
+            .post(format!("{}/api/v1/admin/connectors?grant={grant}", kp.url))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/wasm")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "grant {grant:?}");
+        let b: Value = r.json().await.unwrap();
+        let fields = b["error"]["fields"].as_array().unwrap();
+        let named = |path: &str, needle: &str| {
+            fields.iter().any(|f| {
+                f["path"] == path && f["message"].as_str().unwrap_or_default().contains(needle)
+            })
+        };
+        assert!(
+            named("/auth/oauth2/token_url", "collector.elsewhere.test"),
+            "{b}"
+        );
+        assert!(named("/auth/oauth2/revoke_url", "must be https"), "{b}");
+    }
+    let (_, list) = kp.get("/api/v1/admin/connectors").await;
+    assert!(
+        !list.to_string().contains("stray-token"),
+        "nothing stored or waiting: {list}"
+    );
 }

@@ -168,6 +168,94 @@ pub fn check_url(url: &url::Url, patterns: &[String], allow_loopback: bool) -> R
     Ok(())
 }
 
+/// The endpoints of an OAuth scheme that receive secrets (codes, PKCE verifiers, refresh tokens,
+/// the client secret): token, refresh and revocation URLs, by field.
+fn secret_endpoints(o: &super::Oauth2) -> Vec<(&'static str, &str)> {
+    let mut out = vec![("token_url", o.token_url.as_str())];
+    if let Some(u) = &o.refresh_url {
+        out.push(("refresh_url", u.as_str()));
+    }
+    if let Some(u) = &o.revoke_url {
+        out.push(("revoke_url", u.as_str()));
+    }
+    out
+}
+
+/// For connectors whose egress is granted by an admin (uploads): every endpoint that receives
+/// secrets must be https (plain http only in test mode) on a host the egress list covers, so
+/// approving the egress hosts is approving where secrets go. `{placeholders}` in a host are
+/// sampled (`{subdomain}.example.com` is covered by `*.example.com`). Returns the endpoints'
+/// hosts, or (field, why) for each that is not covered.
+pub fn oauth_endpoints_covered(
+    o: &super::Oauth2,
+    egress_hosts: &[String],
+    allow_loopback: bool,
+) -> Result<Vec<String>, Vec<(String, String)>> {
+    let mut hosts = Vec::new();
+    let mut problems = Vec::new();
+    for (field, raw) in secret_endpoints(o) {
+        let sampled = sample_placeholders(raw);
+        let url = match url::Url::parse(&sampled) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push((field.to_string(), format!("{raw:?} is not a URL: {e}")));
+                continue;
+            }
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_loopback => {}
+            other => {
+                problems.push((
+                    field.to_string(),
+                    format!("{raw} must be https (not {other}:): it receives secrets"),
+                ));
+                continue;
+            }
+        }
+        let host = url.host_str().unwrap_or_default().to_string();
+        if !host_allowed(&host, egress_hosts) {
+            problems.push((
+                field.to_string(),
+                format!(
+                    "{raw} is on {host}, which the connector's egress hosts ({}) do not cover; declare it so an admin grants it",
+                    egress_hosts.join(", ")
+                ),
+            ));
+            continue;
+        }
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    if problems.is_empty() {
+        Ok(hosts)
+    } else {
+        Err(problems)
+    }
+}
+
+/// `{name}` placeholders replaced by a sample label.
+fn sample_placeholders(raw: &str) -> String {
+    let mut out = String::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push_str("sample");
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +380,33 @@ mod tests {
         assert!(check("http://127.0.0.1:8080/", false).is_err());
         assert!(check("http://127.0.0.1:8080/", true).is_ok());
         assert!(check("file:///etc/passwd", true).is_err());
+    }
+
+    #[test]
+    fn secret_endpoints_must_be_https_on_covered_hosts() {
+        let hosts = p(&["api.example.com", "*.auth.example.com"]);
+        let mut o = super::super::test_oauth2();
+        o.token_url = "https://{tenant}.auth.example.com/token".into();
+        o.revoke_url = Some("https://api.example.com/revoke".into());
+        assert_eq!(
+            oauth_endpoints_covered(&o, &hosts, false),
+            Ok(vec![
+                "sample.auth.example.com".to_string(),
+                "api.example.com".to_string()
+            ])
+        );
+        o.refresh_url = Some("https://collector.elsewhere.example/refresh".into());
+        let problems = oauth_endpoints_covered(&o, &hosts, false).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "refresh_url");
+        assert!(problems[0].1.contains("collector.elsewhere.example"));
+        o.refresh_url = None;
+        o.token_url = "http://api.example.com/token".into();
+        let problems = oauth_endpoints_covered(&o, &hosts, false).unwrap_err();
+        assert!(problems[0].1.contains("must be https"), "{problems:?}");
+        assert!(
+            oauth_endpoints_covered(&o, &hosts, true).is_ok(),
+            "test mode"
+        );
     }
 }

@@ -708,6 +708,10 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> R
                     @let id = p["id"].as_str().unwrap_or_default();
                     li { code { (id) } " " (p["version"].as_str().unwrap_or_default()) " asks for egress hosts that are not granted: "
                         @for h in p["missing_grants"].as_array().unwrap_or(&empty) { code { (h.as_str().unwrap_or_default()) } " " }
+                        @if let Some(oauth) = p["oauth_hosts"].as_array().filter(|a| !a.is_empty()) {
+                            "— its OAuth endpoints send codes, refresh tokens and the client secret to: "
+                            @for h in oauth { code { (h.as_str().unwrap_or_default()) } " " }
+                        }
                         label for={ "approve-" (id) } { "Hosts to grant" } " "
                         input id={ "approve-" (id) } type="text" data-approve-hosts=(id) placeholder="api.example.com";
                         " " button type="button" data-approve=(id) { "Approve" } }
