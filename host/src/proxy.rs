@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Value, json};
 
 use crate::connections::{
-    Actor, CachedConn, Error, ON_DEMAND_MARGIN_MS, RefreshMode, Result, Service, Status,
+    Actor, CachedConn, Error, RefreshMode, Result, Service, Status, on_demand_margin,
 };
 use crate::runtime::{AuthScheme, Classification, CredentialPlacement, ErrorKind, ResponseView};
 use crate::store::{ConnectionRow, now_ms};
@@ -133,7 +133,7 @@ impl Service {
             && cached
                 .0
                 .expires_at
-                .is_some_and(|e| e <= now_ms() + ON_DEMAND_MARGIN_MS)
+                .is_some_and(|e| e <= now_ms() + on_demand_margin(&cached.0))
         {
             self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
             cached = self.cached_conn(ws, id, true).await?;
@@ -358,7 +358,7 @@ impl Service {
             json!({"type": "api_key", "api_key": key.as_str()})
         } else {
             if c.expires_at
-                .is_some_and(|e| e <= now_ms() + ON_DEMAND_MARGIN_MS)
+                .is_some_and(|e| e <= now_ms() + on_demand_margin(&c))
             {
                 c = self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
             }

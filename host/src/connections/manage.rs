@@ -115,40 +115,9 @@ impl Service {
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let c = self.get(ws, id).await?;
-        let entry = self.connector(&c.connector_id)?;
-        let m = entry.connector.manifest().clone();
-        let mut provider_error = None;
-        if let AuthScheme::Oauth2(o) = &m.auth
-            && o.revoke_url.is_some()
-        {
-            // RFC 7009: revoking the refresh token revokes the grant; else the access token.
-            let token = match self.open_secret(ws, id, "refresh_token").await? {
-                Some(t) => Some((t, "refresh_token")),
-                None => self
-                    .open_secret(ws, id, "access_token")
-                    .await?
-                    .map(|t| (t, "access_token")),
-            };
-            if let Some((token, hint)) = token {
-                match self.app(ws, &c.connector_id).await {
-                    Ok((app, secret, overrides)) => {
-                        let config = self.effective_config(ws, id, &json!({})).await?;
-                        let call = TokenCall {
-                            http: &self.http,
-                            oauth: o,
-                            config: &config,
-                            client_id: &app.client_id,
-                            client_secret: secret.as_ref(),
-                            overrides: &overrides,
-                        };
-                        if let Err(e) = call.revoke(&token, hint).await {
-                            provider_error = Some(e.to_string());
-                        }
-                    }
-                    Err(e) => provider_error = Some(e.to_string()),
-                }
-            }
-        }
+        // Whatever fails at the provider or on the way there (the connector unloaded, the app or
+        // a stored secret unreadable, a timeout, a 500), the secrets are deleted below (O17).
+        let provider_error = self.revoke_at_provider(&c).await.err();
         let deleted = self.store.delete_secrets(ws, id, None).await?;
         self.audit(
             ws,
@@ -161,6 +130,51 @@ impl Service {
         let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
         self.transition(&c, Status::Revoked, &reason, actor).await?;
         Ok((self.get(ws, id).await?, provider_error))
+    }
+
+    /// RFC 7009 revocation at the provider, when the connector has an endpoint: the refresh
+    /// token (which revokes the grant), else the access token. Errors say what went wrong.
+    async fn revoke_at_provider(&self, c: &ConnectionRow) -> std::result::Result<(), String> {
+        let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
+        let entry = self.connector(&c.connector_id).map_err(|e| e.to_string())?;
+        let m = entry.connector.manifest();
+        let AuthScheme::Oauth2(o) = &m.auth else {
+            return Ok(());
+        };
+        if o.revoke_url.is_none() {
+            return Ok(());
+        }
+        let token = match self
+            .open_secret(ws, id, "refresh_token")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(t) => Some((t, "refresh_token")),
+            None => self
+                .open_secret(ws, id, "access_token")
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|t| (t, "access_token")),
+        };
+        let Some((token, hint)) = token else {
+            return Ok(());
+        };
+        let (app, secret, overrides) = self
+            .app(ws, &c.connector_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = self
+            .effective_config_of(c, &json!({}))
+            .map_err(|e| e.to_string())?;
+        let call = TokenCall {
+            http: &self.http,
+            oauth: o,
+            config: &config,
+            client_id: &app.client_id,
+            client_secret: secret.as_ref(),
+            overrides: &overrides,
+        };
+        call.revoke(&token, hint).await.map_err(|e| e.to_string())
     }
 
     /// Deletes a connection; 409 while dependents exist.

@@ -55,13 +55,14 @@ pub use config::schema_defaults;
 pub use flows::{CallbackOutcome, CallbackParams, StartOAuth, Started};
 pub use manage::Patch;
 pub use provider_apps::ProviderAppInput;
-pub use refresh::RefreshMode;
+pub use refresh::{RefreshMode, on_demand_margin};
 
 use config::merge;
 use provider_apps::CachedApp;
 use refresh::Refreshed;
 
-/// On-demand refreshes leave alone a token valid for at least this long.
+/// On-demand refreshes leave alone a token valid for at least this long (or a quarter of its
+/// lifetime, when that is shorter: [`on_demand_margin`]).
 pub const ON_DEMAND_MARGIN_MS: i64 = 60_000;
 
 /// How long a refresh lease lasts; a crashed holder's lease expires after this.

@@ -25,6 +25,18 @@ pub enum RefreshMode {
     RejectedAt(i64),
 }
 
+/// How close to its expiry an access token is refreshed on demand (by a caller about to use
+/// it): a quarter of the token's lifetime, at most [`ON_DEMAND_MARGIN_MS`]. One token generation
+/// then serves every call for three quarters of its life, and the scheduler (which refreshes
+/// from a fifth of the lifetime before expiry) keeps it fresh before callers need to; a token
+/// living a minute is not refreshed by every call.
+pub fn on_demand_margin(c: &ConnectionRow) -> i64 {
+    match (c.expires_at, c.last_refreshed_at) {
+        (Some(exp), Some(issued)) if exp > issued => ((exp - issued) / 4).min(ON_DEMAND_MARGIN_MS),
+        _ => ON_DEMAND_MARGIN_MS,
+    }
+}
+
 pub(super) fn revoked_reason(c: &ConnectionRow) -> String {
     c.status_reason
         .clone()
@@ -53,7 +65,7 @@ impl Service {
                     RefreshMode::Force | RefreshMode::RejectedAt(_) => false,
                     RefreshMode::IfExpiring => c
                         .expires_at
-                        .is_some_and(|e| e > now_ms() + ON_DEMAND_MARGIN_MS),
+                        .is_some_and(|e| e > now_ms() + on_demand_margin(c)),
                     RefreshMode::IfDue => c.next_refresh_at.is_none_or(|t| t > now_ms()),
                 }
         };

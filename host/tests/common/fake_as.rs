@@ -39,6 +39,10 @@ pub struct Script {
     pub userinfo_rejects: bool,
     /// The API rejects every token.
     pub api_rejects_all: bool,
+    /// The revocation endpoint answers this status (default 200) ...
+    pub revocation_status: Option<u16>,
+    /// ... after this long.
+    pub revocation_delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -84,11 +88,25 @@ pub async fn start() -> FakeAs {
         .route("/token", post(token))
         .route("/token-elsewhere", any(token_elsewhere))
         .route("/me", get(userinfo))
-        .route("/token/revocation", post(|| async { StatusCode::OK }))
+        .route("/token/revocation", post(revocation))
         .route("/api/{*rest}", any(api))
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     fake
+}
+
+/// RFC 7009 revocation: 200, or the scripted status after the scripted delay.
+async fn revocation(State(f): State<FakeAs>) -> StatusCode {
+    let (status, delay) = {
+        let s = f.script.lock().unwrap();
+        (s.revocation_status, s.revocation_delay_ms)
+    };
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK)
 }
 
 /// Approves at once: redirects to `redirect_uri` with a code, the state and (scripted) `iss`.
