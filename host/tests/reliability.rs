@@ -141,3 +141,88 @@ async fn short_lived_tokens_are_refreshed_once_per_generation_not_per_call() {
         "exactly one refresh for the whole burst"
     );
 }
+
+async fn listing_pages(db: Db) {
+    let kp = Keyport::start(KeyportOpts {
+        db,
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let addr = common::fake_key_provider().await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": format!("http://{addr}")}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let (s, c) = kp
+            .post(
+                "/api/v1/connections",
+                json!({"connector": "apikey-test", "api_key": common::GOOD_KEY, "name": format!("key {i}")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        created.push(c["id"].as_str().unwrap().to_string());
+    }
+    // Pages of 3: 3, 3, 1, newest first, each connection exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/connections?limit=3&cursor={c}"),
+            None => "/api/v1/connections?limit=3&total=true".to_string(),
+        };
+        let (s, page) = kp.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        if cursor.is_none() {
+            assert_eq!(page["total"], 7, "the total on request");
+        }
+        pages += 1;
+        seen.extend(
+            page["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted_seen = seen.clone();
+    sorted_seen.sort();
+    sorted_seen.dedup();
+    assert_eq!(sorted_seen.len(), 7, "each once: {seen:?}");
+    created.sort();
+    assert_eq!(sorted_seen, created, "exactly the created ones");
+    let (_, all) = kp.get("/api/v1/connections").await;
+    let all: Vec<String> = all["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all, seen, "pages follow the listing's order");
+    assert_eq!(all.len(), 7, "the default page (100) holds them all");
+    for bad in ["limit=0", "limit=501", "limit=abc", "cursor=nonsense"] {
+        let (s, b) = kp.get(&format!("/api/v1/connections?{bad}")).await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+}
+
+#[tokio::test]
+async fn connection_listings_are_paginated_with_a_cursor_on_sqlite() {
+    listing_pages(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn connection_listings_are_paginated_with_a_cursor_on_postgres() {
+    listing_pages(Db::Postgres).await;
+}

@@ -132,6 +132,12 @@ pub async fn create(
 pub struct ListQuery {
     connector: Option<String>,
     status: Option<String>,
+    /// Page size: 1 to 500, default 100.
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `true`: also count every match (`total`).
+    total: Option<bool>,
 }
 
 pub async fn list(
@@ -148,19 +154,30 @@ pub async fn list(
             ));
         }
     };
-    let rows = s
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit: 1 to 500"));
+    }
+    let filter = ConnectionFilter {
+        connector: q.connector,
+        status,
+    };
+    let (rows, next) = s
         .service
-        .list_connections(
-            &caller.workspace,
-            &ConnectionFilter {
-                connector: q.connector,
-                status,
-            },
-        )
+        .list_connections(&caller.workspace, &filter, q.cursor.as_deref(), limit)
         .await?;
-    Ok(Json(
-        json!({"connections": rows.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    let mut out = json!({
+        "connections": rows.iter().map(view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    });
+    if q.total == Some(true) {
+        out["total"] = json!(
+            s.service
+                .count_connections(&caller.workspace, &filter)
+                .await?
+        );
+    }
+    Ok(Json(out))
 }
 
 pub async fn get(

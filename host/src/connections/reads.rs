@@ -7,13 +7,36 @@ use super::*;
 use crate::store::{AuditRow, ConnectionFilter};
 
 impl Service {
-    /// A workspace's connections matching `filter`, newest first.
+    /// A workspace's connections matching `filter`, newest first, in pages: at most `limit`
+    /// after `cursor` (the `next_cursor` of the previous page), and the next page's cursor when
+    /// there is one.
     pub async fn list_connections(
         &self,
         ws: &str,
         filter: &ConnectionFilter,
-    ) -> Result<Vec<ConnectionRow>> {
-        Ok(self.store.connections(ws, filter).await?)
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<ConnectionRow>, Option<String>)> {
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(
+                c.split_once(':')
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)))
+                    .ok_or_else(|| {
+                        Error::BadRequest(
+                            "cursor: pass back the next_cursor of the previous page".into(),
+                        )
+                    })?,
+            ),
+        };
+        let mut rows = self.store.connections(ws, filter, after, limit + 1).await?;
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|c| format!("{}:{}", c.created_at, c.id))
+        } else {
+            None
+        };
+        Ok((rows, next))
     }
 
     /// One page of a workspace's connections matching `filter`, and how many match in all.

@@ -144,20 +144,27 @@ impl Store {
         )
     }
 
-    /// A workspace's connections, newest first.
+    /// A workspace's connections matching `f`, newest first, after `cursor` (the created time
+    /// and id of the last row of the previous page), at most `limit`.
     pub async fn connections(
         &self,
         workspace: &str,
         f: &ConnectionFilter,
+        cursor: Option<(i64, &str)>,
+        limit: i64,
     ) -> Result<Vec<ConnectionRow>> {
         Ok(sqlx::query_as(concat!(
             "SELECT * FROM connections ",
             connection_filter!(),
-            " ORDER BY created_at DESC, id"
+            " AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND id > $5))",
+            " ORDER BY created_at DESC, id LIMIT $6"
         ))
         .bind(workspace)
         .bind(f.connector.as_deref())
         .bind(f.status.map(Status::as_str))
+        .bind(cursor.map(|c| c.0))
+        .bind(cursor.map(|c| c.1).unwrap_or_default())
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
