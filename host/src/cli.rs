@@ -478,6 +478,9 @@ fn spawn_loops(
                 if let Err(e) = service.flag_expiring_refresh_tokens().await {
                     tracing::warn!(error = %e, "expiring-soon check failed");
                 }
+                if let Err(e) = service.remove_abandoned().await {
+                    tracing::warn!(error = %e, "removing abandoned authorizations failed");
+                }
                 let _ = service
                     .store
                     .purge_flows(crate::store::now_ms() - 24 * 3600 * 1000)

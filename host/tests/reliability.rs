@@ -226,3 +226,67 @@ async fn connection_listings_are_paginated_with_a_cursor_on_sqlite() {
 async fn connection_listings_are_paginated_with_a_cursor_on_postgres() {
     listing_pages(Db::Postgres).await;
 }
+
+#[tokio::test]
+async fn abandoned_authorizations_are_removed_after_their_link_expired() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    let start = async || {
+        let (s, started) = kp
+            .post(
+                "/api/v1/connections/oauth/start",
+                json!({"connector": "oidc-test"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{started}");
+        started["connection_id"].as_str().unwrap().to_string()
+    };
+    let abandoned = start().await;
+    let still_open = start().await;
+    let (connected, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
+    kp.wait_for(&connected, |c| c["status"] == "active").await;
+    // Two hours ago for all three; only the abandoned one's link expired back then.
+    for id in [&abandoned, &still_open, &connected] {
+        kp.sql(&format!(
+            "UPDATE connections SET created_at = created_at - 7200000 WHERE id = '{id}'"
+        ))
+        .await;
+    }
+    kp.sql(&format!(
+        "UPDATE oauth_flows SET expires_at = expires_at - 7200000 WHERE connection_id = '{abandoned}'"
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, _) = kp.get(&format!("/api/v1/connections/{abandoned}")).await;
+        if s == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned connection was not removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, audit) = kp
+        .get(&format!("/api/v1/connections/{abandoned}/audit"))
+        .await;
+    assert!(
+        audit["events"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "connection.deleted"
+                && e["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("abandoned"))
+        }),
+        "{audit}"
+    );
+    for id in [&still_open, &connected] {
+        let (s, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+        assert_eq!(s, 200, "{c}");
+    }
+}

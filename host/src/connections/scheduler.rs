@@ -255,4 +255,38 @@ impl Service {
         }
         Ok(due.len())
     }
+
+    /// Removes connections whose authorization was abandoned: still `pending` without tokens
+    /// [`ABANDONED_GRACE_MS`] after their last flow expired (a reconnect never qualifies: its
+    /// connection has tokens). Each removal is audited and announced as `connection.deleted`.
+    pub async fn remove_abandoned(&self) -> Result<usize> {
+        let cutoff = now_ms() - ABANDONED_GRACE_MS;
+        let mut removed = 0;
+        for (ws, id, connector, name) in self.store.abandoned_connections(cutoff, 100).await? {
+            let Ok(c) = self.get(&ws, &id).await else {
+                continue;
+            };
+            if !self.store.delete_abandoned(&ws, &id, cutoff).await? {
+                continue;
+            }
+            self.forget(&id);
+            removed += 1;
+            self.audit(
+                &ws,
+                Some(&id),
+                "connection.deleted",
+                &Actor("keyport".into()),
+                json!({"connector": connector, "name": name,
+                       "reason": "authorization abandoned: never completed, its authorization link expired"}),
+            )
+            .await;
+            self.emit("connection.deleted", &c, json!({"reason": "abandoned"}))
+                .await;
+        }
+        Ok(removed)
+    }
 }
+
+/// How long after its authorization link expired an abandoned `pending` connection is kept
+/// (so the user sees why it did not complete) before it is removed.
+pub const ABANDONED_GRACE_MS: i64 = 60 * 60 * 1000;
