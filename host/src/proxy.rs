@@ -392,6 +392,12 @@ impl Service {
 
 /// 409 for connections that cannot be used, with what to do.
 fn usable(c: &ConnectionRow) -> Result<()> {
+    if c.disabled_at.is_some() {
+        return Err(Error::Conflict(format!(
+            "Connection {} is disabled: enable it (PATCH /api/v1/connections/{} {{\"enabled\": true}}) to use it; it keeps refreshing meanwhile.",
+            c.id, c.id
+        )));
+    }
     let what = match c.status {
         Status::Revoked => {
             "it was revoked; reconnect it (POST /api/v1/connections/{id}/reconnect) to use it again"

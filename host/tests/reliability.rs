@@ -306,3 +306,111 @@ async fn abandoned_authorizations_are_removed_after_their_link_expired() {
         assert_eq!(s, 200, "{c}");
     }
 }
+
+#[tokio::test]
+async fn a_disabled_connection_refuses_use_keeps_refreshing_and_says_so() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    let proxy = format!("/api/v1/connections/{id}/proxy/api/items");
+    assert_eq!(kp.get(&proxy).await.0, 200, "usable while enabled");
+
+    let (s, c) = kp
+        .patch(
+            &format!("/api/v1/connections/{id}"),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["enabled"], false);
+    assert!(c["disabled_at"].is_string(), "{c}");
+    let (s, b) = kp.get(&proxy).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("disabled"),
+        "{b}"
+    );
+    let (s, key) = kp
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "reader", "permissions": ["credentials:read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let r = kp
+        .http
+        .get(format!("{}/api/v1/connections/{id}/credentials", kp.url))
+        .bearer_auth(key["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "no credential reads while disabled");
+    // It keeps refreshing: still active, a refresh still works and the schedule stays.
+    let before = c["last_refreshed_at"].clone();
+    let (s, c) = kp
+        .post(&format!("/api/v1/connections/{id}/refresh"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["status"], "active");
+    assert_ne!(c["last_refreshed_at"], before, "{c}");
+    assert!(c["next_refresh_at"].is_string(), "{c}");
+    // The page says so.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = browser
+        .get(format!("{}/connections/{id}", kp.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(">Disabled<"),
+        "the connection page shows Disabled"
+    );
+    assert!(page.contains("data-enabled=\"true\""), "and offers Enable");
+    // On again: usable again; both switches are audited.
+    let (s, c) = kp
+        .patch(
+            &format!("/api/v1/connections/{id}"),
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["enabled"], true);
+    assert_eq!(kp.get(&proxy).await.0, 200);
+    let (_, a) = kp.get(&format!("/api/v1/connections/{id}/audit")).await;
+    let actions: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"connection.disabled") && actions.contains(&"connection.enabled"),
+        "{actions:?}"
+    );
+}

@@ -9,6 +9,9 @@ use super::*;
 pub struct Patch {
     pub name: Option<String>,
     pub config: Option<Value>,
+    /// `false` switches the connection off (proxy and credential reads refuse it; it keeps
+    /// refreshing), `true` on again.
+    pub enabled: Option<bool>,
 }
 
 impl Service {
@@ -55,6 +58,17 @@ impl Service {
         }
         if config != c.config {
             self.audit(ws, Some(id), "config.changed", actor, json!({"keys": serde_json::from_str::<Value>(&config).ok().and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))})).await;
+        }
+        if let Some(enabled) = p.enabled
+            && self.store.set_enabled(ws, id, enabled).await?
+        {
+            self.forget(id);
+            let action = if enabled {
+                "connection.enabled"
+            } else {
+                "connection.disabled"
+            };
+            self.audit(ws, Some(id), action, actor, json!({})).await;
         }
         self.get(ws, id).await
     }

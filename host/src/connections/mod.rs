@@ -234,6 +234,8 @@ pub fn view(c: &ConnectionRow) -> Value {
             "since": rfc3339(at),
             "reason": c.expiring_soon_reason,
         })),
+        "enabled": c.disabled_at.is_none(),
+        "disabled_at": c.disabled_at.map(rfc3339),
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
     })

@@ -44,6 +44,8 @@ pub struct ConnectionRow {
     pub expiring_soon_at: Option<i64>,
     /// Why: `refresh_token_expiring` or `failing`.
     pub expiring_soon_reason: Option<String>,
+    /// When it was switched off (`None`: on).
+    pub disabled_at: Option<i64>,
 }
 
 impl ConnectionRow {
@@ -90,6 +92,7 @@ impl ConnectionRow {
             next_probe_at: None,
             expiring_soon_at: None,
             expiring_soon_reason: None,
+            disabled_at: None,
         }
     }
 }
@@ -290,6 +293,25 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Switches a connection off (`disabled_at` now) or on; true when that changed anything.
+    pub async fn set_enabled(&self, workspace: &str, id: &str, enabled: bool) -> Result<bool> {
+        let sql = if enabled {
+            "UPDATE connections SET disabled_at = NULL, updated_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND disabled_at IS NOT NULL"
+        } else {
+            "UPDATE connections SET disabled_at = $3, updated_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND disabled_at IS NULL"
+        };
+        Ok(sqlx::query(sql)
+            .bind(workspace)
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
     }
 
     /// Records the account behind a connection and activates it.

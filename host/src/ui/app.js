@@ -247,6 +247,14 @@
     if (res.status === 200) { flash("Connection refreshed.", "ok"); location.reload(); }
     else toast("Failed to refresh connection. You may need to reconnect. (" + errorText(res, "no details") + ")", "error");
   }));
+  document.querySelectorAll("[data-set-enabled]").forEach((b) => b.addEventListener("click", async () => {
+    const on = b.dataset.enabled === "true";
+    b.disabled = true;
+    const res = await api("PATCH", "/api/v1/connections/" + b.dataset.setEnabled, { enabled: on });
+    b.disabled = false;
+    if (res.status === 200) { flash(on ? "Connection enabled." : "Connection disabled.", "ok"); location.reload(); }
+    else toast("Failed to change the connection: " + errorText(res, "no details"), "error");
+  }));
   document.querySelectorAll("[data-revoke]").forEach((b) => b.addEventListener("click", async () => {
     b.disabled = true;
     const res = await api("POST", "/api/v1/connections/" + b.dataset.revoke + "/revoke");

@@ -51,9 +51,12 @@ fn status_help(s: Status) -> (&'static str, &'static str) {
 
 /// A status badge for a connection's JSON view (the string form is the edge: HTML).
 fn badge_of(c: &Value) -> Markup {
-    match c["status"].as_str().and_then(|s| s.parse().ok()) {
-        Some(st) => badge(st),
-        None => html! { span class="badge" { "Unknown" } },
+    html! {
+        @match c["status"].as_str().and_then(|s| s.parse().ok()) {
+            Some(st) => (badge(st)),
+            None => span class="badge" { "Unknown" },
+        }
+        @if c["enabled"] == false { " " span class="badge badge-disabled" { "Disabled" } }
     }
 }
 
@@ -593,7 +596,8 @@ pub async fn connection(
     let body = html! {
         p class="crumbs" { a href="/connections" { "Connections" } " / " (row.name) }
         div class="detail-head" data-connection-id=(id) {
-            h1 { (row.name) " " (badge(status)) }
+            h1 { (row.name) " " (badge(status)) @if row.disabled_at.is_some() { " " span class="badge badge-disabled" { "Disabled" } } }
+            @if row.disabled_at.is_some() { p class="reason" { "Disabled: workflows cannot use this connection (proxy and credential reads answer 409) until it is enabled again. keyport keeps its credential fresh meanwhile." } }
             p class="status-help" { strong { (meaning) } " " (next) }
             @if let Some(reason) = &row.status_reason { @if !reason.is_empty() { p class="reason" { (reason) } } }
         }
@@ -609,6 +613,7 @@ pub async fn connection(
         div class="actions" {
             @if oauth && status != Status::Revoked { button type="button" data-refresh=(id) { "Refresh credential" } }
             @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } }
+            @if row.disabled_at.is_some() { button type="button" data-set-enabled=(id) data-enabled="true" { "Enable" } } @else { button type="button" data-set-enabled=(id) data-enabled="false" { "Disable" } }
             @if status != Status::Revoked { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
             button type="button" class="danger-outline" data-open-dialog="delete-dialog" { "Delete" }
         }
