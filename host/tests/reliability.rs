@@ -414,3 +414,137 @@ async fn a_disabled_connection_refuses_use_keeps_refreshing_and_says_so() {
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
+    use axum::http::HeaderMap;
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let (old_key, new_key) = ("ak_live_old_0123456789", "ak_live_new_9876543210");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    // Both keys are valid at the provider (one account); anything else is refused.
+    let app = axum::Router::new().fallback(move |h: HeaderMap| {
+        let log = log.clone();
+        async move {
+            let auth = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            log.lock().unwrap().push(auth.clone());
+            if auth == format!("Bearer {old_key}") || auth == format!("Bearer {new_key}") {
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(json!({"id": "acct-77", "name": "Acme Sales"})),
+                )
+            } else {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"detail": "Invalid Token"})),
+                )
+            }
+        }
+    });
+    let base = common::serve_fake(app).await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "apikey-test", "api_key": old_key, "name": "Sales key", "config": {}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    let (s, _) = kp
+        .put(
+            &format!("/api/v1/connections/{id}/dependents/workflow-7"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // Rejected by the provider: 422 naming the field, nothing changed.
+    let (s, b) = kp
+        .put(
+            &format!("/api/v1/connections/{id}/api-key"),
+            json!({"api_key": "ak_live_wrong_000000"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["error"]["fields"][0]["path"], "/api_key", "{b}");
+    assert_eq!(
+        kp.read_secret(&id, "api_key").await.as_deref(),
+        Some(old_key)
+    );
+    // The key was rotated and the old one stopped working: the connection shows revoked ...
+    kp.sql(&format!(
+        "UPDATE connections SET status = 'revoked', status_reason = 'rejected' WHERE id = '{id}'"
+    ))
+    .await;
+    // ... and the new key brings it back in place.
+    let (s, c) = kp
+        .put(
+            &format!("/api/v1/connections/{id}/api-key"),
+            json!({"api_key": new_key}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["name"], "Sales key");
+    assert_eq!(c["status"], "active", "{c}");
+    assert_eq!(
+        kp.read_secret(&id, "api_key").await.as_deref(),
+        Some(new_key)
+    );
+    let (_, deps) = kp
+        .get(&format!("/api/v1/connections/{id}/dependents"))
+        .await;
+    assert_eq!(deps["dependents"][0]["ref"], "workflow-7", "{deps}");
+    seen.lock().unwrap().clear();
+    let (s, _) = kp
+        .get(&format!("/api/v1/connections/{id}/proxy/reports"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [format!("Bearer {new_key}")],
+        "calls use the new key"
+    );
+    // The Connection page offers it.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = browser
+        .get(format!("{}/connections/{id}", kp.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Replace API key") && page.contains("data-api-key-replace"));
+}

@@ -378,3 +378,23 @@ pub async fn audit(
         .collect();
     Ok(Json(json!({"events": events})))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKeyValue {
+    api_key: String,
+}
+
+/// `PUT /api/v1/connections/{id}/api-key {api_key}`: a rotated key, in place.
+pub async fn replace_api_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<NewApiKeyValue>,
+) -> R<Json<Value>> {
+    let c = s
+        .service
+        .replace_api_key(&caller.workspace, &caller.actor, &id, &b.api_key)
+        .await?;
+    Ok(Json(view(&c)))
+}

@@ -67,6 +67,10 @@ fn api_routes() -> Router<AppState> {
         )
         .route("/api/v1/connections/{id}/revoke", post(connections::revoke))
         .route(
+            "/api/v1/connections/{id}/api-key",
+            put(connections::replace_api_key),
+        )
+        .route(
             "/api/v1/connections/{id}/dependents",
             get(connections::dependents),
         )

@@ -155,4 +155,61 @@ impl Service {
                 },
             })
     }
+
+    /// Replaces an API-key connection's key in place (rotated at the provider): verified with
+    /// the provider first (422, nothing changed, when rejected); the connection keeps its id,
+    /// name, config, dependents and history, takes the account the key belongs to, and turns
+    /// `active` again if it was not.
+    pub async fn replace_api_key(
+        &self,
+        ws: &str,
+        actor: &Actor,
+        id: &str,
+        api_key: &str,
+    ) -> Result<ConnectionRow> {
+        self.forget(id);
+        let c = self.get(ws, id).await?;
+        if c.auth_kind != "api_key" {
+            return Err(Error::BadRequest(
+                "this connection uses OAuth: reconnect it instead (POST …/reconnect)".into(),
+            ));
+        }
+        let entry = self.connector(&c.connector_id)?;
+        let api_key = api_key.trim();
+        if api_key.is_empty() {
+            return Err(Error::Invalid {
+                message: "the API key is empty; paste it from the provider".into(),
+                fields: vec![("/api_key".into(), "required".into())],
+            });
+        }
+        let config: Value = serde_json::from_str(&c.config).unwrap_or(json!({}));
+        let account = self
+            .verify_api_key(ws, &entry, &config, api_key, Some(&c.name))
+            .await?;
+        let sealed = self.seal_field(ws, id, "api_key", api_key);
+        self.store.put_secret(id, ws, &sealed).await?;
+        self.store
+            .set_account(
+                ws,
+                id,
+                &account.external_id,
+                &account.display_name,
+                account.email.as_deref(),
+                now_ms() + self.config.probe_interval_ms,
+            )
+            .await?;
+        self.forget(id);
+        self.audit(
+            ws,
+            Some(id),
+            "credential.replaced",
+            actor,
+            json!({"account_id": account.external_id}),
+        )
+        .await;
+        if c.status != Status::Active {
+            self.transition(&c, Status::Active, "", actor).await?;
+        }
+        self.get(ws, id).await
+    }
 }

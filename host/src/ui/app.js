@@ -239,6 +239,18 @@
     showErrors(form, [{ path: "/api_key", message: errorText(res, "The key was not accepted.") }]);
   }));
 
+  document.querySelectorAll("[data-api-key-replace]").forEach((form) => form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const key = form.elements.api_key.value;
+    if (!key.trim()) { showErrors(form, [{ path: "/api_key", message: "Paste the key first." }]); return; }
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    const res = await api("PUT", "/api/v1/connections/" + form.dataset.apiKeyReplace + "/api-key", { api_key: key });
+    button.disabled = false;
+    if (res.status === 200) { flash("API key replaced.", "ok"); location.reload(); return; }
+    showErrors(form, [{ path: "/api_key", message: errorText(res, "The key was not accepted.") }]);
+  }));
+
   // Connection actions.
   document.querySelectorAll("[data-refresh]").forEach((b) => b.addEventListener("click", async () => {
     b.disabled = true;

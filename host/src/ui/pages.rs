@@ -240,6 +240,25 @@ fn card_actions(m: &Manifest, first: bool, docs: Option<&str>) -> Markup {
     }
 }
 
+/// The dialog that re-enters an API-key connection's key (rotated at the provider).
+fn api_key_dialog(id: &str, label: &str) -> Markup {
+    html! {
+        dialog id="api-key-dialog" aria-labelledby="api-key-title" {
+            form data-api-key-replace=(id) {
+                h2 id="api-key-title" { "Replace the " (label) }
+                p { "Re-enter the " (label) " after rotating it at the provider. keyport checks it first; the connection keeps its name, settings and dependent workflows." }
+                label for="replace-key" { (label) }
+                input id="replace-key" name="api_key" type="password" autocomplete="off" required aria-describedby="replace-key-error";
+                p class="field-error" id="replace-key-error" data-error-for="/api_key" {}
+                div class="actions" {
+                    button type="button" data-close-dialog { "Cancel" }
+                    button type="submit" class="primary" { "Replace key" }
+                }
+            }
+        }
+    }
+}
+
 /// `/`: Integrations.
 pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
     let mut entries = state.registry.all();
@@ -612,7 +631,7 @@ pub async fn connection(
         }
         div class="actions" {
             @if oauth && status != Status::Revoked { button type="button" data-refresh=(id) { "Refresh credential" } }
-            @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } }
+            @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } } @else { button type="button" data-open-dialog="api-key-dialog" { "Replace API key" } }
             @if row.disabled_at.is_some() { button type="button" data-set-enabled=(id) data-enabled="true" { "Enable" } } @else { button type="button" data-set-enabled=(id) data-enabled="false" { "Disable" } }
             @if status != Status::Revoked { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
             button type="button" class="danger-outline" data-open-dialog="delete-dialog" { "Delete" }
@@ -627,6 +646,7 @@ pub async fn connection(
                 button type="button" class="danger" data-delete=(id) { "Delete connection" }
             }
         }
+        @if let Some(label) = manifest.as_ref().and_then(|m| match &m.auth { AuthScheme::ApiKey(k) => Some(k.label.clone()), AuthScheme::Oauth2(_) => None }) { (api_key_dialog(&id, &label)) }
         dialog id="revoke-dialog" aria-labelledby="revoke-title" {
             h2 id="revoke-title" { "Revoke this connection?" }
             p { "keyport deletes its credentials and asks " (connector_name) " to revoke the authorization. Dependent workflows will pause until someone reconnects." }
