@@ -438,12 +438,12 @@ async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
             log.lock().unwrap().push(auth.clone());
             if auth == format!("Bearer {old_key}") || auth == format!("Bearer {new_key}") {
                 (
-                    axum::http::StatusCode::OK,
+                    StatusCode::OK,
                     axum::Json(json!({"id": "acct-77", "name": "Acme Sales"})),
                 )
             } else {
                 (
-                    axum::http::StatusCode::UNAUTHORIZED,
+                    StatusCode::UNAUTHORIZED,
                     axum::Json(json!({"detail": "Invalid Token"})),
                 )
             }
