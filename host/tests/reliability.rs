@@ -417,7 +417,7 @@ async fn a_disabled_connection_refuses_use_keeps_refreshing_and_says_so() {
 
 #[tokio::test]
 async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
-    use axum::http::HeaderMap;
+    use axum::http::{HeaderMap, StatusCode};
     let kp = Keyport::start(KeyportOpts {
         master_keys: Some(master_keys()),
         ..Default::default()
