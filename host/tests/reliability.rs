@@ -548,3 +548,54 @@ async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
         .unwrap();
     assert!(page.contains("Replace API key") && page.contains("data-api-key-replace"));
 }
+
+#[tokio::test]
+async fn during_a_token_endpoint_outage_calls_wait_out_the_backoff_instead_of_refreshing() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    fake.script.lock().unwrap().expires_in = Some(json!(2));
+    let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    // The token endpoint goes down; the token expires; the scheduler's refresh fails and backs off.
+    fake.script.lock().unwrap().refresh_failures = 1_000;
+    kp.wait_for(&id, |c| {
+        c["expiring_soon"].is_object()
+            || c["next_refresh_at"]
+                .as_str()
+                .is_some_and(|t| t > c["expires_at"].as_str().unwrap_or(""))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let before = fake.token_requests();
+    let calls = (0..20).map(|_| {
+        kp.http
+            .get(format!(
+                "{}/api/v1/connections/{id}/proxy/api/items",
+                kp.url
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+    });
+    for r in futures::future::join_all(calls).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 503);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1, "Retry-After {retry}");
+        let b: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], "unavailable", "{b}");
+    }
+    assert_eq!(
+        fake.token_requests(),
+        before,
+        "the calls sent no token request during the backoff"
+    );
+}

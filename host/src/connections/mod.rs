@@ -153,6 +153,15 @@ pub enum Error {
     /// 502: the provider failed.
     #[error("{0}")]
     Upstream(String),
+    /// 503: not now; try again after `retry_after_secs` (the provider is failing and keyport
+    /// is backing off).
+    #[error("{message}")]
+    Unavailable {
+        /// What is going on and when to retry.
+        message: String,
+        /// Seconds until a retry may succeed (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// 500.
     #[error("internal error: {0}")]
     Internal(String),

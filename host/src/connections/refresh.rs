@@ -37,6 +37,15 @@ pub fn on_demand_margin(c: &ConnectionRow) -> i64 {
     }
 }
 
+/// When a connection's refreshes are backing off after transient failures: the time of the next
+/// try, if it is still ahead.
+fn in_backoff(c: &ConnectionRow) -> Option<i64> {
+    (c.refresh_failures > 0)
+        .then_some(c.next_refresh_at)
+        .flatten()
+        .filter(|t| *t > now_ms())
+}
+
 pub(super) fn revoked_reason(c: &ConnectionRow) -> String {
     c.status_reason
         .clone()
@@ -54,13 +63,16 @@ impl Service {
         mode: RefreshMode,
     ) -> Result<ConnectionRow> {
         // A refresh completed after this request arrived satisfies it: callers that queued behind
-        // a refresh share it. Otherwise the mode decides whether one is needed.
+        // a refresh share it. Otherwise the mode decides whether one is needed. (Strictly after:
+        // times are milliseconds, and a refresh stamped in the millisecond this request arrived
+        // may have finished before it; refreshing again is harmless, skipping a refresh the
+        // caller asked for is not.)
         let arrived = match mode {
             RefreshMode::RejectedAt(t) => t,
             _ => now_ms(),
         };
         let fresh = |c: &ConnectionRow| {
-            c.last_refreshed_at.is_some_and(|t| t >= arrived)
+            c.last_refreshed_at.is_some_and(|t| t > arrived)
                 || match mode {
                     RefreshMode::Force | RefreshMode::RejectedAt(_) => false,
                     RefreshMode::IfExpiring => c
@@ -76,6 +88,24 @@ impl Service {
         let c = self.get(ws, id).await?;
         if fresh(&c) {
             return Ok(c);
+        }
+        if matches!(mode, RefreshMode::IfExpiring | RefreshMode::RejectedAt(_))
+            && let Some(retry_at) = in_backoff(&c)
+        {
+            // The provider failed recently and the scheduler waits before trying again: callers
+            // wait too, instead of sending a token request each. A token that still works is
+            // used as it is.
+            if c.expires_at.is_some_and(|e| e > now_ms()) {
+                return Ok(c);
+            }
+            return Err(Error::Unavailable {
+                message: format!(
+                    "The provider failed to refresh this connection's token {} time(s) in a row; keyport tries again at {}. Retry after that.",
+                    c.refresh_failures,
+                    rfc3339(retry_at)
+                ),
+                retry_after_secs: ((retry_at - now_ms()).max(0) as u64).div_ceil(1000).max(1),
+            });
         }
         if let RefreshMode::RejectedAt(_) = mode {
             // A caller hammering an endpoint that keeps answering 401 for another reason must

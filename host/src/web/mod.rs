@@ -74,6 +74,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     fields: Vec<(String, String)>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -83,6 +84,7 @@ impl ApiError {
             code,
             message: message.into(),
             fields: vec![],
+            retry_after: None,
         }
     }
     /// 404 with a message.
@@ -132,6 +134,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Upstream(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "provider_error", message)
             }
+            ServiceError::Unavailable {
+                retry_after_secs, ..
+            } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            },
             ServiceError::Internal(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }
@@ -162,7 +170,12 @@ impl IntoResponse for ApiError {
                 .map(|(p, m)| json!({"path": p, "message": m}))
                 .collect();
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut r = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
     }
 }
 
