@@ -599,3 +599,56 @@ async fn during_a_token_endpoint_outage_calls_wait_out_the_backoff_instead_of_re
         "the calls sent no token request during the backoff"
     );
 }
+
+#[tokio::test]
+async fn an_account_lookup_cut_short_by_a_crash_is_resumed_after_restart() {
+    let opts = || KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    };
+    let kp = Keyport::start(opts()).await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    // The provider's userinfo hangs: the callback stores the tokens, then waits on the lookup.
+    fake.script.lock().unwrap().userinfo_delay_ms = 120_000;
+    let (s, started) = kp
+        .post(
+            "/api/v1/connections/oauth/start",
+            json!({"connector": "oidc-test"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{started}");
+    let id = started["connection_id"].as_str().unwrap().to_string();
+    let launch = started["authorize_url"].as_str().unwrap().to_string();
+    let browser = Browser::new();
+    let (s, loc, body) = browser.get(&launch).await;
+    assert_eq!(s, 302, "{body}");
+    let (_, loc, _) = browser.get(&loc.unwrap()).await;
+    let callback = loc.unwrap();
+    let http = browser.http.clone();
+    let pending_callback = tokio::spawn(async move {
+        let _ = http.get(callback).send().await;
+    });
+    kp.wait_for(&id, |c| {
+        c["status_reason"] == "Authorized; looking up the account."
+    })
+    .await;
+    // kill -9 in the middle of the lookup, then start again on the same data.
+    let (data, pg) = kp.stop();
+    pending_callback.abort();
+    fake.script.lock().unwrap().userinfo_delay_ms = 0;
+    let kp = Keyport::start_in(data, pg, opts());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+        if c["status"] == "active" {
+            assert!(c["account"]["id"].is_string(), "{c}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lookup was never resumed: {c}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

@@ -102,7 +102,9 @@ pub(super) async fn upsert_secret(
 
 impl Store {
     /// Stores new tokens' metadata and sealed secrets in one transaction, bumping the token
-    /// version. `refresh` is `None` to keep the stored refresh token.
+    /// version. `refresh` is `None` to keep the stored refresh token. A new grant for a
+    /// connection without an account also records its account lookup as due in 10 s: the caller
+    /// looks it up at once, and if the process dies first, the scheduler resumes it.
     #[allow(clippy::too_many_arguments)]
     pub async fn store_tokens(
         &self,
@@ -128,6 +130,7 @@ impl Store {
                granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
                last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
                next_refresh_at = $11, refresh_failures = 0, next_probe_at = $12,
+               next_lookup_at = CASE WHEN $13 = 1 AND account_id IS NULL THEN $8 + 10000 ELSE next_lookup_at END,
                expiring_soon_at = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_at END,
                expiring_soon_reason = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_reason END,
                lease_owner = CASE WHEN $9 IS NULL THEN lease_owner ELSE NULL END,
@@ -189,6 +192,7 @@ impl Store {
                  granted_scopes = COALESCE($5, granted_scopes), scope_narrowed = $6, metadata = $7,
                  last_refreshed_at = $8, token_version = token_version + 1, updated_at = $8,
                  next_refresh_at = $11, refresh_failures = 0, next_probe_at = $12,
+                 next_lookup_at = CASE WHEN $13 = 1 AND account_id IS NULL THEN $8 + 10000 ELSE next_lookup_at END,
                  expiring_soon_at = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_at END,
                  expiring_soon_reason = CASE WHEN $13 = 1 THEN NULL ELSE expiring_soon_reason END,
                  lease_owner = CASE WHEN $9::text IS NULL THEN lease_owner ELSE NULL END,

@@ -39,6 +39,8 @@ pub struct Script {
     pub userinfo_rejects: bool,
     /// The API rejects every token.
     pub api_rejects_all: bool,
+    /// Userinfo answers only after this long.
+    pub userinfo_delay_ms: u64,
     /// The revocation endpoint answers this status (default 200) ...
     pub revocation_status: Option<u16>,
     /// ... after this long.
@@ -197,6 +199,10 @@ async fn token_elsewhere(State(f): State<FakeAs>) -> Response {
 }
 
 async fn userinfo(State(f): State<FakeAs>, headers: HeaderMap) -> Response {
+    let delay = f.script.lock().unwrap().userinfo_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let n = {
         let mut seen = f.seen.lock().unwrap();
         seen.userinfo_requests += 1;
