@@ -237,6 +237,33 @@ async fn three_replicas_on_postgres_refresh_500_short_lived_tokens_exactly_once_
     .unwrap();
     assert_eq!(row.get::<i64, _>(0), N as i64);
     assert_eq!(row.get::<i64, _>(1), N as i64);
+    // The replicas shared the work: each refreshed a fair part of the connections (the audit row
+    // of every refresh names the replica that made it).
+    let rows = sqlx::query(
+        "SELECT detail FROM audit_events WHERE action = 'token.refreshed' AND connection_id LIKE 'load-%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let mut by_replica: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &rows {
+        let detail: serde_json::Value = serde_json::from_str(&r.get::<String, _>(0)).unwrap();
+        *by_replica
+            .entry(detail["replica"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    let total: usize = by_replica.values().sum();
+    assert_eq!(
+        by_replica.len(),
+        3,
+        "three replicas refreshed: {by_replica:?}"
+    );
+    for (replica, n) in &by_replica {
+        assert!(
+            *n * 10 >= total,
+            "replica {replica} refreshed {n} of {total}: less than a tenth ({by_replica:?})"
+        );
+    }
     drop(replicas);
 }
 

@@ -307,7 +307,7 @@ impl Service {
         let audit = (
             "token.refreshed",
             actor,
-            json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in}),
+            json!({"rotated": t.refresh_token.is_some(), "expires_in": t.expires_in, "replica": self.instance}),
         );
         if self
             .save_tokens(ws, c, t, &requested, false, fence, Some(audit))
