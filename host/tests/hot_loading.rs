@@ -19,10 +19,11 @@ use serde_json::{Value, json};
 async fn fake_provider() -> String {
     let app = axum::Router::new().route(
         "/{*rest}",
-        axum::routing::get(|headers: HeaderMap| async move {
+        axum::routing::get(|uri: axum::http::Uri, headers: HeaderMap| async move {
             axum::Json(json!({
                 "id": "swap-user",
                 "version": headers.get("x-connector-version").and_then(|v| v.to_str().ok()),
+                "error": if uri.path().ends_with("/revoked") { "revoked" } else { "none" },
             }))
         }),
     );
@@ -151,6 +152,22 @@ async fn a_new_version_swaps_in_under_load_with_zero_failures() {
         "calls after the swap see the new version"
     );
     assert!(results.iter().any(|r| r.2 == "1.0.0"));
+    // Every one of those calls ran the component's `classify-response` (the connector declares
+    // it): an answer it classifies as revoked turns a connection revoked through the proxy.
+    let (s, other) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "swap-test", "api_key": "k2"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{other}");
+    let other = other["id"].as_str().unwrap();
+    let (s, _) = kp
+        .get(&format!("/api/v1/connections/{other}/proxy/revoked"))
+        .await;
+    assert_eq!(s, 200, "the answer passes through");
+    let (_, c) = kp.get(&format!("/api/v1/connections/{other}")).await;
+    assert_eq!(c["status"], "revoked", "{c}");
 
     // The listing shows the version, hash, source and granted hosts.
     let (_, list) = kp.get("/api/v1/admin/connectors").await;

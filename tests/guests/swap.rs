@@ -1,7 +1,11 @@
 // The `swap-test` connector, built twice (`swap-v1`, `swap-v2`) with a different `VERSION` and
 // `EXTRA_HOSTS`. It sends `X-Connector-Version` on every API call, so a test can see through the
-// proxy which version served a request.
-use keyport_sdk::{Account, CallContext, Connector, Error, Manifest, export_connector, http};
+// proxy which version served a request, and it classifies answers, so every proxied call runs the
+// component's code (old or new) while it is swapped.
+use keyport_sdk::{
+    Account, CallContext, Classification, Connector, Error, Manifest, ResponseView,
+    export_connector, http,
+};
 use serde_json::Value;
 
 struct Swap;
@@ -12,7 +16,8 @@ impl Connector for Swap {
             .version(VERSION)
             .api_base_url("https://api.swap.test/")
             .api_header("x-connector-version", VERSION)
-            .egress_host("api.swap.test");
+            .egress_host("api.swap.test")
+            .classifies_responses();
         for h in EXTRA_HOSTS {
             m = m.egress_host(h);
         }
@@ -25,6 +30,14 @@ impl Connector for Swap {
             me["id"].as_str().unwrap_or("swap-user"),
             format!("Swap user (v{VERSION})"),
         ))
+    }
+
+    /// An answer saying `{"error": "revoked"}` means the key was revoked.
+    fn classify_response(response: &ResponseView) -> Option<Classification> {
+        let body: Value = response.json()?;
+        (body["error"] == "revoked").then(|| {
+            Classification::Failure(Error::revoked("the provider revoked the key").into())
+        })
     }
 }
 
