@@ -10,7 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use common::e2e::*;
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 async fn fake_provider() -> String {
     let app = axum::Router::new().route(
         "/{*rest}",
-        axum::routing::get(|uri: axum::http::Uri, headers: HeaderMap| async move {
+        axum::routing::get(|uri: Uri, headers: HeaderMap| async move {
             axum::Json(json!({
                 "id": "swap-user",
                 "version": headers.get("x-connector-version").and_then(|v| v.to_str().ok()),
