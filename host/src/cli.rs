@@ -282,7 +282,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ring = Arc::new(load_keys(storage)?);
     check_keys(&store, &ring).await?;
     store.ensure_workspace("default", "Default").await?;
-    crate::auth::set_up_admin_token(&store, storage.embedded()).await?;
+    crate::auth::admin_token::set_up(&store, storage.embedded()).await?;
 
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(

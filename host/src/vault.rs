@@ -321,6 +321,12 @@ fn decode_key(kid: &str, b64: &str) -> Result<[u8; 32], VaultError> {
     })
 }
 
+/// Whether two byte strings are equal, in time that depends on their length only (for comparing
+/// secrets and their hashes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Random bytes as lowercase hex.
 pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];

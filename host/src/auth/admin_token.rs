@@ -13,6 +13,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 
 use crate::oauth::hash;
 use crate::store::{Store, StoreError};
+use crate::vault::constant_time_eq;
 
 /// Settings key of the admin token's Argon2id hash (PHC string).
 pub const ADMIN_TOKEN_ARGON2: &str = "admin_token_argon2";
@@ -99,10 +100,6 @@ pub async fn set_up(store: &Store, embedded: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

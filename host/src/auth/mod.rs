@@ -236,8 +236,3 @@ pub async fn issue_api_key(
         .await?;
     Ok((row.id, key))
 }
-
-/// Sets up the admin token at start (see [`admin_token::set_up`]).
-pub async fn set_up_admin_token(store: &Store, embedded: bool) -> anyhow::Result<()> {
-    admin_token::set_up(store, embedded).await
-}

@@ -75,16 +75,6 @@ pub fn check_csrf(svc: &Service, headers: &HeaderMap, s: &Session) -> Result<(),
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    check_form_csrf(svc, headers, s, sent)
-}
-
-/// A form's CSRF field and a same-origin `Origin`, for form posts made with `s`.
-pub fn check_form_csrf(
-    svc: &Service,
-    headers: &HeaderMap,
-    s: &Session,
-    sent: &str,
-) -> Result<(), AuthError> {
     if !csrf_matches(s, sent) {
         return Err(AuthError::Forbidden(
             "missing or wrong CSRF token: reload the page and try again".into(),
@@ -124,11 +114,7 @@ pub fn same_origin(svc: &Service, headers: &HeaderMap) -> Result<(), AuthError> 
 
 /// Whether `sent` is `s`'s CSRF token (compared in constant time).
 pub fn csrf_matches(s: &Session, sent: &str) -> bool {
-    constant_time_eq(sent.as_bytes(), s.csrf_token.as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::vault::constant_time_eq(sent.as_bytes(), s.csrf_token.as_bytes())
 }
 
 /// Why a sign-in failed.

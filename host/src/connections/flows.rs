@@ -3,6 +3,8 @@
 
 use super::*;
 
+use crate::vault::constant_time_eq;
+
 /// `POST /connections/oauth/start` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,14 +51,6 @@ pub struct CallbackParams {
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
-}
-
-pub(super) fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 impl Service {
@@ -412,7 +406,7 @@ impl Service {
         }
         // O2: the browser that launched the flow.
         let bound = match (&flow.browser_hash, cookies.get(&self.cookie_name(&flow.id))) {
-            (Some(h), Some(v)) => constant_eq(h, &oauth::hash(v)),
+            (Some(h), Some(v)) => constant_time_eq(h.as_bytes(), oauth::hash(v).as_bytes()),
             _ => false,
         };
         if !bound {
