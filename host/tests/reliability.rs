@@ -58,6 +58,48 @@ async fn revoking_deletes_the_secrets_whatever_the_provider_or_the_vault_says() 
     }
 }
 
+/// A host whose `oidc-test` connector talks to a scriptable fake authorization server.
+async fn keyport_with_fake_as() -> (Keyport, fake_as::FakeAs) {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    (kp, fake)
+}
+
+/// A page as the web UI shows it after signing in with the admin token.
+async fn signed_in_page(kp: &Keyport, path: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    browser
+        .get(format!("{}{path}", kp.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Token refreshes recorded for a connection: (on demand, by the scheduler).
 async fn refreshes(kp: &Keyport, id: &str) -> (usize, usize) {
     let (_, a) = kp.get(&format!("/api/v1/connections/{id}/audit")).await;
@@ -245,13 +287,7 @@ async fn connection_listings_are_paginated_with_a_cursor_on_postgres() {
 
 #[tokio::test]
 async fn abandoned_authorizations_are_removed_after_their_link_expired() {
-    let kp = Keyport::start(KeyportOpts {
-        master_keys: Some(master_keys()),
-        ..Default::default()
-    })
-    .await;
-    let fake = fake_as::start().await;
-    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (kp, _fake) = keyport_with_fake_as().await;
     let start = async || {
         let (s, started) = kp
             .post(
@@ -309,13 +345,7 @@ async fn abandoned_authorizations_are_removed_after_their_link_expired() {
 
 #[tokio::test]
 async fn a_disabled_connection_refuses_use_keeps_refreshing_and_says_so() {
-    let kp = Keyport::start(KeyportOpts {
-        master_keys: Some(master_keys()),
-        ..Default::default()
-    })
-    .await;
-    let fake = fake_as::start().await;
-    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (kp, _fake) = keyport_with_fake_as().await;
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     let proxy = format!("/api/v1/connections/{id}/proxy/api/items");
@@ -361,32 +391,7 @@ async fn a_disabled_connection_refuses_use_keeps_refreshing_and_says_so() {
     assert_ne!(c["last_refreshed_at"], before, "{c}");
     assert!(c["next_refresh_at"].is_string(), "{c}");
     // The page says so.
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = browser
-        .post(format!("{}/login", kp.url))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = browser
-        .get(format!("{}/connections/{id}", kp.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = signed_in_page(&kp, &format!("/connections/{id}")).await;
     assert!(
         page.contains(">Disabled<"),
         "the connection page shows Disabled"
@@ -520,44 +525,13 @@ async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
         "calls use the new key"
     );
     // The Connection page offers it.
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = browser
-        .post(format!("{}/login", kp.url))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = browser
-        .get(format!("{}/connections/{id}", kp.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = signed_in_page(&kp, &format!("/connections/{id}")).await;
     assert!(page.contains("Replace API key") && page.contains("data-api-key-replace"));
 }
 
 #[tokio::test]
 async fn during_a_token_endpoint_outage_calls_wait_out_the_backoff_instead_of_refreshing() {
-    let kp = Keyport::start(KeyportOpts {
-        master_keys: Some(master_keys()),
-        ..Default::default()
-    })
-    .await;
-    let fake = fake_as::start().await;
-    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (kp, fake) = keyport_with_fake_as().await;
     fake.script.lock().unwrap().expires_in = Some(json!(2));
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;

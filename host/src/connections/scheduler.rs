@@ -262,21 +262,19 @@ impl Service {
     pub async fn remove_abandoned(&self) -> Result<usize> {
         let cutoff = now_ms() - ABANDONED_GRACE_MS;
         let mut removed = 0;
-        for (ws, id, connector, name) in self.store.abandoned_connections(cutoff, 100).await? {
-            let Ok(c) = self.get(&ws, &id).await else {
-                continue;
-            };
-            if !self.store.delete_abandoned(&ws, &id, cutoff).await? {
+        for c in self.store.abandoned_connections(cutoff, 100).await? {
+            let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
+            if !self.store.delete_abandoned(ws, id, cutoff).await? {
                 continue;
             }
-            self.forget(&id);
+            self.forget(id);
             removed += 1;
             self.audit(
-                &ws,
-                Some(&id),
+                ws,
+                Some(id),
                 "connection.deleted",
                 &Actor("keyport".into()),
-                json!({"connector": connector, "name": name,
+                json!({"connector": c.connector_id, "name": c.name,
                        "reason": "authorization abandoned: never completed, its authorization link expired"}),
             )
             .await;

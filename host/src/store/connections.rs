@@ -428,47 +428,38 @@ impl Store {
     }
 
     /// Connections whose authorization was abandoned: `pending`, never given tokens, created
-    /// before `cutoff`, and with no flow still open after `cutoff` (ws, id, connector, name).
+    /// before `cutoff`, with no flow still open after `cutoff` and no dependent.
     pub async fn abandoned_connections(
         &self,
         cutoff: i64,
         limit: i64,
-    ) -> Result<Vec<(String, String, String, String)>> {
-        let rows = sqlx::query(
-            "SELECT workspace_id, id, connector_id, name FROM connections c
-             WHERE status = 'pending' AND token_version = 0 AND created_at < $1
-               AND NOT EXISTS (SELECT 1 FROM oauth_flows f
-                               WHERE f.connection_id = c.id AND f.expires_at > $1)
-               AND NOT EXISTS (SELECT 1 FROM dependents d WHERE d.connection_id = c.id)
-             ORDER BY created_at LIMIT $2",
-        )
-        .bind(cutoff)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect())
+    ) -> Result<Vec<ConnectionRow>> {
+        let sql = format!(
+            "SELECT * FROM connections c WHERE {} ORDER BY created_at LIMIT $2",
+            abandoned("$1")
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Deletes an abandoned connection (the conditions of [`Store::abandoned_connections`],
-    /// checked again) with its flows; true when it was deleted.
+    /// checked again in the same statement) with its flows; true when it was deleted.
     pub async fn delete_abandoned(&self, workspace: &str, id: &str, cutoff: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM connections WHERE workspace_id = $1 AND id = $2
-               AND status = 'pending' AND token_version = 0 AND created_at < $3
-               AND NOT EXISTS (SELECT 1 FROM oauth_flows f
-                               WHERE f.connection_id = $2 AND f.expires_at > $3)
-               AND NOT EXISTS (SELECT 1 FROM dependents d WHERE d.connection_id = $2)",
-        )
-        .bind(workspace)
-        .bind(id)
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        let sql = format!(
+            "DELETE FROM connections AS c WHERE workspace_id = $1 AND id = $2 AND {}",
+            abandoned("$3")
+        );
+        let deleted = sqlx::query(&sql)
+            .bind(workspace)
+            .bind(id)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             == 1;
         if deleted {
             sqlx::query("DELETE FROM oauth_flows WHERE workspace_id = $1 AND connection_id = $2")
@@ -547,4 +538,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The condition on a connection `c` whose authorization was abandoned before the time in
+/// parameter `cutoff` (see [`Store::abandoned_connections`]).
+fn abandoned(cutoff: &str) -> String {
+    format!(
+        "c.status = 'pending' AND c.token_version = 0 AND c.created_at < {cutoff}
+         AND NOT EXISTS (SELECT 1 FROM oauth_flows f WHERE f.connection_id = c.id AND f.expires_at > {cutoff})
+         AND NOT EXISTS (SELECT 1 FROM dependents d WHERE d.connection_id = c.id)"
+    )
 }

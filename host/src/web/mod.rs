@@ -276,15 +276,12 @@ pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response
     let method = req.method().clone();
     let response = next.run(req).await;
     let status = response.status();
-    if proxied
-        || !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(header::CONTENT_TYPE)
-            && !response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|t| t.starts_with("text/plain"))
-    {
+    // Only answers without a body type of their own, or with the router's plain text.
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    if proxied || !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
     let allow = response.headers().get(header::ALLOW).cloned();
