@@ -105,9 +105,14 @@ pub struct ServeArgs {
     /// Transient refresh failures in a row before a connection shows `error`.
     #[arg(long, env = "KEYPORT_REFRESH_FAILURE_THRESHOLD", default_value_t = 5)]
     pub refresh_failure_threshold: i64,
-    /// How long a refresh lease lasts (ms); must outlast two token requests.
-    #[arg(long, env = "KEYPORT_REFRESH_LEASE_MS", default_value_t = 30_000)]
+    /// How long a refresh lease lasts without renewal (ms); its holder renews it every third of
+    /// this while it works, so a crashed holder's lease lapses within this time.
+    #[arg(long, env = "KEYPORT_REFRESH_LEASE_MS", default_value_t = 6_000)]
     pub refresh_lease_ms: i64,
+    /// How long a caller waits for a refresh in progress elsewhere before answering 503 with
+    /// Retry-After (ms).
+    #[arg(long, env = "KEYPORT_REFRESH_WAIT_MS", default_value_t = 8_000)]
+    pub refresh_wait_ms: i64,
     /// Scheduled refreshes this process runs at once.
     #[arg(long, env = "KEYPORT_REFRESH_CONCURRENCY", default_value_t = 16)]
     pub refresh_concurrency: usize,
@@ -398,6 +403,7 @@ fn service_config(args: &ServeArgs, public_url: &str) -> ServiceConfig {
         refresh_backoff_ms: args.refresh_backoff_ms.max(1),
         refresh_failure_threshold: args.refresh_failure_threshold.max(1),
         refresh_lease_ms: args.refresh_lease_ms,
+        refresh_wait_ms: args.refresh_wait_ms.max(0),
         refresh_concurrency: args.refresh_concurrency.max(1),
         refresh_rate_per_connector: args.refresh_rate_limit,
         token_timeout_ms: args.token_timeout_ms.max(100),

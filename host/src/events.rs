@@ -1,9 +1,9 @@
 //! Events: the audit log and the webhook outbox, written below the lifecycle.
 //!
-//! The lifecycle decides what happened; this module names it and writes it. An event about a
-//! status change is written by the same statement or transaction as the change
-//! ([`crate::store::Store::transition_status`], [`crate::store::Store::store_tokens`]), so a
-//! change cannot commit without its event. [`crate::webhooks`] only delivers what the outbox
+//! The lifecycle decides what happened; this module names it. Every event and the audit row of
+//! the change it describes travel in a [`crate::store::Journal`] that the store writes in the
+//! change's own transaction (creates, status changes, deletes, expiring-soon flags), so a change
+//! cannot commit without its record, nor a record without its change, even under `kill -9`. [`crate::webhooks`] only delivers what the outbox
 //! holds; nothing here knows about HTTP.
 //!
 //! | event | when |
@@ -78,11 +78,6 @@ pub async fn audit(
     store
         .audit(workspace, connection, action, actor, detail)
         .await
-}
-
-/// Queues `event` for every subscription of `workspace` that wants it.
-pub async fn emit(store: &Store, workspace: &str, event: &OutEvent) -> Result<(), StoreError> {
-    store.emit(workspace, event).await
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ pub async fn oauth_connections(
                 sealed.push((id.as_str(), field, vault.seal(value.as_bytes(), ctx)));
             }
         }
-        let mut tx = store.pool().begin().await?;
+        let mut tx = store.write_tx().await?;
         let mut q = sqlx::query(&conn_sql).bind(spec.next_refresh_at).bind(now);
         for id in &ids {
             q = q

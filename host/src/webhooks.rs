@@ -29,7 +29,11 @@ use sha2::Sha256;
 
 use crate::connections::{Actor, Error, Result, Service, rfc3339};
 use crate::events::EVENT_TYPES;
-use crate::store::{DeliveryRow, WebhookRow, now_ms};
+use crate::store::{DeliveryRow, Journal, WebhookRow, now_ms};
+
+/// How long a claim on deliveries lasts without renewal: the longest a crashed process delays
+/// the redelivery of what it was sending.
+const DELIVERY_CLAIM_MS: i64 = 6_000;
 
 /// `t=…,v1=…` for a body sent at `timestamp` (Unix seconds).
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
@@ -40,6 +44,73 @@ pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
         "t={timestamp},v1={}",
         hex::encode(mac.finalize().into_bytes())
     )
+}
+
+/// Why a `Keyport-Signature` was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The header is not `t=<unix seconds>,v1=<64 hex digits>[,v1=…]`.
+    #[error("the signature header is malformed: expected t=<unix seconds>,v1=<hex HMAC-SHA256>")]
+    Malformed,
+    /// The timestamp is further from now than the tolerance (a replay, or a skewed clock).
+    #[error("the signature's timestamp is {0} s away from now, beyond the tolerance")]
+    Stale(i64),
+    /// No `v1` value matches the body under the secret.
+    #[error("no signature matches the body under this secret")]
+    Mismatch,
+}
+
+/// Verifies a delivery the way a receiver should: `header` is the `Keyport-Signature` value,
+/// `body` the raw request body, `now` the receiver's clock (Unix seconds), `tolerance` how far
+/// the timestamp may be from it (300 s is a good default). Comparison is constant-time; several
+/// `v1` values are accepted (any one may match).
+pub fn verify(
+    secret: &str,
+    header: &str,
+    body: &[u8],
+    now: i64,
+    tolerance: i64,
+) -> std::result::Result<(), SignatureError> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) if timestamp.is_none() => {
+                if t.is_empty() || t.len() > 12 || !t.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(SignatureError::Malformed);
+                }
+                timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?);
+            }
+            Some(("v1", v)) => {
+                let bytes = hex::decode(v).map_err(|_| SignatureError::Malformed)?;
+                if bytes.len() != 32 {
+                    return Err(SignatureError::Malformed);
+                }
+                signatures.push(bytes);
+            }
+            _ => return Err(SignatureError::Malformed),
+        }
+    }
+    let (Some(t), false) = (timestamp, signatures.is_empty()) else {
+        return Err(SignatureError::Malformed);
+    };
+    let skew = now.saturating_sub(t);
+    if skew.saturating_abs() > tolerance {
+        return Err(SignatureError::Stale(skew));
+    }
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    if signatures
+        .iter()
+        .any(|s| crate::vault::constant_time_eq(s, &expected))
+    {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// `POST /api/v1/webhooks` body.
@@ -142,16 +213,14 @@ impl Service {
             created_at: now_ms(),
         };
         let sealed = self.seal_field(ws, &owner(&id), "signing_secret", &secret);
-        self.store.put_secret(&owner(&id), ws, &sealed).await?;
-        self.store.insert_webhook(&row).await?;
+        let journal = Journal::new().audit(
+            None,
+            "webhook.created",
+            &actor.0,
+            &json!({"webhook": id, "url": row.url}),
+        );
         self.store
-            .audit(
-                ws,
-                None,
-                "webhook.created",
-                &actor.0,
-                &json!({"webhook": id, "url": row.url}),
-            )
+            .insert_webhook(&row, &owner(&id), &sealed, &journal)
             .await?;
         let mut v = webhook_view(&row);
         v["secret"] = json!(secret);
@@ -166,21 +235,17 @@ impl Service {
 
     /// Removes a subscription and its pending deliveries.
     pub async fn delete_webhook(&self, ws: &str, actor: &Actor, id: &str) -> Result<()> {
-        if !self.store.delete_webhook(ws, id).await? {
+        let journal =
+            Journal::new().audit(None, "webhook.deleted", &actor.0, &json!({"webhook": id}));
+        if !self
+            .store
+            .delete_webhook(ws, id, &owner(id), &journal)
+            .await?
+        {
             return Err(Error::NotFound(format!(
                 "no webhook {id:?} in this workspace"
             )));
         }
-        self.store.delete_secrets(ws, &owner(id), None).await?;
-        self.store
-            .audit(
-                ws,
-                None,
-                "webhook.deleted",
-                &actor.0,
-                &json!({"webhook": id}),
-            )
-            .await?;
         Ok(())
     }
 
@@ -197,9 +262,26 @@ impl Service {
 
     /// Sends due deliveries; returns how many were attempted.
     pub async fn run_webhook_deliveries(&self) -> Result<usize> {
-        // A few at a time, under a lease longer than their timeouts together (15 s each), so a
-        // claim never lapses while its deliveries are still being sent.
-        let due = self.store.claim_deliveries(4, 90_000).await?;
+        // A few at a time, under a short claim that a heartbeat renews while they are being sent
+        // (each may take up to its 15 s timeout): after a crash, another process (or this one,
+        // restarted) retries them within seconds.
+        let due = self.store.claim_deliveries(4, DELIVERY_CLAIM_MS).await?;
+        let claimed: Vec<(String, i64)> = due.iter().map(|d| (d.id.clone(), d.attempts)).collect();
+        let store = self.store.clone();
+        let _heartbeat = crate::store::Heartbeat::start(
+            std::time::Duration::from_millis(DELIVERY_CLAIM_MS as u64 / 3),
+            move || {
+                let (store, claimed) = (store.clone(), claimed.clone());
+                async move {
+                    if let Err(e) = store
+                        .extend_delivery_claims(&claimed, now_ms() + DELIVERY_CLAIM_MS)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not renew a webhook delivery claim");
+                    }
+                }
+            },
+        );
         let mut hooks: std::collections::HashMap<String, Option<(WebhookRow, String)>> =
             Default::default();
         for d in &due {
@@ -316,5 +398,46 @@ mod tests {
             sign("whsec_test", 1_700_000_000, r#"{"a":1}"#),
             "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
         );
+    }
+
+    #[test]
+    fn verify_accepts_what_sign_made_and_refuses_everything_else() {
+        let (secret, t, body) = ("whsec_test", 1_700_000_000, r#"{"a":1}"#);
+        let header = sign(secret, t, body);
+        assert_eq!(
+            verify(secret, &header, body.as_bytes(), t + 10, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify("whsec_other", &header, body.as_bytes(), t, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(secret, &header, b"{\"a\":2}", t, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(secret, &header, body.as_bytes(), t + 301, 300),
+            Err(SignatureError::Stale(301))
+        );
+        // Rotation: any of several v1 values may match.
+        let two = format!("{header},v1={}", "0".repeat(64));
+        assert_eq!(verify(secret, &two, body.as_bytes(), t, 300), Ok(()));
+        for bad in [
+            "",
+            "t=1700000000",
+            "v1=00",
+            "t=,v1=00",
+            "t=-5,v1=00",
+            "t=1700000000,v1=zz",
+            "t=1700000000,v2=00",
+            "t=99999999999999999999,v1=00",
+        ] {
+            assert_eq!(
+                verify(secret, bad, body.as_bytes(), t, 300),
+                Err(SignatureError::Malformed),
+                "{bad:?}"
+            );
+        }
     }
 }

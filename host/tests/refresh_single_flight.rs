@@ -287,7 +287,7 @@ async fn the_token_write_back_is_fenced_by_lease_and_version() {
                 Some(Status::Error),
                 Status::Active,
                 None,
-                |_| None,
+                |_| keyport::store::Journal::new(),
             )
             .await
             .unwrap();

@@ -6,6 +6,7 @@ mod common;
 use common::e2e::*;
 use common::fake_as;
 use serde_json::json;
+use sqlx::Row;
 
 #[tokio::test]
 async fn revoking_deletes_the_secrets_whatever_the_provider_or_the_vault_says() {
@@ -624,5 +625,196 @@ async fn an_account_lookup_cut_short_by_a_crash_is_resumed_after_restart() {
             "the lookup was never resumed: {c}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// A connection's refresh lease as stored: (holder, until, Unix ms).
+async fn lease(store: &keyport::store::Store, id: &str) -> (Option<String>, Option<i64>) {
+    let c = store.connection("default", id).await.unwrap().unwrap();
+    (c.lease_owner, c.lease_until)
+}
+
+#[tokio::test]
+async fn a_refresh_lease_is_renewed_while_its_holder_works_and_lapses_within_seconds_when_it_dies()
+{
+    const LEASE: i64 = 3_000;
+    let opts = || KeyportOpts {
+        master_keys: Some(master_keys()),
+        env: vec![
+            ("KEYPORT_REFRESH_LEASE_MS".into(), LEASE.to_string()),
+            ("KEYPORT_REFRESH_WAIT_MS".into(), "1500".into()),
+            ("KEYPORT_TOKEN_TIMEOUT_MS".into(), "120000".into()),
+        ],
+        ..Default::default()
+    };
+    let kp = Keyport::start(opts()).await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    let store = keyport::store::Store::connect(&kp.db_url()).await.unwrap();
+    // The provider takes a minute to answer the next refresh.
+    {
+        let mut s = fake.script.lock().unwrap();
+        s.slow_refreshes = 1;
+        s.slow_refresh_ms = 60_000;
+    }
+    let before = fake.token_requests();
+    let forced = {
+        let (http, url) = (kp.http.clone(), kp.url.clone());
+        let id = id.clone();
+        tokio::spawn(async move {
+            let _ = http
+                .post(format!("{url}/api/v1/connections/{id}/refresh"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await;
+        })
+    };
+    while fake.token_requests() == before {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Held and renewed: over three lease lifetimes the holder keeps a lease that never reaches
+    // further than one lifetime ahead.
+    let mut untils = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(2 * LEASE as u64 / 3)).await;
+        let (owner, until) = lease(&store, &id).await;
+        let now = keyport::store::now_ms();
+        let until = until.expect("a lease is held during the refresh");
+        assert!(owner.is_some());
+        assert!(until > now, "the lease lapsed while its holder was alive");
+        assert!(
+            until <= now + LEASE + 50,
+            "the lease reaches {} ms ahead",
+            until - now
+        );
+        untils.push(until);
+    }
+    assert!(
+        untils.windows(2).all(|w| w[1] > w[0]),
+        "the holder renewed its lease: {untils:?}"
+    );
+    // Another caller that needs a new token does not hang on the slow one: 503, Retry-After.
+    let t = std::time::Instant::now();
+    let r = kp
+        .http
+        .post(format!("{}/api/v1/connections/{id}/refresh", kp.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    // A call that needs no new token is served meanwhile.
+    let (s, b) = kp
+        .get(&format!("/api/v1/connections/{id}/proxy/api/items"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // kill -9 mid-refresh: the dead holder's lease ends within one lifetime of its last renewal.
+    let killed_at = keyport::store::now_ms();
+    let (data, pg) = kp.stop();
+    forced.abort();
+    let (_, until) = lease(&store, &id).await;
+    assert!(
+        until.is_some_and(|u| u <= killed_at + LEASE + 50),
+        "a dead holder's lease reaches {:?} ms past the kill",
+        until.map(|u| u - killed_at)
+    );
+    // After the restart a refresh goes through as soon as that lease has lapsed.
+    let kp = Keyport::start_in(data, pg, opts());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, b) = kp
+            .post(&format!("/api/v1/connections/{id}/refresh"), json!({}))
+            .await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 503, "{b}");
+        assert!(std::time::Instant::now() < deadline, "never refreshed: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_delivery_claim_is_renewed_while_sending_and_lapses_within_seconds_after_a_crash()
+{
+    let opts = || KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    };
+    let kp = Keyport::start(opts()).await;
+    // A receiver that hangs on its first request, and answers every later one at once.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let hits = hits.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let n = hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                    }
+                    "ok"
+                }
+            }),
+        )
+    };
+    let url = format!("{}/hook", common::serve_fake(app).await);
+    // An OAuth app, so that starting a connection (which announces `connection.created`) works;
+    // the authorization is never visited.
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (s, hook) = kp
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": url, "events": ["connection.created"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{hook}");
+    let (s, b) = kp
+        .post(
+            "/api/v1/connections/oauth/start",
+            json!({"connector": "oidc-test"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let hits_now = || hits.load(std::sync::atomic::Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    while hits_now() == 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "never delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Twice the claim's lifetime later the delivery has not been sent again: its claim was
+    // renewed while the receiver held it.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    assert_eq!(hits_now(), 1, "a delivery being sent was claimed again");
+    let store = keyport::store::Store::connect(&kp.db_url()).await.unwrap();
+    let killed_at = keyport::store::now_ms();
+    let (data, pg) = kp.stop();
+    let next: i64 = sqlx::query("SELECT next_attempt_at FROM webhook_outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        next <= killed_at + 6_000 + 50,
+        "the dead sender's claim reaches {} ms past the kill",
+        next - killed_at
+    );
+    let _kp = Keyport::start_in(data, pg, opts());
+    let t = std::time::Instant::now();
+    while hits_now() < 2 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "never redelivered after the restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

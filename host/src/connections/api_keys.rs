@@ -62,37 +62,27 @@ impl Service {
         row.account_id = Some(account.external_id.clone());
         row.account_name = Some(account.display_name.clone());
         row.account_email = account.email.clone();
-        self.store.insert_connection(&row).await?;
-        self.emit("connection.created", &row, json!({})).await;
-        self.emit("connection.active", &row, json!({})).await;
-        let sealed = self.seal_field(ws, &id, "api_key", &api_key);
-        self.store.put_secret(&id, ws, &sealed).await?;
-        self.store
-            .set_account(
-                ws,
-                &id,
-                &account.external_id,
-                &account.display_name,
-                account.email.as_deref(),
-                now_ms() + self.config.probe_interval_ms,
+        row.next_probe_at = Some(now_ms() + self.config.probe_interval_ms);
+        // The row, its key, its audit rows and its events commit together (or not at all).
+        let journal = Journal::new()
+            .audit(
+                Some(&id),
+                "connection.created",
+                &actor.0,
+                &json!({"connector": m.id, "auth": "api_key"}),
             )
+            .audit(
+                Some(&id),
+                "account.looked_up",
+                &actor.0,
+                &json!({"account_id": account.external_id, "display_name": account.display_name}),
+            )
+            .event(Self::event("connection.created", &row, json!({})))
+            .event(Self::event("connection.active", &row, json!({})));
+        let sealed = self.seal_field(ws, &id, "api_key", &api_key);
+        self.store
+            .insert_connection(&row, &[sealed], &journal)
             .await?;
-        self.audit(
-            ws,
-            Some(&id),
-            "connection.created",
-            actor,
-            json!({"connector": m.id, "auth": "api_key"}),
-        )
-        .await;
-        self.audit(
-            ws,
-            Some(&id),
-            "account.looked_up",
-            actor,
-            json!({"account_id": account.external_id, "display_name": account.display_name}),
-        )
-        .await;
         self.get(ws, &id).await
     }
 

@@ -102,16 +102,15 @@ impl Service {
         );
         row.status_reason = Some("Waiting for the user to authorize.".into());
         row.requested_scopes = serde_json::to_string(&scopes).unwrap_or_default();
-        self.store.insert_connection(&row).await?;
-        self.audit(
-            ws,
-            Some(&id),
-            "connection.created",
-            actor,
-            json!({"connector": m.id, "auth": "oauth2"}),
-        )
-        .await;
-        self.emit("connection.created", &row, json!({})).await;
+        let journal = Journal::new()
+            .audit(
+                Some(&id),
+                "connection.created",
+                &actor.0,
+                &json!({"connector": m.id, "auth": "oauth2"}),
+            )
+            .event(Self::event("connection.created", &row, json!({})));
+        self.store.insert_connection(&row, &[], &journal).await?;
         let browser = FlowBrowser {
             return_to: req.return_to,
             session: req.session,

@@ -43,32 +43,36 @@ impl Service {
                 .to_string(),
             None => c.config.clone(),
         };
-        self.store
-            .update_name_config(ws, id, &name, &config)
-            .await?;
-        if name != c.name {
-            self.audit(
-                ws,
-                Some(id),
-                "connection.renamed",
-                actor,
-                json!({"name": name}),
-            )
-            .await;
+        if name != c.name || config != c.config {
+            let mut journal = Journal::new();
+            if name != c.name {
+                journal = journal.audit(
+                    Some(id),
+                    "connection.renamed",
+                    &actor.0,
+                    &json!({"name": name}),
+                );
+            }
+            if config != c.config {
+                let keys = serde_json::from_str::<Value>(&config)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()));
+                journal =
+                    journal.audit(Some(id), "config.changed", &actor.0, &json!({"keys": keys}));
+            }
+            self.store
+                .update_name_config(ws, id, &name, &config, &journal)
+                .await?;
         }
-        if config != c.config {
-            self.audit(ws, Some(id), "config.changed", actor, json!({"keys": serde_json::from_str::<Value>(&config).ok().and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))})).await;
-        }
-        if let Some(enabled) = p.enabled
-            && self.store.set_enabled(ws, id, enabled).await?
-        {
-            self.forget(id);
+        if let Some(enabled) = p.enabled {
             let action = if enabled {
                 "connection.enabled"
             } else {
                 "connection.disabled"
             };
-            self.audit(ws, Some(id), action, actor, json!({})).await;
+            let journal = Journal::new().audit(Some(id), action, &actor.0, &json!({}));
+            self.store.set_enabled(ws, id, enabled, &journal).await?;
+            self.forget(id);
         }
         self.get(ws, id).await
     }
@@ -83,8 +87,7 @@ impl Service {
         self.forget(&c.id);
         let reason = (!reason.is_empty()).then_some(reason);
         let from = c.status;
-        let changed = self
-            .store
+        self.store
             // Revoking applies whatever happened meanwhile; other changes only from the status
             // they were decided on.
             .transition_status(
@@ -94,27 +97,23 @@ impl Service {
                 to,
                 reason,
                 |row| {
-                    events::status_event(from, to).map(|kind| {
-                        events::connection_event(
-                            kind,
-                            &row.workspace_id,
-                            view(row),
-                            json!({"previous_status": from, "reason": reason}),
+                    Journal::new()
+                        .audit(
+                            Some(&row.id),
+                            "status.changed",
+                            &actor.0,
+                            &json!({"from": from, "to": to, "reason": reason}),
                         )
-                    })
+                        .event(events::status_event(from, to).map(|kind| {
+                            Self::event(
+                                kind,
+                                row,
+                                json!({"previous_status": from, "reason": reason}),
+                            )
+                        }))
                 },
             )
             .await?;
-        if changed {
-            self.audit(
-                &c.workspace_id,
-                Some(&c.id),
-                "status.changed",
-                actor,
-                json!({"from": c.status, "to": to, "reason": reason}),
-            )
-            .await;
-        }
         Ok(())
     }
 
@@ -195,21 +194,20 @@ impl Service {
     pub async fn delete(&self, ws: &str, actor: &Actor, id: &str) -> Result<()> {
         self.forget(id);
         let c = self.get(ws, id).await?;
-        let blocking = self.store.delete_connection(ws, id).await?;
+        let journal = Journal::new()
+            .audit(
+                Some(id),
+                "connection.deleted",
+                &actor.0,
+                &json!({"connector": c.connector_id, "name": c.name}),
+            )
+            .event(Self::event("connection.deleted", &c, json!({})));
+        let blocking = self.store.delete_connection(ws, id, &journal).await?;
         if blocking > 0 {
             return Err(Error::Conflict(format!(
                 "{blocking} workflow(s) depend on this connection; remove them (DELETE /api/v1/connections/{id}/dependents/{{ref}}) before deleting it"
             )));
         }
-        self.audit(
-            ws,
-            Some(id),
-            "connection.deleted",
-            actor,
-            json!({"connector": c.connector_id, "name": c.name}),
-        )
-        .await;
-        self.emit("connection.deleted", &c, json!({})).await;
         Ok(())
     }
 

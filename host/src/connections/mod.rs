@@ -32,7 +32,7 @@ use crate::runtime::{
     AuthScheme, CallContext, CallEnv, ErrorKind, Oauth2, Secret, SecretKind, TokenSet,
 };
 pub use crate::store::{AuditRow, ConnectionFilter, ConnectionRow};
-use crate::store::{FlowRow, ProviderAppRow, SealedField, Store, TokenMeta};
+use crate::store::{FlowRow, Journal, OutEvent, ProviderAppRow, SealedField, Store, TokenMeta};
 use crate::vault::{Context, KeyRing};
 
 mod accounts;
@@ -65,8 +65,14 @@ use refresh::Refreshed;
 /// lifetime, when that is shorter: [`on_demand_margin`]).
 pub const ON_DEMAND_MARGIN_MS: i64 = 60_000;
 
-/// How long a refresh lease lasts; a crashed holder's lease expires after this.
-pub const LEASE_MS: i64 = 30_000;
+/// How long a refresh lease lasts without renewal. Its holder renews it every third of this
+/// while it works (however long the provider takes), so a crashed holder's lease lapses within
+/// this time.
+pub const LEASE_MS: i64 = 6_000;
+
+/// How long a caller waits for a refresh that another caller (or process) is making before it
+/// answers 503 with `Retry-After`.
+pub const REFRESH_WAIT_MS: i64 = 8_000;
 
 /// Shortest time between two refreshes of one connection caused by the provider rejecting its
 /// token (the proxy after a 401).
@@ -88,9 +94,10 @@ pub struct ServiceConfig {
     pub refresh_backoff_ms: i64,
     /// Transient refresh failures in a row before the connection shows `error`.
     pub refresh_failure_threshold: i64,
-    /// Lifetime of a refresh lease; longer than two token requests (a refresh and its in-doubt
-    /// retry), so a lease never lapses while its holder talks to the provider.
+    /// Lifetime of a refresh lease without renewal (its holder renews it every third of this).
     pub refresh_lease_ms: i64,
+    /// How long a caller waits for someone else's refresh before answering 503.
+    pub refresh_wait_ms: i64,
     /// Refreshes the scheduler runs at once in this process.
     pub refresh_concurrency: usize,
     /// Scheduled refreshes per second per connector in this process (0: unlimited).
@@ -118,6 +125,7 @@ impl Default for ServiceConfig {
             refresh_backoff_ms: 30_000,
             refresh_failure_threshold: 5,
             refresh_lease_ms: LEASE_MS,
+            refresh_wait_ms: REFRESH_WAIT_MS,
             refresh_concurrency: 16,
             refresh_rate_per_connector: 100,
             token_timeout_ms: 10_000,
@@ -278,11 +286,10 @@ impl Service {
                 .min(std::time::Duration::from_millis(config.token_timeout_ms)),
             std::time::Duration::from_millis(config.token_timeout_ms),
         )?;
-        if config.refresh_lease_ms < 2 * config.token_timeout_ms as i64 + 1_000 {
+        if config.refresh_lease_ms < 1_000 {
             anyhow::bail!(
-                "the refresh lease ({} ms) must outlast two token requests ({} ms each) plus a second; raise KEYPORT_REFRESH_LEASE_MS or lower KEYPORT_TOKEN_TIMEOUT_MS",
-                config.refresh_lease_ms,
-                config.token_timeout_ms
+                "the refresh lease ({} ms) is too short to be renewed in time; set KEYPORT_REFRESH_LEASE_MS to 1000 or more",
+                config.refresh_lease_ms
             );
         }
         let limiter = std::num::NonZeroU32::new(config.refresh_rate_per_connector)
@@ -377,12 +384,9 @@ impl Service {
         locks.entry(id.to_string()).or_default().clone()
     }
 
-    /// Queues a webhook event about `c` (failures are logged: the change itself stands).
-    pub(crate) async fn emit(&self, kind: &str, c: &ConnectionRow, extra: Value) {
-        let event = events::connection_event(kind, &c.workspace_id, view(c), extra);
-        if let Err(e) = events::emit(&self.store, &c.workspace_id, &event).await {
-            tracing::error!(connection = %c.id, event = kind, error = %e, "could not queue a webhook event");
-        }
+    /// The webhook event `kind` about `c`, to write in the journal of the change it describes.
+    pub(crate) fn event(kind: &str, c: &ConnectionRow, extra: Value) -> OutEvent {
+        events::connection_event(kind, &c.workspace_id, view(c), extra)
     }
 
     async fn audit(

@@ -46,6 +46,14 @@ fn in_backoff(c: &ConnectionRow) -> Option<i64> {
         .filter(|t| *t > now_ms())
 }
 
+/// The answer to a caller that waited its bound for a refresh in progress: 503, try again soon.
+fn still_refreshing() -> Error {
+    Error::Unavailable {
+        message: "This connection's token is being refreshed and the provider has not answered yet; try again in a moment.".into(),
+        retry_after_secs: 2,
+    }
+}
+
 pub(super) fn revoked_reason(c: &ConnectionRow) -> String {
     c.status_reason
         .clone()
@@ -81,9 +89,14 @@ impl Service {
                     RefreshMode::IfDue => c.next_refresh_at.is_none_or(|t| t > now_ms()),
                 }
         };
-        // Single flight in this process: callers queue here.
+        // Single flight in this process: callers queue here, for a bounded time.
         let lock = self.lock(id);
-        let _guard = lock.lock().await;
+        let wait = self.config.refresh_wait_ms;
+        let waited = std::time::Instant::now();
+        let _guard =
+            tokio::time::timeout(std::time::Duration::from_millis(wait as u64), lock.lock())
+                .await
+                .map_err(|_| still_refreshing())?;
         self.forget(id);
         let c = self.get(ws, id).await?;
         if fresh(&c) {
@@ -133,8 +146,9 @@ impl Service {
         self.oauth_of(entry.connector.manifest())?;
         // Single flight across processes: claim the lease for the version we read, or wait for
         // the process that holds it and share its result.
+        // A live holder renews its lease while it works; a dead one's lapses within a lease.
         let lease_ms = self.config.refresh_lease_ms;
-        let deadline = now_ms() + lease_ms + 5_000;
+        let deadline = now_ms() + (wait - waited.elapsed().as_millis() as i64).max(0);
         while !self
             .store
             .acquire_lease(ws, id, &self.instance, c.token_version, lease_ms)
@@ -149,10 +163,7 @@ impl Service {
                 return Err(Error::Conflict(revoked_reason(&now)));
             }
             if now_ms() > deadline {
-                return Err(Error::Upstream(
-                    "Another keyport process is refreshing this connection; try again shortly."
-                        .into(),
-                ));
+                return Err(still_refreshing());
             }
         }
         let result = self.refresh_with_lease(ws, actor, id, &fresh, None).await;
@@ -165,6 +176,29 @@ impl Service {
             Refreshed::Fresh(c) => Ok(*c),
             Refreshed::Saved => self.get(ws, id).await,
         }
+    }
+
+    /// Renews this process's lease on `id` (taken for token `version`) while the returned guard
+    /// lives.
+    fn lease_heartbeat(&self, ws: &str, id: &str, version: i64) -> crate::store::Heartbeat {
+        let ttl = self.config.refresh_lease_ms;
+        let (store, ws, id, owner) = (
+            self.store.clone(),
+            ws.to_string(),
+            id.to_string(),
+            self.instance.clone(),
+        );
+        crate::store::Heartbeat::start(
+            std::time::Duration::from_millis((ttl / 3).max(100) as u64),
+            move || {
+                let (store, ws, id, owner) = (store.clone(), ws.clone(), id.clone(), owner.clone());
+                async move {
+                    if let Err(e) = store.renew_lease(&ws, &id, &owner, version, ttl).await {
+                        tracing::warn!(connection = %id, error = %e, "could not renew a refresh lease");
+                    }
+                }
+            },
+        )
     }
 
     /// The refresh itself, holding the lease: re-read, call the provider, write back fenced by
@@ -185,6 +219,7 @@ impl Service {
         if fresh(&c) {
             return Ok(Refreshed::Fresh(Box::new(c)));
         }
+        let _heartbeat = self.lease_heartbeat(ws, id, c.token_version);
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest().clone();
         if c.status == Status::Revoked {
@@ -396,24 +431,23 @@ impl Service {
             json!({"error": e.to_string(), "definitive": false, "failures": failures, "retry_in_ms": delay + jitter}),
         )
         .await;
-        if failures >= (self.config.refresh_failure_threshold + 1) / 2
-            && self.store.set_expiring_soon(ws, id, "failing").await?
-        {
-            self.emit(
-                "connection.expiring_soon",
-                c,
-                json!({"reason": "failing", "failures": failures}),
-            )
-            .await;
-            self.audit(
-                ws,
-                Some(id),
-                "connection.expiring_soon",
-                actor,
-                json!({"reason": "failing", "failures": failures,
-                       "message": "Refreshes keep failing; the connection will need reconnecting if this goes on."}),
-            )
-            .await;
+        if failures >= (self.config.refresh_failure_threshold + 1) / 2 {
+            let journal = Journal::new()
+                .audit(
+                    Some(id),
+                    "connection.expiring_soon",
+                    &actor.0,
+                    &json!({"reason": "failing", "failures": failures,
+                            "message": "Refreshes keep failing; the connection will need reconnecting if this goes on."}),
+                )
+                .event(Self::event(
+                    "connection.expiring_soon",
+                    c,
+                    json!({"reason": "failing", "failures": failures}),
+                ));
+            self.store
+                .set_expiring_soon(ws, id, "failing", &journal)
+                .await?;
         }
         if failures >= self.config.refresh_failure_threshold && c.status == Status::Active {
             let reason = format!(

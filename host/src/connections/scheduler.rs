@@ -145,28 +145,24 @@ impl Service {
     pub async fn flag_expiring_refresh_tokens(&self) -> Result<usize> {
         let flagged = self
             .store
-            .flag_expiring_refresh_tokens(now_ms() + self.config.expiring_soon_ms, 200)
+            .flag_expiring_refresh_tokens(now_ms() + self.config.expiring_soon_ms, 200, |c| {
+                let at = c.refresh_token_expires_at.map(rfc3339);
+                Journal::new()
+                    .audit(
+                        Some(&c.id),
+                        "connection.expiring_soon",
+                        "scheduler",
+                        &json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": at,
+                                "message": "The provider's refresh token expires soon; reconnect before then to keep this connection working."}),
+                    )
+                    .event(Self::event(
+                        "connection.expiring_soon",
+                        c,
+                        json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": at}),
+                    ))
+            })
             .await?;
-        for (ws, id, at) in &flagged {
-            if let Ok(c) = self.get(ws, id).await {
-                self.emit(
-                    "connection.expiring_soon",
-                    &c,
-                    json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": rfc3339(*at)}),
-                )
-                .await;
-            }
-            self.audit(
-                ws,
-                Some(id),
-                "connection.expiring_soon",
-                &Actor("scheduler".into()),
-                json!({"reason": "refresh_token_expiring", "refresh_token_expires_at": rfc3339(*at),
-                       "message": "The provider's refresh token expires soon; reconnect before then to keep this connection working."}),
-            )
-            .await;
-        }
-        Ok(flagged.len())
+        Ok(flagged)
     }
 
     /// Probes due credentials that never expire (a cheap account lookup) so a dead one is found
@@ -264,22 +260,28 @@ impl Service {
         let mut removed = 0;
         for c in self.store.abandoned_connections(cutoff, 100).await? {
             let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
-            if !self.store.delete_abandoned(ws, id, cutoff).await? {
+            let journal = Journal::new()
+                .audit(
+                    Some(id),
+                    "connection.deleted",
+                    "keyport",
+                    &json!({"connector": c.connector_id, "name": c.name,
+                            "reason": "authorization abandoned: never completed, its authorization link expired"}),
+                )
+                .event(Self::event(
+                    "connection.deleted",
+                    &c,
+                    json!({"reason": "abandoned"}),
+                ));
+            if !self
+                .store
+                .delete_abandoned(ws, id, cutoff, &journal)
+                .await?
+            {
                 continue;
             }
             self.forget(id);
             removed += 1;
-            self.audit(
-                ws,
-                Some(id),
-                "connection.deleted",
-                &Actor("keyport".into()),
-                json!({"connector": c.connector_id, "name": c.name,
-                       "reason": "authorization abandoned: never completed, its authorization link expired"}),
-            )
-            .await;
-            self.emit("connection.deleted", &c, json!({"reason": "abandoned"}))
-                .await;
         }
         Ok(removed)
     }

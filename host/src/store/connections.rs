@@ -113,12 +113,19 @@ pub struct ConnectionFilter {
 }
 
 impl Store {
-    /// Inserts a new connection.
-    pub async fn insert_connection(&self, c: &ConnectionRow) -> Result<()> {
+    /// Inserts a new connection with its sealed secrets and its journal, in one transaction.
+    pub async fn insert_connection(
+        &self,
+        c: &ConnectionRow,
+        secrets: &[SealedField],
+        journal: &Journal,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO connections (id, workspace_id, connector_id, name, auth_kind, status, status_reason, config,
-               metadata, requested_scopes, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+               metadata, requested_scopes, account_id, account_name, account_email, next_probe_at,
+               created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
         )
         .bind(&c.id)
         .bind(&c.workspace_id)
@@ -130,9 +137,19 @@ impl Store {
         .bind(&c.config)
         .bind(&c.metadata)
         .bind(&c.requested_scopes)
+        .bind(&c.account_id)
+        .bind(&c.account_name)
+        .bind(&c.account_email)
+        .bind(c.next_probe_at)
         .bind(c.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if !secrets.is_empty() {
+            let fields: Vec<&SealedField> = secrets.iter().collect();
+            upsert_secrets(&mut tx, &c.id, &c.workspace_id, &fields, c.created_at).await?;
+        }
+        journal.write(&mut tx, self.kind, &c.workspace_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -218,12 +235,12 @@ impl Store {
         status: Status,
         reason: Option<&str>,
     ) -> Result<bool> {
-        self.transition_status(workspace, id, None, status, reason, |_| None)
+        self.transition_status(workspace, id, None, status, reason, |_| Journal::new())
             .await
     }
 
-    /// Sets status and reason; when the status actually changes, queues the event `event`
-    /// makes from the updated row for every matching webhook, in the same transaction.
+    /// Sets status and reason; when the status actually changes, writes the journal `journal`
+    /// makes from the updated row (audit rows, webhook events) in the same transaction.
     /// With `from`, only a connection still in that status changes (a decision made on a read
     /// that another process has overtaken changes nothing). True when the status changed.
     pub async fn transition_status(
@@ -233,9 +250,9 @@ impl Store {
         from: Option<Status>,
         status: Status,
         reason: Option<&str>,
-        event: impl FnOnce(&ConnectionRow) -> Option<OutEvent>,
+        journal: impl FnOnce(&ConnectionRow) -> Journal,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         let changed = sqlx::query(
             "UPDATE connections SET status = $3, status_reason = $4, updated_at = $5
@@ -258,9 +275,7 @@ impl Store {
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-            if let Some(e) = event(&row) {
-                enqueue(&mut *tx, workspace, &e).await?;
-            }
+            journal(&row).write(&mut tx, self.kind, workspace).await?;
         } else {
             sqlx::query(
                 "UPDATE connections SET status_reason = $3 WHERE workspace_id = $1 AND id = $2 AND status = $4",
@@ -276,27 +291,41 @@ impl Store {
         Ok(changed)
     }
 
-    /// Sets name and/or config.
+    /// Sets name and config, writing `journal` with them.
     pub async fn update_name_config(
         &self,
         workspace: &str,
         id: &str,
         name: &str,
         config: &str,
+        journal: &Journal,
     ) -> Result<()> {
-        sqlx::query("UPDATE connections SET name = $3, config = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2")
+        let mut tx = self.write_tx().await?;
+        let updated = sqlx::query("UPDATE connections SET name = $3, config = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2")
             .bind(workspace)
             .bind(id)
             .bind(name)
             .bind(config)
             .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 1 {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Switches a connection off (`disabled_at` now) or on; true when that changed anything.
-    pub async fn set_enabled(&self, workspace: &str, id: &str, enabled: bool) -> Result<bool> {
+    /// Switches a connection off (`disabled_at` now) or on, writing `journal` when that changed
+    /// anything; true when it did.
+    pub async fn set_enabled(
+        &self,
+        workspace: &str,
+        id: &str,
+        enabled: bool,
+        journal: &Journal,
+    ) -> Result<bool> {
         let sql = if enabled {
             "UPDATE connections SET disabled_at = NULL, updated_at = $3
              WHERE workspace_id = $1 AND id = $2 AND disabled_at IS NOT NULL"
@@ -304,14 +333,20 @@ impl Store {
             "UPDATE connections SET disabled_at = $3, updated_at = $3
              WHERE workspace_id = $1 AND id = $2 AND disabled_at IS NULL"
         };
-        Ok(sqlx::query(sql)
+        let mut tx = self.write_tx().await?;
+        let changed = sqlx::query(sql)
             .bind(workspace)
             .bind(id)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected()
-            == 1)
+            == 1;
+        if changed {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Records the account behind a connection and activates it.
@@ -393,10 +428,15 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a connection and its secrets, unless dependents exist; returns the number of
-    /// dependents that blocked it (0 means deleted).
-    pub async fn delete_connection(&self, workspace: &str, id: &str) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+    /// Deletes a connection and its secrets, writing `journal` with it, unless dependents exist;
+    /// returns the number of dependents that blocked it (0 means deleted).
+    pub async fn delete_connection(
+        &self,
+        workspace: &str,
+        id: &str,
+        journal: &Journal,
+    ) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
         let n: i64 = sqlx::query(
             "SELECT COUNT(*) FROM dependents WHERE workspace_id = $1 AND connection_id = $2",
         )
@@ -418,11 +458,15 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM connections WHERE workspace_id = $1 AND id = $2")
+        let deleted = sqlx::query("DELETE FROM connections WHERE workspace_id = $1 AND id = $2")
             .bind(workspace)
             .bind(id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if deleted == 1 {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
         tx.commit().await?;
         Ok(0)
     }
@@ -446,9 +490,16 @@ impl Store {
     }
 
     /// Deletes an abandoned connection (the conditions of [`Store::abandoned_connections`],
-    /// checked again in the same statement) with its flows; true when it was deleted.
-    pub async fn delete_abandoned(&self, workspace: &str, id: &str, cutoff: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+    /// checked again in the same statement) with its flows, writing `journal` with it; true when
+    /// it was deleted.
+    pub async fn delete_abandoned(
+        &self,
+        workspace: &str,
+        id: &str,
+        cutoff: i64,
+        journal: &Journal,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let sql = format!(
             "DELETE FROM connections AS c WHERE workspace_id = $1 AND id = $2 AND {}",
             abandoned("$3")
@@ -467,6 +518,7 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            journal.write(&mut tx, self.kind, workspace).await?;
         }
         tx.commit().await?;
         Ok(deleted)

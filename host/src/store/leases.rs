@@ -2,6 +2,37 @@
 
 use super::*;
 
+/// Keeps a lease alive while its holder works: runs `renew` every `period` until dropped. A
+/// holder that dies stops renewing, so its lease lapses within one lease lifetime instead of
+/// the longest time the work could take.
+pub struct Heartbeat(tokio::task::AbortHandle);
+
+impl Heartbeat {
+    /// Starts renewing; the first renewal is one `period` from now.
+    pub fn start<F, Fut>(period: Duration, mut renew: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                renew().await;
+            }
+        });
+        Heartbeat(task.abort_handle())
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A due refresh claimed under this process's lease.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -195,12 +226,13 @@ impl Store {
     }
 
     /// Flags, once, up to `limit` live connections whose refresh token expires before
-    /// `horizon`: (workspace, id, refresh-token expiry).
+    /// `horizon`, writing each one's journal with it; returns how many were flagged.
     pub async fn flag_expiring_refresh_tokens(
         &self,
         horizon: i64,
         limit: i64,
-    ) -> Result<Vec<(String, String, i64)>> {
+        journal: impl Fn(&ConnectionRow) -> Journal,
+    ) -> Result<usize> {
         let lock = self.skip_locked();
         let sql = format!(
             "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = 'refresh_token_expiring'
@@ -208,22 +240,35 @@ impl Store {
                WHERE refresh_token_expires_at IS NOT NULL AND refresh_token_expires_at <= $1
                  AND expiring_soon_at IS NULL AND status IN ('active', 'error')
                LIMIT $2{lock})
-             RETURNING workspace_id, id, refresh_token_expires_at"
+             RETURNING *"
         );
-        Ok(sqlx::query(&sql)
+        let mut tx = self.write_tx().await?;
+        let rows: Vec<ConnectionRow> = sqlx::query_as(&sql)
             .bind(horizon)
             .bind(limit)
             .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            journal(row)
+                .write(&mut tx, self.kind, &row.workspace_id)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
     }
 
-    /// Flags a connection as expiring soon unless it already is; true when this call flagged it.
-    pub async fn set_expiring_soon(&self, workspace: &str, id: &str, reason: &str) -> Result<bool> {
-        Ok(sqlx::query(
+    /// Flags a connection as expiring soon unless it already is, writing `journal` with it; true
+    /// when this call flagged it.
+    pub async fn set_expiring_soon(
+        &self,
+        workspace: &str,
+        id: &str,
+        reason: &str,
+        journal: &Journal,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let flagged = sqlx::query(
             "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = $4
              WHERE workspace_id = $1 AND id = $2 AND expiring_soon_at IS NULL",
         )
@@ -231,10 +276,15 @@ impl Store {
         .bind(id)
         .bind(now_ms())
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
-            == 1)
+            == 1;
+        if flagged {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
+        tx.commit().await?;
+        Ok(flagged)
     }
 
     /// Clears the expiring-soon flag (any reason, or only `reason`).

@@ -17,6 +17,7 @@ mod api_keys;
 mod audit;
 mod connections;
 mod flows;
+mod journal;
 mod leases;
 mod provider_apps;
 mod providers;
@@ -32,7 +33,8 @@ pub use api_keys::ApiKeyRow;
 pub use audit::AuditRow;
 pub use connections::{ConnectionFilter, ConnectionRow};
 pub use flows::FlowRow;
-pub use leases::Claimed;
+pub use journal::Journal;
+pub use leases::{Claimed, Heartbeat};
 pub use provider_apps::ProviderAppRow;
 pub use providers::ProviderRow;
 pub use secrets::{SealedField, SecretRow};
@@ -41,7 +43,7 @@ pub use tokens::TokenMeta;
 pub use uploads::{Deployment, Upload};
 pub use webhooks::{DeliveryRow, OutEvent, WebhookRow};
 
-use tokens::upsert_secret;
+use tokens::{upsert_secret, upsert_secrets};
 use webhooks::enqueue;
 
 /// Which database is behind the pool.

@@ -25,7 +25,7 @@ pub struct SealedField {
 impl Store {
     /// Stores one sealed secret.
     pub async fn put_secret(&self, owner: &str, workspace: &str, s: &SealedField) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         upsert_secret(&mut tx, owner, workspace, s, now_ms()).await?;
         tx.commit().await?;
         Ok(())

@@ -120,7 +120,7 @@ impl Store {
                 .store_tokens_one_statement(workspace, id, access, refresh, t, fence)
                 .await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         let fields: Vec<&SealedField> = std::iter::once(access).chain(refresh).collect();
         upsert_secrets(&mut tx, id, workspace, &fields, now).await?;

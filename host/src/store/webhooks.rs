@@ -13,25 +13,39 @@ pub struct OutEvent {
     pub payload: String,
 }
 
-/// Queues `e` for every subscription of `workspace` that wants it.
-pub(super) async fn enqueue<'e, E>(executor: E, workspace: &str, e: &OutEvent) -> Result<()>
+/// Queues `e` for every subscription of `workspace` that wants it. A subscription deleted
+/// meanwhile simply gets nothing: on PostgreSQL the subscriptions read are locked against
+/// deletion (`FOR KEY SHARE`) until the change commits, and one whose delete committed first is
+/// skipped rather than failing the insert on its foreign key, so writing an event never fails
+/// the change it describes.
+pub(super) async fn enqueue<'e, E>(
+    executor: E,
+    kind: DbKind,
+    workspace: &str,
+    e: &OutEvent,
+) -> Result<()>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     let now = now_ms();
-    sqlx::query(
+    let lock = match kind {
+        DbKind::Postgres => " FOR KEY SHARE",
+        DbKind::Sqlite => "",
+    };
+    let sql = format!(
         "INSERT INTO webhook_outbox (id, webhook_id, workspace_id, event_id, event_type, payload, created_at, next_attempt_at)
          SELECT $1 || ':' || id, id, workspace_id, $1, $2, $3, $4, $4 FROM webhooks
-         WHERE workspace_id = $5 AND (events LIKE $6 OR events LIKE '%,*,%')",
-    )
-    .bind(&e.id)
-    .bind(&e.event_type)
-    .bind(&e.payload)
-    .bind(now)
-    .bind(workspace)
-    .bind(format!("%,{},%", e.event_type))
-    .execute(executor)
-    .await?;
+         WHERE workspace_id = $5 AND (events LIKE $6 OR events LIKE '%,*,%'){lock}"
+    );
+    sqlx::query(&sql)
+        .bind(&e.id)
+        .bind(&e.event_type)
+        .bind(&e.payload)
+        .bind(now)
+        .bind(workspace)
+        .bind(format!("%,{},%", e.event_type))
+        .execute(executor)
+        .await?;
     Ok(())
 }
 
@@ -65,13 +79,17 @@ pub struct DeliveryRow {
 }
 
 impl Store {
-    /// Queues an event for every matching webhook of the workspace.
-    pub async fn emit(&self, workspace: &str, event: &OutEvent) -> Result<()> {
-        enqueue(&self.pool, workspace, event).await
-    }
-
-    /// Adds a subscription.
-    pub async fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
+    /// Adds a subscription with its signing secret (sealed, stored under `secret_owner`) and its
+    /// journal, in one transaction.
+    pub async fn insert_webhook(
+        &self,
+        w: &WebhookRow,
+        secret_owner: &str,
+        secret: &SealedField,
+        journal: &Journal,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        upsert_secret(&mut tx, secret_owner, &w.workspace_id, secret, w.created_at).await?;
         sqlx::query("INSERT INTO webhooks (id, workspace_id, url, events, description, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&w.id)
             .bind(&w.workspace_id)
@@ -79,8 +97,10 @@ impl Store {
             .bind(&w.events)
             .bind(&w.description)
             .bind(w.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        journal.write(&mut tx, self.kind, &w.workspace_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -95,9 +115,16 @@ impl Store {
         .await?)
     }
 
-    /// Deletes a subscription and its pending deliveries; true when it existed.
-    pub async fn delete_webhook(&self, workspace: &str, id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+    /// Deletes a subscription, its pending deliveries and its signing secret (stored under
+    /// `secret_owner`), writing `journal` with them; true when it existed.
+    pub async fn delete_webhook(
+        &self,
+        workspace: &str,
+        id: &str,
+        secret_owner: &str,
+        journal: &Journal,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM webhook_outbox WHERE webhook_id = $1 AND workspace_id = $2")
             .bind(id)
             .bind(workspace)
@@ -109,6 +136,14 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 1 {
+            sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2")
+                .bind(workspace)
+                .bind(secret_owner)
+                .execute(&mut *tx)
+                .await?;
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -133,6 +168,27 @@ impl Store {
             .await?;
         rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(rows)
+    }
+
+    /// Extends the claim on deliveries still being sent (`(id, attempts)` as claimed: a delivery
+    /// whose attempt was recorded meanwhile keeps the retry time that attempt set).
+    pub async fn extend_delivery_claims(
+        &self,
+        claimed: &[(String, i64)],
+        until: i64,
+    ) -> Result<()> {
+        for (id, attempts) in claimed {
+            sqlx::query(
+                "UPDATE webhook_outbox SET next_attempt_at = $3
+                 WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL AND next_attempt_at IS NOT NULL",
+            )
+            .bind(id)
+            .bind(attempts)
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Records an attempt: delivered, retried at `next`, or given up (`next` None, not delivered).

@@ -646,6 +646,33 @@ impl Keyport {
         assert_eq!(s, 200, "{b}");
     }
 
+    /// Seeds `n` active `oidc-test` connections `{prefix}{i}` straight into the database, with
+    /// tokens `fake-at-{i}-0` / `fake-rt-{i}-0` that expire at `expires_at` and a refresh due at
+    /// `due` (Unix ms).
+    pub async fn seed_oauth(&self, prefix: &str, n: usize, expires_at: i64, due: i64) {
+        let store = keyport::store::Store::connect(&self.db_url())
+            .await
+            .unwrap();
+        let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
+        keyport::seed::oauth_connections(
+            &store,
+            &ring,
+            &keyport::seed::Spec {
+                workspace: "default",
+                connector: "oidc-test",
+                start: 0,
+                count: n,
+                prefix,
+                expires_at,
+                next_refresh_at: due,
+                tokens: &|i| (format!("fake-at-{i}-0"), format!("fake-rt-{i}-0")),
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+
     /// Runs SQL against the process's database (test set-up only).
     pub async fn sql(&self, statement: &str) {
         let store = keyport::store::Store::connect(&self.db_url())
