@@ -483,16 +483,30 @@ async fn every_rejection_is_the_documented_json_error() {
         (Method::DELETE, "/api/v1/connectors".into(), None, 405),
         (Method::PATCH, "/api/v1/audit".into(), None, 405),
         (
+            Method::GET,
+            format!("/api/v1/connections/{}", "a".repeat(20_000)),
+            None,
+            414,
+        ),
+        (
+            Method::GET,
+            format!("/login?next=/{}", "a".repeat(20_000)),
+            None,
+            414,
+        ),
+        (
             Method::POST,
             format!("/api/v1/connections/{id}/reconnect"),
             Some(vec![b' '; 300 * 1024]),
             413,
         ),
     ];
-    for (method, path, body, status) in cases {
+    for (method, full_path, body, status) in cases {
+        // Messages name the path, cut short.
+        let path = &full_path[..full_path.len().min(100)];
         let mut r = kp
             .http
-            .request(method.clone(), format!("{}{path}", kp.url))
+            .request(method.clone(), format!("{}{full_path}", kp.url))
             .bearer_auth(ADMIN);
         if let Some(b) = body {
             r = r.header("content-type", "application/json").body(b);

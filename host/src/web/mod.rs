@@ -58,13 +58,34 @@ impl AppState {
     }
 }
 
-/// The whole application: `routes` (the API's and the pages'), a JSON 404 for anything else, and
-/// the body limit.
+/// The whole application: `routes` (the API's and the pages'), a JSON 404 for anything else, the
+/// body limit and the URL limit.
 pub fn app(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(axum::middleware::from_fn(limit_uri))
         .with_state(state)
+}
+
+/// The longest request URL (path and query) served. Longer ones get the documented JSON 414
+/// here, well below the HTTP layer's own limit (64 KiB), which answers 414 without a body.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+async fn limit_uri(req: Request, next: axum::middleware::Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request URL is {len} bytes; keep it under {} KiB and send large inputs in a JSON body",
+                MAX_URI_BYTES / 1024
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// An API error, rendered once here.
