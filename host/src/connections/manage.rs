@@ -131,17 +131,39 @@ impl Service {
         // Whatever fails at the provider or on the way there (the connector unloaded, the app or
         // a stored secret unreadable, a timeout, a 500), the secrets are deleted below (O17).
         let provider_error = self.revoke_at_provider(&c).await.err();
-        let deleted = self.store.delete_secrets(ws, id, None).await?;
-        self.audit(
-            ws,
-            Some(id),
-            "connection.revoked",
-            actor,
-            json!({"secrets_deleted": deleted, "provider_error": provider_error}),
-        )
-        .await;
+        // The secrets go, the status changes, and the audit rows and the event are written, in
+        // one transaction.
         let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
-        self.transition(&c, Status::Revoked, &reason, actor).await?;
+        let from = c.status;
+        self.forget(id);
+        self.store
+            .revoke_connection(ws, id, &reason, |row, deleted, changed| {
+                let journal = Journal::new().audit(
+                    Some(id),
+                    "connection.revoked",
+                    &actor.0,
+                    &json!({"secrets_deleted": deleted, "provider_error": provider_error}),
+                );
+                if !changed {
+                    return journal;
+                }
+                journal
+                    .audit(
+                        Some(id),
+                        "status.changed",
+                        &actor.0,
+                        &json!({"from": from, "to": Status::Revoked, "reason": reason}),
+                    )
+                    .event(events::status_event(from, Status::Revoked).map(|kind| {
+                        Self::event(
+                            kind,
+                            row,
+                            json!({"previous_status": from, "reason": reason}),
+                        )
+                    }))
+            })
+            .await?;
+        self.forget(id);
         Ok((self.get(ws, id).await?, provider_error))
     }
 

@@ -291,6 +291,50 @@ impl Store {
         Ok(changed)
     }
 
+    /// Revokes a connection in one transaction: deletes its secrets, sets it `revoked` with
+    /// `reason` (whatever its status), and writes the journal `journal` makes from the updated
+    /// row, the number of secrets deleted and whether the status changed. Returns that number.
+    pub async fn revoke_connection(
+        &self,
+        workspace: &str,
+        id: &str,
+        reason: &str,
+        journal: impl FnOnce(&ConnectionRow, u64, bool) -> Journal,
+    ) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2")
+            .bind(workspace)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let changed = sqlx::query(
+            "UPDATE connections SET status = 'revoked', status_reason = $3, updated_at = $4
+             WHERE workspace_id = $1 AND id = $2 AND status <> 'revoked'",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let row: Option<ConnectionRow> =
+            sqlx::query_as("SELECT * FROM connections WHERE workspace_id = $1 AND id = $2")
+                .bind(workspace)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(row) = row {
+            journal(&row, deleted, changed)
+                .write(&mut tx, self.kind, workspace)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Sets name and config, writing `journal` with them.
     pub async fn update_name_config(
         &self,
