@@ -273,11 +273,15 @@ impl Service {
             move || {
                 let (store, claimed) = (store.clone(), claimed.clone());
                 async move {
-                    if let Err(e) = store
+                    match store
                         .extend_delivery_claims(&claimed, now_ms() + DELIVERY_CLAIM_MS)
                         .await
                     {
-                        tracing::warn!(error = %e, "could not renew a webhook delivery claim");
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not renew a webhook delivery claim");
+                            false
+                        }
                     }
                 }
             },

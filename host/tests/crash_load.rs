@@ -283,8 +283,11 @@ async fn mixed_load_with_a_kill(db: Db) {
 
     tokio::time::sleep(PHASE).await;
     let (data, pg) = kp.stop(); // kill -9 under load
-    let killed = Instant::now();
     let kp = Keyport::start_in(data, pg, opts(db));
+    // The new process serves from here; nothing it sends arrives earlier. (What the restarted one
+    // had already sent may still be read by the receiver after the kill, so the kill itself is
+    // not the line.)
+    let restarted = Instant::now();
     *load.base.write().unwrap() = kp.url.clone();
     tokio::time::sleep(PHASE).await;
     load.stop.store(true, Ordering::Relaxed);
@@ -331,7 +334,7 @@ async fn mixed_load_with_a_kill(db: Db) {
         &seen.server_errors[..seen.server_errors.len().min(5)]
     );
     assert!(
-        seen.statuses.get(&200).copied().unwrap_or(0) > 1_000,
+        seen.statuses.get(&200).copied().unwrap_or(0) > 200,
         "the load ran ({:?})",
         seen.statuses
     );
@@ -386,9 +389,19 @@ async fn mixed_load_with_a_kill(db: Db) {
     }
     let again: Vec<_> = by_event_id.iter().filter(|(_, t)| t.len() > 1).collect();
     for (id, times) in &again {
+        let at: Vec<String> = times
+            .iter()
+            .map(|t| {
+                if *t < restarted {
+                    format!("{:?} before the restart", restarted - *t)
+                } else {
+                    format!("{:?} after it", *t - restarted)
+                }
+            })
+            .collect();
         assert!(
-            times.len() == 2 && times[0] < killed && times[1] > killed,
-            "{id} was delivered more than once, not only across the kill: {times:?}"
+            times.len() == 2 && times[0] < restarted && times[1] > restarted,
+            "{id} was delivered more than once, not once by each process: {at:?}"
         );
     }
     assert!(

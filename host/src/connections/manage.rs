@@ -134,17 +134,16 @@ impl Service {
         // The secrets go, the status changes, and the audit rows and the event are written, in
         // one transaction.
         let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
-        let from = c.status;
         self.forget(id);
         self.store
-            .revoke_connection(ws, id, &reason, |row, deleted, changed| {
+            .revoke_connection(ws, id, &reason, |row, from, deleted| {
                 let journal = Journal::new().audit(
                     Some(id),
                     "connection.revoked",
                     &actor.0,
                     &json!({"secrets_deleted": deleted, "provider_error": provider_error}),
                 );
-                if !changed {
+                if from == Status::Revoked {
                     return journal;
                 }
                 journal

@@ -286,6 +286,8 @@ impl Service {
                 .min(std::time::Duration::from_millis(config.token_timeout_ms)),
             std::time::Duration::from_millis(config.token_timeout_ms),
         )?;
+        let mut config = config;
+        config.refresh_wait_ms = config.refresh_wait_ms.max(0);
         if config.refresh_lease_ms < 1_000 {
             anyhow::bail!(
                 "the refresh lease ({} ms) is too short to be renewed in time; set KEYPORT_REFRESH_LEASE_MS to 1000 or more",

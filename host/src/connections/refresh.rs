@@ -193,8 +193,12 @@ impl Service {
             move || {
                 let (store, ws, id, owner) = (store.clone(), ws.clone(), id.clone(), owner.clone());
                 async move {
-                    if let Err(e) = store.renew_lease(&ws, &id, &owner, version, ttl).await {
-                        tracing::warn!(connection = %id, error = %e, "could not renew a refresh lease");
+                    match store.renew_lease(&ws, &id, &owner, version, ttl).await {
+                        Ok(held) => held,
+                        Err(e) => {
+                            tracing::warn!(connection = %id, error = %e, "could not renew a refresh lease");
+                            false
+                        }
                     }
                 }
             },
@@ -219,7 +223,7 @@ impl Service {
         if fresh(&c) {
             return Ok(Refreshed::Fresh(Box::new(c)));
         }
-        let _heartbeat = self.lease_heartbeat(ws, id, c.token_version);
+        let heartbeat = self.lease_heartbeat(ws, id, c.token_version);
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest().clone();
         if c.status == Status::Revoked {
@@ -227,6 +231,14 @@ impl Service {
         }
         let o = self.oauth_of(&m)?.clone();
         let refresh_token = self.refresh_token_or_expire(&c, actor).await?;
+        if !heartbeat.held() {
+            // Another process may hold the lease now: sending the refresh token as well could
+            // cost the grant at a rotating provider.
+            return Err(Error::Unavailable {
+                message: "This connection's refresh lease could not be renewed in time; try again in a moment.".into(),
+                retry_after_secs: 2,
+            });
+        }
         let started = std::time::Instant::now();
         let result = self
             .call_refresh(&c, &entry.connector, &o, &refresh_token, actor)

@@ -5,10 +5,9 @@ use super::*;
 
 impl Service {
     /// The refresh scheduler of this process; runs until its task is dropped. It claims due
-    /// connections in small batches under a lease (disjoint across replicas), keeps at most
-    /// `refresh_concurrency` refreshes running and about as many claimed and waiting, honours the
-    /// per-connector rate limit by not claiming a limited connector's rows, and never holds more
-    /// than that in memory.
+    /// connections under a lease (disjoint across replicas), only as many as it can start at once
+    /// (`refresh_concurrency`), so no claimed row waits unrenewed; it honours the per-connector
+    /// rate limit by not claiming a limited connector's rows.
     pub async fn run_refresh_scheduler(self: Arc<Self>) {
         let concurrency = self.config.refresh_concurrency.max(1);
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -21,7 +20,9 @@ impl Service {
                 let now = std::time::Instant::now();
                 limited.retain(|_, until| *until > now);
                 let skip: Vec<String> = limited.keys().cloned().collect();
-                let want = (2 * concurrency - tasks.len()) as i64;
+                // Only as many as can start now: a claimed row waiting for a slot would hold a
+                // lease nobody renews.
+                let want = (concurrency - tasks.len()) as i64;
                 match self
                     .store
                     .claim_due_refreshes(

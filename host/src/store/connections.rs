@@ -291,46 +291,43 @@ impl Store {
         Ok(changed)
     }
 
-    /// Revokes a connection in one transaction: deletes its secrets, sets it `revoked` with
-    /// `reason` (whatever its status), and writes the journal `journal` makes from the updated
-    /// row, the number of secrets deleted and whether the status changed. Returns that number.
+    /// Revokes a connection in one transaction: sets it `revoked` with `reason` (whatever its
+    /// status), deletes its secrets, and writes the journal `journal` makes from the updated row,
+    /// the status it had and the number of secrets deleted. Returns that number.
+    ///
+    /// The connection row is locked first and the secrets second, the order token writes use,
+    /// so a revoke and a concurrent token write on PostgreSQL queue instead of deadlocking (and
+    /// the token write, fenced on `status <> 'revoked'`, then stores nothing).
     pub async fn revoke_connection(
         &self,
         workspace: &str,
         id: &str,
         reason: &str,
-        journal: impl FnOnce(&ConnectionRow, u64, bool) -> Journal,
+        journal: impl FnOnce(&ConnectionRow, Status, u64) -> Journal,
     ) -> Result<u64> {
         let mut tx = self.write_tx().await?;
+        let Some(before) = lock_connection(&mut tx, workspace, id).await? else {
+            return Ok(0);
+        };
+        let row: ConnectionRow = sqlx::query_as(
+            "UPDATE connections SET status = 'revoked', status_reason = $3, updated_at = $4
+             WHERE workspace_id = $1 AND id = $2 RETURNING *",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(reason)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
         let deleted = sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2")
             .bind(workspace)
             .bind(id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let changed = sqlx::query(
-            "UPDATE connections SET status = 'revoked', status_reason = $3, updated_at = $4
-             WHERE workspace_id = $1 AND id = $2 AND status <> 'revoked'",
-        )
-        .bind(workspace)
-        .bind(id)
-        .bind(reason)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let row: Option<ConnectionRow> =
-            sqlx::query_as("SELECT * FROM connections WHERE workspace_id = $1 AND id = $2")
-                .bind(workspace)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(row) = row {
-            journal(&row, deleted, changed)
-                .write(&mut tx, self.kind, workspace)
-                .await?;
-        }
+        journal(&row, before, deleted)
+            .write(&mut tx, self.kind, workspace)
+            .await?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -492,6 +489,8 @@ impl Store {
         if n > 0 {
             return Ok(n);
         }
+        // The row first, then the secrets: the order token writes take them in.
+        lock_connection(&mut tx, workspace, id).await?;
         sqlx::query("DELETE FROM secrets WHERE workspace_id = $1 AND owner_id = $2")
             .bind(workspace)
             .bind(id)
@@ -634,6 +633,24 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Locks a connection's row in `tx` (a no-op update: the row lock on PostgreSQL, the write lock
+/// SQLite already holds) and returns its status, or `None` when it does not exist.
+async fn lock_connection(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    workspace: &str,
+    id: &str,
+) -> Result<Option<Status>> {
+    let row = sqlx::query(
+        "UPDATE connections SET updated_at = updated_at WHERE workspace_id = $1 AND id = $2
+         RETURNING status",
+    )
+    .bind(workspace)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.and_then(|r| r.get::<String, _>(0).parse().ok()))
 }
 
 /// The condition on a connection `c` whose authorization was abandoned before the time in

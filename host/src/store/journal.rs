@@ -88,15 +88,4 @@ impl Store {
             DbKind::Postgres => self.pool.begin().await?,
         })
     }
-
-    /// Writes a journal on its own (for a change that has no row to update).
-    pub async fn record(&self, workspace: &str, journal: &Journal) -> Result<()> {
-        if journal.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write_tx().await?;
-        journal.write(&mut tx, self.kind, workspace).await?;
-        tx.commit().await?;
-        Ok(())
-    }
 }

@@ -5,31 +5,51 @@ use super::*;
 /// Keeps a lease alive while its holder works: runs `renew` every `period` until dropped. A
 /// holder that dies stops renewing, so its lease lapses within one lease lifetime instead of
 /// the longest time the work could take.
-pub struct Heartbeat(tokio::task::AbortHandle);
+///
+/// A renewal that answers `false` (the lease is no longer ours) or does not answer within
+/// `period` stops the heartbeat and marks the lease lost: the holder checks [`Heartbeat::held`]
+/// before each step that must not run twice (e.g. sending a refresh token).
+pub struct Heartbeat {
+    task: tokio::task::AbortHandle,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Heartbeat {
     /// Starts renewing; the first renewal is one `period` from now.
     pub fn start<F, Fut>(period: Duration, mut renew: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send,
+        Fut: Future<Output = bool> + Send,
     {
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
         let task = tokio::spawn(async move {
             let mut every = tokio::time::interval(period);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             every.tick().await;
             loop {
                 every.tick().await;
-                renew().await;
+                if !tokio::time::timeout(period, renew()).await.unwrap_or(false) {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
             }
         });
-        Heartbeat(task.abort_handle())
+        Heartbeat {
+            task: task.abort_handle(),
+            lost,
+        }
+    }
+
+    /// Whether every renewal so far succeeded in time.
+    pub fn held(&self) -> bool {
+        !self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
