@@ -42,3 +42,9 @@ bench-proxy:
 # Web UI page latency against the JSON API with the same data (N=... just bench-ui 1000)
 bench-ui N="100,1000":
     KEYPORT_BENCH_N={{N}} cargo bench -p keyport --bench ui_pages
+
+# Fuzz every target for SECS seconds each (coverage-guided, libFuzzer through cargo-fuzz on the
+# stable toolchain; see FUZZING.md). New corpus inputs land in fuzz/corpus/<target>: commit them.
+fuzz SECS="600" *TARGETS="proxy_path token_response vault_open webhook_signature manifest provider_definition":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    for t in {{TARGETS}}; do RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $t fuzz/corpus/$t -- -max_total_time={{SECS}} -rss_limit_mb=4096 || exit 1; done

@@ -35,6 +35,8 @@
 //! registry                 -> runtime, builtin, model
 //! store                    -> model
 //! runtime, vault, model    -> nothing of ours
+//! fuzzing                  -> proxy, oauth, vault, webhooks, runtime, builtin (fuzz targets;
+//!                             nothing uses it)
 //! ```
 //!
 //! `api` and `ui` never import each other or [`store`]; [`connections`] imports nothing from
@@ -45,6 +47,8 @@ pub mod auth;
 pub mod cli;
 pub mod connections;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hotload;
 pub mod model;
 pub mod oauth;

@@ -526,7 +526,7 @@ mod tests {
     use serde_json::json;
 
     fn oauth() -> Oauth2 {
-        crate::runtime::test_oauth2()
+        crate::runtime::standard_oauth2()
     }
 
     #[test]

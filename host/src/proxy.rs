@@ -70,7 +70,8 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 ];
 
 /// Checks the path a caller asked for: relative, no dot segments (plain, percent-encoded or
-/// double-encoded), no encoded separators, no backslashes or control characters.
+/// double-encoded), no encoded separators, no backslashes or control characters (plain or
+/// encoded: a server that trims them would turn `..%0f` into `..`).
 pub fn check_path(raw: &str) -> std::result::Result<(), String> {
     let refuse = |why: &str| Err(format!("refused proxy path: {why}"));
     if raw.starts_with('/') {
@@ -97,12 +98,17 @@ pub fn check_path(raw: &str) -> std::result::Result<(), String> {
             return refuse("the path is percent-encoded too many times over");
         }
         for s in &forms {
-            let bare = s.split(';').next().unwrap_or_default();
+            // What a server may take for the segment: without matrix parameters, a query or a
+            // fragment it decoded, or surrounding blanks.
+            let bare = s.split([';', '?', '#']).next().unwrap_or_default().trim();
             if bare == "." || bare == ".." {
                 return refuse("'.' and '..' segments are not allowed (also with ';' parameters)");
             }
             if s.contains('/') || s.contains('\\') {
                 return refuse("encoded '/' or '\\' is not allowed");
+            }
+            if s.chars().any(char::is_control) {
+                return refuse("encoded control characters are not allowed");
             }
         }
         if i == 0 && forms.get(1).unwrap_or(&forms[0]).contains(':') {
@@ -422,7 +428,7 @@ fn usable(c: &ConnectionRow) -> Result<()> {
 
 /// The upstream URL: the base, a slash, the path, the query (without any parameter the host adds
 /// the credential as).
-fn target(
+pub(crate) fn target(
     base: &str,
     raw_path: &str,
     query: Option<&str>,
@@ -523,6 +529,13 @@ mod tests {
             "api/%2e%2e%3b/token",
             "api/%25252e%25252e/token",
             "api/%2525252e%2525252e/token",
+            // Found by fuzzing: a server that trims control characters sees `..`.
+            "..%0f",
+            "api/%2e%2e%00/token",
+            "..%3f",
+            "api/..%3Fx/token",
+            "api/..%23/token",
+            "api/..%20/token",
         ] {
             assert!(check_path(bad).is_err(), "{bad} must be refused");
         }

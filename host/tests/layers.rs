@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 /// Which modules each module may use (besides itself). `*` means anything.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("cli", &["*"]),
+    (
+        "fuzzing",
+        &["proxy", "oauth", "vault", "webhooks", "runtime", "builtin"],
+    ),
     ("seed", &["store", "vault", "model"]),
     (
         "api",

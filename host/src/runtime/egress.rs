@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn secret_endpoints_must_be_https_on_covered_hosts() {
         let hosts = p(&["api.example.com", "*.auth.example.com"]);
-        let mut o = super::super::test_oauth2();
+        let mut o = super::super::standard_oauth2();
         o.token_url = "https://{tenant}.auth.example.com/token".into();
         o.revoke_url = Some("https://api.example.com/revoke".into());
         assert_eq!(

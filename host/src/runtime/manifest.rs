@@ -52,13 +52,38 @@ fn sample(template: &str) -> String {
     out
 }
 
+/// An endpoint URL as written: `https://` (or `http://`) then a host name of letters, digits,
+/// `-` and `.` (or an IP literal), placeholders allowed. Forms a URL parser would repair
+/// (`https:/host`, `https:\\host`, odd characters in the host) are refused, so what a manifest
+/// says is what keyport calls.
 fn check_url(field: &str, value: &str) -> Result<url::Url, ManifestError> {
-    let u = url::Url::parse(&sample(value))
+    let sampled = sample(value);
+    let u = url::Url::parse(&sampled)
         .map_err(|e| err(field, format!("{value:?} is not a URL ({e})")))?;
-    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+    // The authority as written: a host name or IP literal and an optional port, nothing else
+    // (no user info, no escapes), and exactly the host the parser finds (no `0x7f.1` for
+    // 127.0.0.1).
+    let host = u.host_str().unwrap_or_default();
+    let port = u
+        .port_or_known_default()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    let authority_ok = sampled
+        .strip_prefix("https://")
+        .or_else(|| sampled.strip_prefix("http://"))
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .is_some_and(|a| {
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+                && (a.eq_ignore_ascii_case(host)
+                    || a.eq_ignore_ascii_case(&format!("{host}{port}")))
+        });
+    if !matches!(u.scheme(), "https" | "http") || u.host().is_none() || !authority_ok {
         return Err(err(
             field,
-            format!("{value:?} must be an http(s) URL with a host"),
+            format!(
+                "{value:?} must be an http(s) URL written as https://host/…, with a host name of letters, digits, '-' and '.'"
+            ),
         ));
     }
     Ok(u)
@@ -202,6 +227,32 @@ pub fn manifest_json(connector: &super::Connector) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_must_be_written_as_they_are_called() {
+        for good in [
+            "https://slack.com/api/oauth.v2.access",
+            "https://{subdomain}.acme.example/oauth/token",
+            "http://127.0.0.1:8080/token",
+            "https://[::1]:8443/t",
+            "https://login.example.com:443/t",
+        ] {
+            assert!(check_url("f", good).is_ok(), "{good}");
+        }
+        for bad in [
+            // Found by fuzzing: the parser repairs these into something else.
+            "https:/(slack.com/token",
+            "https:/slack.com/token",
+            "https:\\\\slack.com/token",
+            "https://user@slack.com/token",
+            "https://sl%61ck.com/token",
+            "https://0x7f.1/token",
+            "https://(x).example/token",
+            "ftp://slack.com/token",
+        ] {
+            assert!(check_url("f", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn placeholders_are_sampled() {

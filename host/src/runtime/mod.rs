@@ -48,9 +48,8 @@ pub use self::bindings::keyport::connector::types::{
     TokenPaths, TokenSet,
 };
 
-/// A standard OAuth 2 scheme, for unit tests.
-#[cfg(test)]
-pub(crate) fn test_oauth2() -> Oauth2 {
+/// A standard OAuth 2 scheme (form bodies, standard token fields), for unit tests and fuzzing.
+pub(crate) fn standard_oauth2() -> Oauth2 {
     Oauth2 {
         authorize_url: "https://idp.example/authorize".into(),
         token_url: "https://idp.example/token".into(),
