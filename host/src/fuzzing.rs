@@ -176,22 +176,7 @@ pub fn manifest(data: &[u8]) {
             for u in [&o.authorize_url, &o.token_url] {
                 // With each `{placeholder}` as a plain label, the URL parser finds exactly the
                 // host that is written: keyport calls what the manifest says.
-                let mut plain = String::new();
-                let mut rest = u.as_str();
-                while let Some(start) = rest.find('{') {
-                    plain.push_str(&rest[..start]);
-                    match rest[start..].find('}') {
-                        Some(end) => {
-                            plain.push('x');
-                            rest = &rest[start + end + 1..];
-                        }
-                        None => {
-                            plain.push_str(&rest[start..]);
-                            rest = "";
-                        }
-                    }
-                }
-                plain.push_str(rest);
+                let plain = crate::runtime::sample_placeholders(u);
                 let written = plain
                     .strip_prefix("https://")
                     .or_else(|| plain.strip_prefix("http://"))

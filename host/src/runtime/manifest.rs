@@ -32,7 +32,7 @@ fn err(field: &str, message: impl Into<String>) -> ManifestError {
 }
 
 /// Fills `{field}` placeholders with a neutral value, to check a template's syntax.
-fn sample(template: &str) -> String {
+pub(crate) fn sample(template: &str) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {

@@ -40,6 +40,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub(crate) use manifest::sample as sample_placeholders;
 pub use manifest::{ManifestError, config_schema, manifest_json, validate_manifest};
 
 pub use self::bindings::keyport::connector::types::{
