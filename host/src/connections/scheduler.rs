@@ -10,7 +10,6 @@ impl Service {
     /// rate limit by not claiming a limited connector's rows.
     pub async fn run_refresh_scheduler(self: Arc<Self>) {
         let concurrency = self.config.refresh_concurrency.max(1);
-        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         let mut limited: HashMap<String, std::time::Instant> = HashMap::new();
         let idle = std::time::Duration::from_millis(500);
@@ -45,14 +44,9 @@ impl Service {
                                 continue;
                             }
                             claimed += 1;
+                            // At most `concurrency` tasks exist: each starts at once.
                             let service = self.clone();
-                            let slots = slots.clone();
-                            tasks.spawn(async move {
-                                let Ok(_permit) = slots.acquire_owned().await else {
-                                    return;
-                                };
-                                service.refresh_claimed(row).await;
-                            });
+                            tasks.spawn(async move { service.refresh_claimed(row).await });
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "could not claim due refreshes"),

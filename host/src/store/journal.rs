@@ -47,11 +47,6 @@ impl Journal {
         self
     }
 
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.audit.is_empty() && self.events.is_empty()
-    }
-
     /// Writes every row and event in `tx`.
     pub(super) async fn write(
         &self,

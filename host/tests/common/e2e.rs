@@ -599,6 +599,26 @@ pub fn set_cookie_headers(h: &reqwest::header::HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Reads and decrypts a stored secret of the `default` workspace straight from the database at
+/// `db_url` (test-only: proves what is stored, also after its process was killed).
+pub async fn read_secret_at(db_url: &str, owner: &str, field: &str) -> Option<String> {
+    let store = keyport::store::Store::connect(db_url).await.unwrap();
+    let ws = "default";
+    let ct = store.secret(ws, owner, field).await.unwrap()?;
+    let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
+    let plain = ring
+        .open_string(
+            &ct,
+            keyport::vault::Context {
+                workspace: ws,
+                row: owner,
+                field,
+            },
+        )
+        .unwrap();
+    Some(plain.to_string())
+}
+
 pub fn cookie_header(h: &str) -> (reqwest::header::HeaderName, String) {
     (COOKIE, h.to_string())
 }
@@ -615,23 +635,7 @@ impl Keyport {
     /// Reads and decrypts a stored secret straight from the database (test-only: proves what is
     /// stored, and lets tests check tokens at the provider).
     pub async fn read_secret(&self, owner: &str, field: &str) -> Option<String> {
-        let store = keyport::store::Store::connect(&self.db_url())
-            .await
-            .unwrap();
-        let ws = "default";
-        let ct = store.secret(ws, owner, field).await.unwrap()?;
-        let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
-        let plain = ring
-            .open_string(
-                &ct,
-                keyport::vault::Context {
-                    workspace: ws,
-                    row: owner,
-                    field,
-                },
-            )
-            .unwrap();
-        Some(plain.to_string())
+        read_secret_at(&self.db_url(), owner, field).await
     }
 
     /// Configures the `oidc-test` provider app with the test client and points the connector's
