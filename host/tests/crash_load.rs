@@ -283,11 +283,14 @@ async fn mixed_load_with_a_kill(db: Db) {
 
     tokio::time::sleep(PHASE).await;
     let (data, pg) = kp.stop(); // kill -9 under load
-    let kp = Keyport::start_in(data, pg, opts(db));
-    // The new process serves from here; nothing it sends arrives earlier. (What the restarted one
-    // had already sent may still be read by the receiver after the kill, so the kill itself is
-    // not the line.)
+    // Let the receiver read what the killed process had already written to its sockets, then
+    // draw the line: the new process does not exist before it, so nothing it sends arrives
+    // earlier. The start blocks, so it runs off this thread and the receiver keeps reading.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let restarted = Instant::now();
+    let kp = tokio::task::spawn_blocking(move || Keyport::start_in(data, pg, opts(db)))
+        .await
+        .unwrap();
     *load.base.write().unwrap() = kp.url.clone();
     tokio::time::sleep(PHASE).await;
     load.stop.store(true, Ordering::Relaxed);
