@@ -149,6 +149,17 @@ pub struct ServeArgs {
     /// failed sign-ins and tokens). Empty: the header is never believed.
     #[arg(long, env = "KEYPORT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// SMTP server for invitation mail: `smtp://host:port`, `smtp://host:587?tls=required` or
+    /// `smtps://user:password@host:465`. Unset: the inviter is shown the link to pass on.
+    #[arg(long, env = "KEYPORT_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of keyport's mail.
+    #[arg(
+        long,
+        env = "KEYPORT_MAIL_FROM",
+        default_value = "keyport <keyport@localhost>"
+    )]
+    pub mail_from: String,
 }
 
 /// A CIDR range, or one address as its own range.
@@ -366,15 +377,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
     let flush = service.clone();
-    let app = crate::web::app(
-        crate::api::routes().merge(crate::ui::routes()),
-        crate::web::AppState::new(
-            registry.clone(),
-            service,
-            metrics,
-            args.trusted_proxies.clone(),
-        ),
+    let mut state = crate::web::AppState::new(
+        registry.clone(),
+        service,
+        metrics,
+        args.trusted_proxies.clone(),
     );
+    if let Some(url) = &args.smtp_url {
+        state.mailer = Some(Arc::new(crate::mail::Mailer::new(url, &args.mail_from)?));
+    }
+    let app = crate::web::app(crate::api::routes().merge(crate::ui::routes()), state);
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
     eprintln!(
         "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"

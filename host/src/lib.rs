@@ -24,8 +24,9 @@
 //!
 //! ```text
 //! cli                      -> everything (it assembles the service)
-//! api, ui                  -> web, auth, connections, proxy, webhooks, hotload, providers, registry, runtime (manifests)
-//! web                      -> auth, connections
+//! api, ui                  -> web, auth, connections, proxy, webhooks, hotload, providers, registry, runtime (manifests), mail
+//! web                      -> auth, connections, mail
+//! mail                     -> connections (roles)
 //! auth                     -> connections, store (sessions, API keys, the admin token), oauth, vault
 //! proxy, webhooks,
 //! hotload, providers       -> connections, events, registry, runtime, store
@@ -50,6 +51,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hotload;
+pub mod mail;
 pub mod model;
 pub mod oauth;
 pub mod providers;

@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::connections::{Actor, Error, ProviderAppInput, Result, Service, rfc3339};
+use crate::connections::{Error, Principal, ProviderAppInput, Result, Service, rfc3339};
 use crate::registry::Source;
 use crate::runtime::ConfigureError;
 use crate::store::now_ms;
@@ -40,11 +40,11 @@ impl Service {
     /// Imports (or, with `replace`, updates) a custom provider; returns its view.
     pub async fn import_provider(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         mut body: Map<String, Value>,
         replace: Option<&str>,
     ) -> Result<Value> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let client_id = match body.remove("client_id") {
             Some(Value::String(s)) => Some(s),
             None | Some(Value::Null) => None,
@@ -106,8 +106,7 @@ impl Service {
         self.bump_generation(GENERATION).await?;
         if let Some(client_id) = client_id {
             self.put_provider_app(
-                ws,
-                actor,
+                who,
                 &id,
                 ProviderAppInput {
                     client_id,
@@ -115,7 +114,6 @@ impl Service {
                     scopes: None,
                     endpoint_overrides: None,
                 },
-                true,
             )
             .await?;
         }
@@ -344,13 +342,8 @@ impl Service {
     }
 
     /// Removes an imported provider; refused while connections use it unless `force`.
-    pub async fn delete_provider(
-        &self,
-        ws: &str,
-        actor: &Actor,
-        id: &str,
-        force: bool,
-    ) -> Result<()> {
+    pub async fn delete_provider(&self, who: &Principal, id: &str, force: bool) -> Result<()> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         if self.store.custom_provider(id).await?.is_none() {
             return Err(Error::NotFound(format!("no imported provider {id:?}")));
         }
@@ -389,12 +382,7 @@ impl Service {
 
     /// Imports an export document; existing providers are updated. Client credentials are not
     /// part of an export: set them afterwards with `PUT /api/v1/provider-apps/{id}`.
-    pub async fn import_provider_file(
-        &self,
-        ws: &str,
-        actor: &Actor,
-        file: Value,
-    ) -> Result<Value> {
+    pub async fn import_provider_file(&self, who: &Principal, file: Value) -> Result<Value> {
         if file["format"] != "keyport-providers/1" {
             return Err(invalid(
                 "/format",
@@ -419,7 +407,7 @@ impl Service {
                 .unwrap_or_default();
             let existing = self.store.custom_provider(&id).await?.is_some();
             let replace = existing.then_some(id.as_str());
-            self.import_provider(ws, actor, body, replace)
+            self.import_provider(who, body, replace)
                 .await
                 .map_err(|e| match e {
                     Error::Invalid { message, fields } => Error::Invalid {

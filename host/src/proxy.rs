@@ -22,7 +22,8 @@ use http::{HeaderMap, HeaderName, Method};
 use serde_json::{Value, json};
 
 use crate::connections::{
-    Actor, CachedConn, Error, RefreshMode, Result, Service, Status, on_demand_margin,
+    Actor, CachedConn, Error, Need, Principal, RefreshMode, Result, Service, Status,
+    on_demand_margin,
 };
 use crate::runtime::{AuthScheme, Classification, CredentialPlacement, ErrorKind, ResponseView};
 use crate::store::{ConnectionRow, now_ms};
@@ -122,15 +123,16 @@ impl Service {
     /// Forwards a request on a connection's behalf.
     pub async fn proxy(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         id: &str,
         req: ProxyRequest,
         retries: u32,
     ) -> Result<Response> {
         let started = std::time::Instant::now();
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         check_path(&req.raw_path).map_err(Error::BadRequest)?;
         let mut cached = self.cached_conn(ws, id, false).await?;
+        self.authorize(who, &cached.0, Need::Use).await?;
         usable(&cached.0)?;
         let entry = self.connector(&cached.0.connector_id)?;
         let m = entry.connector.manifest();
@@ -141,7 +143,8 @@ impl Service {
                 .expires_at
                 .is_some_and(|e| e <= now_ms() + on_demand_margin(&cached.0))
         {
-            self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
+            self.refresh_as(ws, actor, id, RefreshMode::IfExpiring)
+                .await?;
             cached = self.cached_conn(ws, id, true).await?;
         }
         let mut refreshed = false;
@@ -320,7 +323,7 @@ impl Service {
     ) -> Result<bool> {
         let (id, used_version) = (cached.0.id.clone(), cached.0.token_version);
         let c = self
-            .refresh(ws, actor, &id, RefreshMode::RejectedAt(sent_at))
+            .refresh_as(ws, actor, &id, RefreshMode::RejectedAt(sent_at))
             .await?;
         if c.token_version == used_version {
             return Ok(false);
@@ -352,10 +355,19 @@ impl Service {
         );
     }
 
-    /// The raw credential, for callers that must hold it (the API layer checks the permission).
-    /// Every read is audited.
-    pub async fn credentials(&self, ws: &str, actor: &Actor, id: &str) -> Result<Value> {
-        let mut c = self.get(ws, id).await?;
+    /// The raw credential, for callers that must hold it: an API key with the permission
+    /// `credentials:read` (`permitted`) whose principal manages the connection. Every read is
+    /// audited.
+    pub async fn credentials(&self, who: &Principal, id: &str, permitted: bool) -> Result<Value> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
+        let c = self.connection_for(who, id, Need::See).await?;
+        if !permitted {
+            return Err(Error::Forbidden(
+                "reading raw credentials is off by default; use an API key created with the \"credentials:read\" permission, or call the provider through …/proxy/ instead".into(),
+            ));
+        }
+        self.authorize(who, &c, Need::ReadSecrets).await?;
+        let mut c = c;
         usable(&c)?;
         let out = if c.auth_kind == "api_key" {
             let key = self.open_secret(ws, id, "api_key").await?.ok_or_else(|| {
@@ -366,7 +378,9 @@ impl Service {
             if c.expires_at
                 .is_some_and(|e| e <= now_ms() + on_demand_margin(&c))
             {
-                c = self.refresh(ws, actor, id, RefreshMode::IfExpiring).await?;
+                c = self
+                    .refresh_as(ws, actor, id, RefreshMode::IfExpiring)
+                    .await?;
             }
             let token = self
                 .open_secret(ws, id, "access_token")

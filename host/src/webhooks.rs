@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::connections::{Actor, Error, Result, Service, rfc3339};
+use crate::connections::{Error, Principal, Result, Service, rfc3339};
 use crate::events::EVENT_TYPES;
 use crate::store::{DeliveryRow, Journal, WebhookRow, now_ms};
 
@@ -162,7 +162,9 @@ fn owner(id: &str) -> String {
 
 impl Service {
     /// Adds a subscription; the answer carries the signing secret, shown this once.
-    pub async fn create_webhook(&self, ws: &str, actor: &Actor, req: NewWebhook) -> Result<Value> {
+    pub async fn create_webhook(&self, who: &Principal, req: NewWebhook) -> Result<Value> {
+        who.may_administer(true, "subscribing to webhooks")?;
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let mut fields = Vec::new();
         match url::Url::parse(&req.url) {
             Ok(u)
@@ -228,13 +230,17 @@ impl Service {
     }
 
     /// The workspace's subscriptions.
-    pub async fn list_webhooks(&self, ws: &str) -> Result<Value> {
+    pub async fn list_webhooks(&self, who: &Principal) -> Result<Value> {
+        who.may_administer(true, "listing webhooks")?;
+        let ws = who.workspace.as_str();
         let rows = self.store.webhooks(ws, None).await?;
         Ok(json!({ "webhooks": rows.iter().map(webhook_view).collect::<Vec<_>>() }))
     }
 
     /// Removes a subscription and its pending deliveries.
-    pub async fn delete_webhook(&self, ws: &str, actor: &Actor, id: &str) -> Result<()> {
+    pub async fn delete_webhook(&self, who: &Principal, id: &str) -> Result<()> {
+        who.may_administer(true, "deleting a webhook")?;
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let journal =
             Journal::new().audit(None, "webhook.deleted", &actor.0, &json!({"webhook": id}));
         if !self
@@ -250,7 +256,9 @@ impl Service {
     }
 
     /// A subscription's delivery log, newest first.
-    pub async fn webhook_deliveries(&self, ws: &str, id: &str, limit: i64) -> Result<Value> {
+    pub async fn webhook_deliveries(&self, who: &Principal, id: &str, limit: i64) -> Result<Value> {
+        who.may_administer(true, "reading webhook deliveries")?;
+        let ws = who.workspace.as_str();
         if self.store.webhooks(ws, Some(id)).await?.is_empty() {
             return Err(Error::NotFound(format!(
                 "no webhook {id:?} in this workspace"

@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "registry",
             "runtime",
             "model",
+            "mail",
         ],
     ),
     (
@@ -43,7 +44,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "model",
         ],
     ),
-    ("web", &["auth", "connections", "registry"]),
+    ("web", &["auth", "connections", "registry", "mail"]),
+    ("mail", &["connections"]),
     ("auth", &["connections", "store", "oauth", "vault", "model"]),
     (
         "proxy",

@@ -341,6 +341,7 @@ async fn sign_in_refuses_a_wrong_token_and_then_opens_integrations() {
         .await;
     chrome.screenshot("sign-in-integrations").await;
     // Sign out ends the session.
+    chrome.click("#user-menu").await;
     chrome.click(".signout button").await;
     chrome.wait_text("h1", "Sign in").await;
     chrome.goto(&format!("{}/", kp.url)).await;
@@ -1009,4 +1010,201 @@ async fn connections_are_paged_and_cards_link_to_the_rest() {
     chrome.screenshot("connections-last-page").await;
     chrome.click(".pager a[rel=prev]").await;
     chrome.wait_text(".pager", "Showing 51–100 of 120").await;
+}
+
+impl Chrome {
+    /// Signs in with email and password on the sign-in page.
+    async fn sign_in_as(&self, kp: &Keyport, email: &str, password: &str) {
+        self.goto(&format!("{}/login", kp.url)).await;
+        self.type_into("#email", email).await;
+        self.type_into("#password", password).await;
+        self.click("#password-sign-in button[type=submit]").await;
+        self.wait_text("#user-menu", email).await;
+    }
+
+    async fn sign_out(&self) {
+        self.click("#user-menu").await;
+        self.click(".signout button").await;
+        self.wait_text("h1", "Sign in").await;
+    }
+
+    /// `fetch` from the page with its CSRF token: the status.
+    async fn fetch_status(&self, method: &str, path: &str) -> u16 {
+        let v: Value = self
+            .client
+            .execute(
+                "return fetch(arguments[1], {method: arguments[0], headers: {'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}}).then(r => r.status)",
+                vec![json!(method), json!(path)],
+            )
+            .await
+            .unwrap();
+        v.as_u64().unwrap() as u16
+    }
+}
+
+/// An invitation end to end: invited by API, the mail arrives at a real SMTP server, its link is
+/// opened in the browser, a password is chosen, and the person is signed in with the role.
+#[tokio::test]
+async fn an_invitation_mailed_and_opened_in_the_browser_signs_the_person_in_with_the_role() {
+    let smtp = common::smtp::Smtp::start();
+    let kp = Keyport::start(KeyportOpts {
+        env: vec![("KEYPORT_SMTP_URL".into(), smtp.url())],
+        ..Default::default()
+    })
+    .await;
+    let (s, inv) = kp
+        .post(
+            "/api/v1/invitations",
+            json!({"email": "erin@example.com", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{inv}");
+    let link = common::smtp::link_in(&smtp.wait_for("erin@example.com").await);
+    let chrome = Chrome::start(&[]).await;
+    chrome.goto(&link).await;
+    chrome
+        .wait_text("#invite-summary", "as admin (erin@example.com)")
+        .await;
+    chrome.screenshot("invitation").await;
+    chrome.type_into("#display-name", "Erin").await;
+    chrome
+        .type_into("#accept-password", "erin's long passphrase")
+        .await;
+    chrome.click("#accept-form button[type=submit]").await;
+    chrome.wait_text("h1", "Integrations").await;
+    chrome.wait_text("#user-menu", "erin@example.com").await;
+    chrome.wait_text("#user-menu", "(admin)").await;
+    // Admins see the Members page, with Erin on it.
+    chrome.click("nav a[href='/members']").await;
+    chrome.wait_text("#members", "erin@example.com").await;
+    chrome.screenshot("members").await;
+    // The link worked once.
+    chrome.sign_out().await;
+    chrome.goto(&link).await;
+    chrome.wait_text("#invite-error", "not valid").await;
+    // The password chosen signs in.
+    chrome
+        .sign_in_as(&kp, "erin@example.com", "erin's long passphrase")
+        .await;
+}
+
+/// Sharing in the browser: A shares a connection at `use`; B sees it, has no Revoke button, is
+/// refused by the API, and calls the provider through the proxy; A raises it to `manage`; B
+/// revokes it.
+#[tokio::test]
+async fn a_connection_shared_at_use_then_manage_lets_a_teammate_use_then_revoke_it() {
+    let kp = keyport_with_key_provider().await;
+    for email in ["ann@example.com", "ben@example.com"] {
+        let (s, u) = kp
+            .post(
+                "/api/v1/users",
+                json!({"email": email, "password": "team password 1", "role": "member"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{u}");
+    }
+    let chrome = Chrome::start(&[]).await;
+    chrome
+        .sign_in_as(&kp, "ann@example.com", "team password 1")
+        .await;
+    // Ann connects an account through the Configure dialog: it is hers, personal.
+    chrome
+        .click(".card[data-connector=apikey-test] [data-open-dialog]")
+        .await;
+    chrome.type_into("#key-apikey-test", GOOD_KEY).await;
+    chrome
+        .click("#configure-apikey-test button[type=submit]")
+        .await;
+    chrome
+        .wait_text(
+            ".card[data-connector=apikey-test] .conn-list",
+            "Connected as: Acme Sales",
+        )
+        .await;
+    let (_, list) = kp.get("/api/v1/connections").await;
+    let id = list["connections"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list["connections"][0]["visibility"], "personal");
+    chrome.goto(&format!("{}/connections/{id}", kp.url)).await;
+    chrome.wait_text("[data-owner]", "ann@example.com").await;
+    chrome.click("#share-switch").await;
+    chrome
+        .client
+        .find(Locator::Css("#share-permission option[value=use]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    chrome
+        .click("[data-sharing-form] button[type=submit]")
+        .await;
+    chrome
+        .wait_text("[data-sharing]", "Shared with the team: members use it")
+        .await;
+    chrome.screenshot("shared-at-use").await;
+    chrome.sign_out().await;
+
+    chrome
+        .sign_in_as(&kp, "ben@example.com", "team password 1")
+        .await;
+    chrome.goto(&format!("{}/connections", kp.url)).await;
+    chrome
+        .wait_text(&format!("tr[data-connection='{id}']"), "ann@example.com")
+        .await;
+    chrome.goto(&format!("{}/connections/{id}", kp.url)).await;
+    chrome.wait_text("[data-use-only]", "You may use").await;
+    assert!(!chrome.exists("[data-open-dialog=revoke-dialog]").await);
+    assert!(!chrome.exists("[data-sharing-form]").await);
+    chrome.screenshot("use-only").await;
+    assert_eq!(
+        chrome
+            .fetch_status("POST", &format!("/api/v1/connections/{id}/revoke"))
+            .await,
+        403
+    );
+    assert_eq!(
+        chrome
+            .fetch_status("GET", &format!("/api/v1/connections/{id}/proxy/me"))
+            .await,
+        200,
+        "Ben uses it through the proxy"
+    );
+    chrome.sign_out().await;
+
+    chrome
+        .sign_in_as(&kp, "ann@example.com", "team password 1")
+        .await;
+    chrome.goto(&format!("{}/connections/{id}", kp.url)).await;
+    chrome
+        .client
+        .find(Locator::Css("#share-permission option[value=manage]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    chrome
+        .click("[data-sharing-form] button[type=submit]")
+        .await;
+    chrome
+        .wait_text("[data-sharing]", "use and manage it")
+        .await;
+    chrome.sign_out().await;
+
+    chrome
+        .sign_in_as(&kp, "ben@example.com", "team password 1")
+        .await;
+    chrome.goto(&format!("{}/connections/{id}", kp.url)).await;
+    chrome.click("[data-open-dialog=revoke-dialog]").await;
+    chrome
+        .click(&format!("#revoke-dialog [data-revoke='{id}']"))
+        .await;
+    chrome.wait_text(".detail-head", "Revoked").await;
+    let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(c["status"], "revoked");
+    let (_, ev) = kp.get(&format!("/api/v1/connections/{id}/audit")).await;
+    assert!(
+        ev.to_string().contains("<ben@example.com>"),
+        "the audit names Ben: {ev}"
+    );
 }

@@ -30,7 +30,7 @@ pub async fn import(
     caller.require_admin()?;
     let v = s
         .service
-        .import_provider(&caller.workspace, &caller.actor, object(body)?, None)
+        .import_provider(&caller.principal, object(body)?, None)
         .await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
@@ -61,7 +61,7 @@ pub async fn update(
     caller.require_admin()?;
     Ok(Json(
         s.service
-            .import_provider(&caller.workspace, &caller.actor, object(body)?, Some(&id))
+            .import_provider(&caller.principal, object(body)?, Some(&id))
             .await?,
     ))
 }
@@ -82,7 +82,7 @@ pub async fn delete(
 ) -> R<StatusCode> {
     caller.require_admin()?;
     s.service
-        .delete_provider(&caller.workspace, &caller.actor, &id, q.force)
+        .delete_provider(&caller.principal, &id, q.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -109,7 +109,7 @@ pub async fn import_file(
     caller.require_admin()?;
     Ok(Json(
         s.service
-            .import_provider_file(&caller.workspace, &caller.actor, file)
+            .import_provider_file(&caller.principal, file)
             .await?,
     ))
 }

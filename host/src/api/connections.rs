@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Caller;
 use crate::connections::{
-    ConnectionFilter, CreateApiKey, Patch, ProviderAppInput, RefreshMode, StartOAuth, Status,
+    ConnectionFilter, CreateApiKey, Need, Patch, ProviderAppInput, RefreshMode, StartOAuth, Status,
     rfc3339, view,
 };
 
@@ -79,13 +79,7 @@ pub async fn put_provider_app(
 ) -> R<Json<Value>> {
     Ok(Json(
         s.service
-            .put_provider_app(
-                &caller.workspace,
-                &caller.actor,
-                &connector,
-                input,
-                caller.admin,
-            )
+            .put_provider_app(&caller.principal, &connector, input)
             .await?,
     ))
 }
@@ -108,10 +102,7 @@ pub async fn start_oauth(
     ApiJson(mut req): ApiJson<StartOAuth>,
 ) -> R<impl IntoResponse> {
     req.session = caller.session.clone();
-    let started = s
-        .service
-        .start_oauth(&caller.workspace, &caller.actor, req)
-        .await?;
+    let started = s.service.start_oauth(&caller.principal, req).await?;
     Ok((StatusCode::CREATED, Json(started)))
 }
 
@@ -120,10 +111,7 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<CreateApiKey>,
 ) -> R<impl IntoResponse> {
-    let c = s
-        .service
-        .create_api_key(&caller.workspace, &caller.actor, req)
-        .await?;
+    let c = s.service.create_api_key(&caller.principal, req).await?;
     Ok((StatusCode::CREATED, Json(view(&c))))
 }
 
@@ -161,10 +149,11 @@ pub async fn list(
     let filter = ConnectionFilter {
         connector: q.connector,
         status,
+        ..Default::default()
     };
     let (rows, next) = s
         .service
-        .list_connections(&caller.workspace, &filter, q.cursor.as_deref(), limit)
+        .list_connections(&caller.principal, &filter, q.cursor.as_deref(), limit)
         .await?;
     let mut out = json!({
         "connections": rows.iter().map(view).collect::<Vec<_>>(),
@@ -173,7 +162,7 @@ pub async fn list(
     if q.total == Some(true) {
         out["total"] = json!(
             s.service
-                .count_connections(&caller.workspace, &filter)
+                .count_connections(&caller.principal, &filter)
                 .await?
         );
     }
@@ -185,7 +174,11 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
-    Ok(Json(view(&s.service.get(&caller.workspace, &id).await?)))
+    Ok(Json(view(
+        &s.service
+            .connection_for(&caller.principal, &id, Need::See)
+            .await?,
+    )))
 }
 
 pub async fn patch(
@@ -195,9 +188,7 @@ pub async fn patch(
     ApiJson(p): ApiJson<Patch>,
 ) -> R<Json<Value>> {
     Ok(Json(view(
-        &s.service
-            .patch(&caller.workspace, &caller.actor, &id, p)
-            .await?,
+        &s.service.patch(&caller.principal, &id, p).await?,
     )))
 }
 
@@ -206,9 +197,7 @@ pub async fn delete(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<StatusCode> {
-    s.service
-        .delete(&caller.workspace, &caller.actor, &id)
-        .await?;
+    s.service.delete(&caller.principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -222,7 +211,7 @@ pub async fn config_get(
     let overrides: serde_json::Map<String, Value> =
         q.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     Ok(Json(
-        json!({"config": s.service.effective_config(&caller.workspace, &id, &Value::Object(overrides)).await?}),
+        json!({"config": s.service.effective_config(&caller.principal, &id, &Value::Object(overrides)).await?}),
     ))
 }
 
@@ -238,7 +227,7 @@ pub async fn config_post(
         ));
     }
     Ok(Json(
-        json!({"config": s.service.effective_config(&caller.workspace, &id, &overrides).await?}),
+        json!({"config": s.service.effective_config(&caller.principal, &id, &overrides).await?}),
     ))
 }
 
@@ -259,8 +248,7 @@ pub async fn refresh(
     let c = s
         .service
         .refresh(
-            &caller.workspace,
-            &caller.actor,
+            &caller.principal,
             &id,
             if q.if_needed {
                 RefreshMode::IfExpiring
@@ -294,8 +282,7 @@ pub async fn reconnect(
     let started = s
         .service
         .reconnect(
-            &caller.workspace,
-            &caller.actor,
+            &caller.principal,
             &id,
             b.scopes.as_deref().unwrap_or(&[]),
             b.return_to,
@@ -310,10 +297,7 @@ pub async fn revoke(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
-    let (c, provider_error) = s
-        .service
-        .revoke(&caller.workspace, &caller.actor, &id)
-        .await?;
+    let (c, provider_error) = s.service.revoke(&caller.principal, &id).await?;
     let mut v = view(&c);
     v["provider_revocation"] = match provider_error {
         None => json!({"ok": true}),
@@ -329,7 +313,7 @@ pub async fn dependents(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
-    let deps = s.service.dependents(&caller.workspace, &id).await?;
+    let deps = s.service.dependents(&caller.principal, &id).await?;
     Ok(Json(
         json!({"dependents": deps.into_iter().map(|(r, at)| json!({"ref": r, "created_at": rfc3339(at)})).collect::<Vec<_>>()}),
     ))
@@ -342,7 +326,7 @@ pub async fn add_dependent(
 ) -> R<StatusCode> {
     let created = s
         .service
-        .add_dependent(&caller.workspace, &caller.actor, &id, &dep)
+        .add_dependent(&caller.principal, &id, &dep)
         .await?;
     Ok(if created {
         StatusCode::CREATED
@@ -357,7 +341,7 @@ pub async fn remove_dependent(
     ApiPath((id, dep)): ApiPath<(String, String)>,
 ) -> R<StatusCode> {
     s.service
-        .remove_dependent(&caller.workspace, &caller.actor, &id, &dep)
+        .remove_dependent(&caller.principal, &id, &dep)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -370,7 +354,7 @@ pub async fn audit(
 ) -> R<Json<Value>> {
     let rows = s
         .service
-        .audit_events(&caller.workspace, Some(&id), 500)
+        .connection_audit(&caller.principal, &id, 500)
         .await?;
     let events: Vec<Value> = rows
         .into_iter()
@@ -394,7 +378,7 @@ pub async fn replace_api_key(
 ) -> R<Json<Value>> {
     let c = s
         .service
-        .replace_api_key(&caller.workspace, &caller.actor, &id, &b.api_key)
+        .replace_api_key(&caller.principal, &id, &b.api_key)
         .await?;
     Ok(Json(view(&c)))
 }

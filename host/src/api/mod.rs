@@ -6,12 +6,13 @@
 mod admin;
 mod connections;
 mod oauth;
+mod people;
 mod usage;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post, put};
+use axum::routing::{any, delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -34,7 +35,49 @@ fn api_routes() -> Router<AppState> {
             "/api/v1/workspaces",
             post(connections::create_workspace).get(connections::list_workspaces),
         )
-        .route("/api/v1/api-keys", post(connections::create_api_key))
+        .route(
+            "/api/v1/api-keys",
+            post(connections::create_api_key).get(people::list_api_keys),
+        )
+        .route("/api/v1/api-keys/{id}", delete(people::delete_api_key))
+        .route("/api/v1/auth/password", post(people::password_sign_in))
+        .route(
+            "/api/v1/auth/password/change",
+            post(people::change_password),
+        )
+        .route(
+            "/api/v1/auth/sign-out-everywhere",
+            post(people::sign_out_everywhere),
+        )
+        .route("/api/v1/me", get(people::me))
+        .route(
+            "/api/v1/users",
+            post(people::create_user).get(people::list_users),
+        )
+        .route("/api/v1/users/{id}", patch(people::patch_user))
+        .route("/api/v1/workspaces/{ws}/members", get(people::members))
+        .route(
+            "/api/v1/workspaces/{ws}/members/{user}",
+            get(people::member)
+                .put(people::put_member)
+                .delete(people::delete_member),
+        )
+        .route(
+            "/api/v1/invitations",
+            post(people::invite).get(people::list_invitations),
+        )
+        .route(
+            "/api/v1/invitations/lookup",
+            post(people::lookup_invitation),
+        )
+        .route(
+            "/api/v1/invitations/accept",
+            post(people::accept_invitation),
+        )
+        .route(
+            "/api/v1/invitations/{id}",
+            delete(people::delete_invitation),
+        )
         .route(
             "/api/v1/provider-apps/{connector}",
             put(connections::put_provider_app).get(connections::get_provider_app),

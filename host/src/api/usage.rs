@@ -80,9 +80,7 @@ pub async fn proxy(State(s): State<AppState>, caller: Caller, req: Request) -> R
         headers: parts.headers,
         body,
     };
-    Ok(s.service
-        .proxy(&caller.workspace, &caller.actor, id, req, retries)
-        .await?)
+    Ok(s.service.proxy(&caller.principal, id, req, retries).await?)
 }
 
 /// `GET /api/v1/connections/{id}/credentials`: only for API keys with `credentials:read`.
@@ -91,14 +89,10 @@ pub async fn credentials(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<Response> {
-    if !caller.permissions.iter().any(|p| p == CREDENTIALS_READ) {
-        return Err(ApiError::forbidden(format!(
-            "reading raw credentials is off by default; use an API key created with the {CREDENTIALS_READ:?} permission, or call the provider through …/proxy/ instead"
-        )));
-    }
+    let permitted = caller.permissions.iter().any(|p| p == CREDENTIALS_READ);
     let v = s
         .service
-        .credentials(&caller.workspace, &caller.actor, &id)
+        .credentials(&caller.principal, &id, permitted)
         .await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response())
 }
@@ -148,7 +142,7 @@ pub async fn audit(
     let rows = s
         .service
         .audit_page(
-            &caller.workspace,
+            &caller.principal,
             q.connection_id.as_deref(),
             q.action.as_deref(),
             since,
@@ -183,16 +177,13 @@ pub async fn create_webhook(
     caller: Caller,
     ApiJson(w): ApiJson<crate::webhooks::NewWebhook>,
 ) -> R<impl IntoResponse> {
-    let v = s
-        .service
-        .create_webhook(&caller.workspace, &caller.actor, w)
-        .await?;
+    let v = s.service.create_webhook(&caller.principal, w).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
 /// `GET /api/v1/webhooks`.
 pub async fn list_webhooks(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
-    Ok(Json(s.service.list_webhooks(&caller.workspace).await?))
+    Ok(Json(s.service.list_webhooks(&caller.principal).await?))
 }
 
 /// `DELETE /api/v1/webhooks/{id}`.
@@ -201,9 +192,7 @@ pub async fn delete_webhook(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<StatusCode> {
-    s.service
-        .delete_webhook(&caller.workspace, &caller.actor, &id)
-        .await?;
+    s.service.delete_webhook(&caller.principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -222,7 +211,7 @@ pub async fn deliveries(
 ) -> R<Json<Value>> {
     Ok(Json(
         s.service
-            .webhook_deliveries(&caller.workspace, &id, q.limit.unwrap_or(100))
+            .webhook_deliveries(&caller.principal, &id, q.limit.unwrap_or(100))
             .await?,
     ))
 }

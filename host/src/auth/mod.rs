@@ -14,6 +14,7 @@
 
 pub mod admin_token;
 pub mod limiter;
+pub mod people;
 pub mod sessions;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::sync::Mutex;
 use axum::http::{HeaderMap, header};
 use serde_json::json;
 
-use crate::connections::{Actor, Error as ServiceError, Service};
+use crate::connections::{Actor, Error as ServiceError, Principal, Service, Who};
 use crate::oauth::hash;
 use crate::store::{ApiKeyRow, Store, now_ms};
 
@@ -31,13 +32,19 @@ pub use sessions::Session;
 
 /// Permission an API key needs for `GET …/credentials`.
 pub const CREDENTIALS_READ: &str = "credentials:read";
+/// Permission an API key needs to act for one of its platform's users (`X-Keyport-User`).
+pub const ACT_AS_USER: &str = "act-as-user";
+/// Every API key permission.
+pub const KEY_PERMISSIONS: [&str; 2] = [CREDENTIALS_READ, ACT_AS_USER];
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Who it is, as the lifecycle decides on it.
+    pub principal: Principal,
     /// The workspace the request acts in.
     pub workspace: String,
-    /// Admin token or API key.
+    /// Installation admin: the admin token, or a user with the installation-admin flag.
     pub admin: bool,
     /// For the audit log.
     pub actor: Actor,
@@ -48,14 +55,26 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Refuses non-admins.
+    /// Refuses everyone but installation admins.
     pub fn require_admin(&self) -> Result<(), AuthError> {
         if self.admin {
             Ok(())
         } else {
             Err(AuthError::Forbidden(
-                "this endpoint needs the admin token".into(),
+                "this endpoint needs the admin token or an installation admin".into(),
             ))
+        }
+    }
+
+    /// A caller for `principal` (API keys add their permissions, sessions their hash).
+    pub fn of(principal: Principal) -> Caller {
+        Caller {
+            workspace: principal.workspace.clone(),
+            admin: principal.installation_admin,
+            actor: principal.actor(),
+            principal,
+            permissions: Vec::new(),
+            session: None,
         }
     }
 }
@@ -83,12 +102,20 @@ impl From<crate::store::StoreError> for AuthError {
     }
 }
 
-/// How long a checked credential is remembered (the admin token and API keys change rarely).
-const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a checked credential is remembered. A revoked API key stops working at once on the
+/// replica that revoked it (its cache is cleared) and within this time on every other.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// API credentials recently checked: token hash and workspace header → (when, caller).
 #[derive(Default)]
 pub struct CallerCache(Mutex<HashMap<String, (std::time::Instant, Caller)>>);
+
+impl CallerCache {
+    /// Forgets every remembered credential (after a key is revoked).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
 
 /// The caller a request's headers identify: a UI session cookie (with its CSRF token and
 /// origin) when there is no `Authorization`, else the bearer token.
@@ -103,13 +130,9 @@ pub async fn caller_of(
         && let Some(session) = sessions::session_of(svc, headers).await?
     {
         sessions::check_csrf(svc, headers, &session)?;
-        return Ok(Caller {
-            workspace: session.workspace_id,
-            admin: true,
-            actor: Actor("ui:admin".into()),
-            permissions: Vec::new(),
-            session: Some(session.id_hash),
-        });
+        let mut caller = Caller::of(people::session_principal(svc, &session).await?);
+        caller.session = Some(session.id_hash);
+        return Ok(caller);
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -128,7 +151,22 @@ pub async fn caller_of(
         .get("x-keyport-workspace")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("default");
-    let key = format!("{h}|{ws_header}");
+    let as_user = headers
+        .get("x-keyport-user")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|u| !u.is_empty() && u.len() <= 200)
+                .ok_or_else(|| {
+                    AuthError::Service(ServiceError::BadRequest(
+                        "X-Keyport-User: the platform's id of the user, 1-200 visible characters"
+                            .into(),
+                    ))
+                })
+        })
+        .transpose()?;
+    let key = format!("{h}|{ws_header}|{}", as_user.unwrap_or_default());
     if let Some((at, caller)) = cache.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
         && at.elapsed() < CACHE_TTL
     {
@@ -141,7 +179,7 @@ pub async fn caller_of(
                 .into(),
         ));
     }
-    let caller = match authenticate(&svc.store, token, &h, ws_header).await {
+    let caller = match authenticate(&svc.store, token, &h, ws_header, as_user).await {
         Err(AuthError::Unauthorized(why)) => {
             limiter::sign_in_failed(client, now);
             tracing::warn!(client = %client, "API call with a token that is not valid");
@@ -163,16 +201,40 @@ async fn authenticate(
     token: &str,
     h: &str,
     ws_header: &str,
+    as_user: Option<&str>,
 ) -> Result<Caller, AuthError> {
     // API keys first: they are found by their hash, without the admin token's slow check.
     if let Some(key) = store.api_key_by_hash(h).await? {
-        return Ok(Caller {
+        let permissions: Vec<String> = serde_json::from_str(&key.permissions).unwrap_or_default();
+        let who = match as_user {
+            None => Who::Automation {
+                key_id: key.id.clone(),
+                key_name: key.name.clone(),
+            },
+            Some(_) if !permissions.iter().any(|p| p == ACT_AS_USER) => {
+                return Err(AuthError::Forbidden(format!(
+                    "this API key may not act for users (X-Keyport-User); create one with the {ACT_AS_USER:?} permission"
+                )));
+            }
+            Some(external) => {
+                let (user, role) =
+                    people::external_user(store, &key.workspace_id, external).await?;
+                Who::User {
+                    label: user.external_id.clone().unwrap_or_default(),
+                    id: user.id,
+                    role,
+                    via_key: Some((key.id.clone(), key.name.clone())),
+                }
+            }
+        };
+        let _ = store.touch_api_key(&key.id, now_ms()).await;
+        let mut caller = Caller::of(Principal {
             workspace: key.workspace_id,
-            admin: false,
-            actor: Actor(format!("api-key:{}", key.id)),
-            permissions: serde_json::from_str(&key.permissions).unwrap_or_default(),
-            session: None,
+            who,
+            installation_admin: false,
         });
+        caller.permissions = permissions;
+        return Ok(caller);
     }
     if admin_token::matches(store, token).await? {
         let workspace = ws_header.to_string();
@@ -182,13 +244,7 @@ async fn authenticate(
             ))
             .into());
         }
-        return Ok(Caller {
-            workspace,
-            admin: true,
-            actor: Actor("admin".into()),
-            permissions: Vec::new(),
-            session: None,
-        });
+        return Ok(Caller::of(Principal::admin_token(&workspace)));
     }
     Err(AuthError::Unauthorized(
         "the token is not valid; use the admin token or a workspace API key".into(),
@@ -207,9 +263,14 @@ pub async fn issue_api_key(
         return Err(ServiceError::NotFound(format!("no workspace {ws:?}")).into());
     }
     for p in permissions {
-        if p != CREDENTIALS_READ {
+        if !KEY_PERMISSIONS.contains(&p.as_str()) {
             return Err(ServiceError::BadRequest(format!(
-                "unknown permission {p:?}; the only one is {CREDENTIALS_READ:?}"
+                "unknown permission {p:?}; use {}",
+                KEY_PERMISSIONS
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ))
             .into());
         }
@@ -223,6 +284,7 @@ pub async fn issue_api_key(
         permissions: serde_json::to_string(permissions).unwrap_or_else(|_| "[]".into()),
         created_at: now_ms(),
         revoked_at: None,
+        last_used_at: None,
     };
     svc.store.insert_api_key(&row).await?;
     svc.store

@@ -153,21 +153,7 @@ pub async fn sign_in_with_admin_token(
         return Err(SignInError::WrongToken);
     }
     sign_in_succeeded(client);
-    let cookie = crate::vault::random_hex(32);
-    let row = Session {
-        id_hash: hash(&cookie),
-        csrf_token: crate::vault::random_hex(24),
-        workspace_id: "default".into(),
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + SESSION_IDLE_MS,
-    };
-    svc.store
-        .create_ui_session(&row)
-        .await
-        .map_err(AuthError::from)?;
-    let _ = svc.store.purge_ui_sessions(now).await;
-    Ok((cookie, row))
+    Ok(super::people::start_session(svc, None, "default").await?)
 }
 
 /// Ends a session.
@@ -176,7 +162,8 @@ pub async fn sign_out(svc: &Service, s: &Session) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The session acts in `workspace` from now on (404 when there is no such workspace).
+/// The session acts in `workspace` from now on (404 when there is no such workspace, 403 when
+/// the signed-in user is not a member).
 pub async fn switch_workspace(
     svc: &Service,
     s: &Session,
@@ -184,6 +171,14 @@ pub async fn switch_workspace(
 ) -> Result<(), AuthError> {
     if !svc.store.workspace_exists(workspace).await? {
         return Err(ServiceError::NotFound(format!("no workspace {workspace:?}")).into());
+    }
+    if let Some(user) = &s.user_id {
+        let u = svc
+            .store
+            .user(user)
+            .await?
+            .ok_or_else(|| AuthError::Unauthorized("this account no longer exists".into()))?;
+        super::people::user_principal(&svc.store, &u, workspace).await?;
     }
     svc.store
         .set_ui_session_workspace(&s.id_hash, workspace)

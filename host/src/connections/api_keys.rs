@@ -16,10 +16,10 @@ impl Service {
     /// Creates an API-key connection after verifying the key with the provider.
     pub async fn create_api_key(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         req: CreateApiKey,
     ) -> Result<ConnectionRow> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let entry = self.connector(&req.connector)?;
         let m = entry.connector.manifest();
         let AuthScheme::ApiKey(key_scheme) = &m.auth else {
@@ -59,6 +59,7 @@ impl Service {
             Status::Active,
             config.to_string(),
         );
+        who.own(&mut row);
         row.account_id = Some(account.external_id.clone());
         row.account_name = Some(account.display_name.clone());
         row.account_email = account.email.clone();
@@ -152,13 +153,13 @@ impl Service {
     /// `active` again if it was not.
     pub async fn replace_api_key(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         id: &str,
         api_key: &str,
     ) -> Result<ConnectionRow> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         self.forget(id);
-        let c = self.get(ws, id).await?;
+        let c = self.connection_for(who, id, Need::Manage).await?;
         if c.auth_kind != "api_key" {
             return Err(Error::BadRequest(
                 "this connection uses OAuth: reconnect it instead (POST …/reconnect)".into(),

@@ -72,9 +72,15 @@ impl Service {
         Ok(config.clone())
     }
 
-    /// The effective config: schema defaults ⊕ the connection's config ⊕ `overrides`.
-    pub async fn effective_config(&self, ws: &str, id: &str, overrides: &Value) -> Result<Value> {
-        let c = self.get(ws, id).await?;
+    /// The effective config: schema defaults ⊕ the connection's config ⊕ `overrides` (for
+    /// callers who may use the connection).
+    pub async fn effective_config(
+        &self,
+        who: &Principal,
+        id: &str,
+        overrides: &Value,
+    ) -> Result<Value> {
+        let c = self.connection_for(who, id, Need::Use).await?;
         self.effective_config_of(&c, overrides)
     }
 

@@ -74,7 +74,8 @@ impl Service {
     }
 
     /// Starts an OAuth connection: a `pending` connection plus a flow.
-    pub async fn start_oauth(&self, ws: &str, actor: &Actor, req: StartOAuth) -> Result<Started> {
+    pub async fn start_oauth(&self, who: &Principal, req: StartOAuth) -> Result<Started> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let entry = self.connector(&req.connector)?;
         let m = entry.connector.manifest();
         self.oauth_of(m)?;
@@ -101,6 +102,7 @@ impl Service {
             config.to_string(),
         );
         row.status_reason = Some("Waiting for the user to authorize.".into());
+        who.own(&mut row);
         row.requested_scopes = serde_json::to_string(&scopes).unwrap_or_default();
         let journal = Journal::new()
             .audit(
@@ -233,7 +235,7 @@ impl Service {
         let o = self.oauth_of(m)?;
         let (app, _, overrides) = self.app(ws, &flow.connector_id).await?;
         let conn = self.get(ws, &flow.connection_id).await?;
-        let config: Value = self.effective_config(ws, &conn.id, &json!({})).await?;
+        let config: Value = self.effective_config_of(&conn, &json!({}))?;
         let expired = || {
             Error::BadRequest(
                 "This authorization link has expired. Start the connection again.".into(),
@@ -339,7 +341,7 @@ impl Service {
             )
         })?;
         let conn = self.get(&ws, &flow.connection_id).await?;
-        let config: Value = self.effective_config(&ws, &conn.id, &json!({})).await?;
+        let config: Value = self.effective_config_of(&conn, &json!({}))?;
         let call = TokenCall {
             http: &self.http,
             oauth: &o,
@@ -523,14 +525,14 @@ impl Service {
     /// Starts a reconnect: a new flow for the same connection, optionally with more scopes.
     pub async fn reconnect(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         id: &str,
         extra_scopes: &[String],
         return_to: Option<String>,
         session: Option<String>,
     ) -> Result<Started> {
-        let c = self.get(ws, id).await?;
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
+        let c = self.connection_for(who, id, Need::Manage).await?;
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest();
         self.oauth_of(m)?;

@@ -12,19 +12,23 @@ pub struct Patch {
     /// `false` switches the connection off (proxy and credential reads refuse it; it keeps
     /// refreshing), `true` on again.
     pub enabled: Option<bool>,
+    /// `personal` (its owner alone uses it) or `shared` with the workspace.
+    pub visibility: Option<String>,
+    /// What the workspace may do with a shared connection: `use` or `manage`.
+    pub permission: Option<String>,
 }
 
 impl Service {
-    /// Renames or reconfigures a connection.
-    pub async fn patch(
-        &self,
-        ws: &str,
-        actor: &Actor,
-        id: &str,
-        p: Patch,
-    ) -> Result<ConnectionRow> {
+    /// Renames, reconfigures, switches on or off, or changes who shares a connection. Each
+    /// part needs its own right; nothing changes unless the caller has all the ones asked for.
+    pub async fn patch(&self, who: &Principal, id: &str, p: Patch) -> Result<ConnectionRow> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         self.forget(id);
-        let c = self.get(ws, id).await?;
+        let c = self.connection_for(who, id, Need::See).await?;
+        if p.name.is_some() || p.config.is_some() || p.enabled.is_some() {
+            self.authorize(who, &c, Need::Manage).await?;
+        }
+        let sharing = self.sharing_change(who, &c, &p).await?;
         let entry = self.connector(&c.connector_id)?;
         let name = match p.name {
             Some(n) if n.trim().is_empty() => {
@@ -74,7 +78,62 @@ impl Service {
             self.store.set_enabled(ws, id, enabled, &journal).await?;
             self.forget(id);
         }
+        if let Some((visibility, permission)) = sharing {
+            let journal = Journal::new().audit(
+                Some(id),
+                "connection.sharing_changed",
+                &actor.0,
+                &json!({
+                    "from": {"visibility": c.visibility, "permission": c.share_permission},
+                    "to": {"visibility": visibility, "permission": permission},
+                }),
+            );
+            self.store
+                .set_sharing(ws, id, visibility, permission, &journal)
+                .await?;
+            self.forget(id);
+        }
         self.get(ws, id).await
+    }
+
+    /// The visibility and permission a patch asks for, checked: `None` when it asks for no
+    /// change of sharing.
+    async fn sharing_change(
+        &self,
+        who: &Principal,
+        c: &ConnectionRow,
+        p: &Patch,
+    ) -> Result<Option<(&'static str, &'static str)>> {
+        if p.visibility.is_none() && p.permission.is_none() {
+            return Ok(None);
+        }
+        let visibility = match p.visibility.as_deref().unwrap_or(&c.visibility) {
+            "personal" => "personal",
+            "shared" => "shared",
+            other => {
+                return Err(Error::Invalid {
+                    message: format!("visibility {other:?}: use \"personal\" or \"shared\""),
+                    fields: vec![("/visibility".into(), "personal or shared".into())],
+                });
+            }
+        };
+        let permission = match p.permission.as_deref().unwrap_or(&c.share_permission) {
+            "use" => "use",
+            "manage" => "manage",
+            other => {
+                return Err(Error::Invalid {
+                    message: format!("permission {other:?}: use \"use\" or \"manage\""),
+                    fields: vec![("/permission".into(), "use or manage".into())],
+                });
+            }
+        };
+        self.authorize(who, c, Need::Share).await?;
+        if c.owner_user_id.is_none() && visibility == "personal" {
+            return Err(Error::BadRequest(
+                "this connection belongs to the workspace, not to a person, so it cannot be personal; share it at `use` to keep members from managing it".into(),
+            ));
+        }
+        Ok(Some((visibility, permission)))
     }
 
     pub(crate) async fn transition(
@@ -121,13 +180,13 @@ impl Service {
     /// outcome (O17).
     pub async fn revoke(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         id: &str,
     ) -> Result<(ConnectionRow, Option<String>)> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let lock = self.lock(id);
         let _guard = lock.lock().await;
-        let c = self.get(ws, id).await?;
+        let c = self.connection_for(who, id, Need::Revoke).await?;
         // Whatever fails at the provider or on the way there (the connector unloaded, the app or
         // a stored secret unreadable, a timeout, a 500), the secrets are deleted below (O17).
         let provider_error = self.revoke_at_provider(&c).await.err();
@@ -212,9 +271,10 @@ impl Service {
     }
 
     /// Deletes a connection; 409 while dependents exist.
-    pub async fn delete(&self, ws: &str, actor: &Actor, id: &str) -> Result<()> {
+    pub async fn delete(&self, who: &Principal, id: &str) -> Result<()> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
         self.forget(id);
-        let c = self.get(ws, id).await?;
+        let c = self.connection_for(who, id, Need::Delete).await?;
         let journal = Journal::new()
             .audit(
                 Some(id),
@@ -233,8 +293,9 @@ impl Service {
     }
 
     /// Registers a dependent.
-    pub async fn add_dependent(&self, ws: &str, actor: &Actor, id: &str, r: &str) -> Result<bool> {
-        self.get(ws, id).await?;
+    pub async fn add_dependent(&self, who: &Principal, id: &str, r: &str) -> Result<bool> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
+        self.connection_for(who, id, Need::Use).await?;
         if r.is_empty() || r.len() > 200 {
             return Err(Error::BadRequest(
                 "a dependent ref is 1-200 characters".into(),
@@ -249,8 +310,9 @@ impl Service {
     }
 
     /// Removes a dependent.
-    pub async fn remove_dependent(&self, ws: &str, actor: &Actor, id: &str, r: &str) -> Result<()> {
-        self.get(ws, id).await?;
+    pub async fn remove_dependent(&self, who: &Principal, id: &str, r: &str) -> Result<()> {
+        let (ws, actor) = (who.workspace.as_str(), &who.actor());
+        self.connection_for(who, id, Need::Use).await?;
         if !self.store.remove_dependent(ws, id, r).await? {
             return Err(Error::NotFound(format!(
                 "no dependent {r:?} on this connection"

@@ -35,6 +35,7 @@ pub use crate::store::{AuditRow, ConnectionFilter, ConnectionRow};
 use crate::store::{FlowRow, Journal, OutEvent, ProviderAppRow, SealedField, Store, TokenMeta};
 use crate::vault::{Context, KeyRing};
 
+pub mod access;
 mod accounts;
 mod api_keys;
 mod cache;
@@ -48,6 +49,7 @@ mod scheduler;
 mod tokens;
 mod usage;
 
+pub use access::{Need, Principal, Role, Who};
 pub use api_keys::CreateApiKey;
 pub use cache::CONN_CACHE_TTL;
 pub(crate) use cache::CachedConn;
@@ -155,6 +157,9 @@ pub enum Error {
         /// Field errors: (JSON pointer, message).
         fields: Vec<(String, String)>,
     },
+    /// 403: the caller sees it but may not do this; says what is needed.
+    #[error("{0}")]
+    Forbidden(String),
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -252,6 +257,9 @@ pub fn view(c: &ConnectionRow) -> Value {
             "reason": c.expiring_soon_reason,
         })),
         "enabled": c.disabled_at.is_none(),
+        "owner": c.owner_user_id.as_ref().map(|u| json!({"user_id": u})),
+        "visibility": c.visibility,
+        "permission": (c.visibility == "shared").then_some(&c.share_permission),
         "disabled_at": c.disabled_at.map(rfc3339),
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
@@ -344,8 +352,35 @@ impl Service {
         Ok(entry)
     }
 
-    /// A workspace's connection, or 404.
-    pub async fn get(&self, ws: &str, id: &str) -> Result<ConnectionRow> {
+    /// Whether `who` may do `need` with `c` ([`access::decide`]); looks up whether the owner is
+    /// a client only when the rule depends on it.
+    pub async fn authorize(&self, who: &Principal, c: &ConnectionRow, need: Need) -> Result<()> {
+        let owner_is_client = match (&c.owner_user_id, need) {
+            (Some(owner), Need::Revoke | Need::Delete) if who.user_id() != Some(owner) => {
+                self.store.role_of(&c.workspace_id, owner).await?.as_deref()
+                    == Some(Role::Client.as_str())
+            }
+            _ => false,
+        };
+        access::decide(who, c, need, owner_is_client)
+    }
+
+    /// The connection `id` when `who` may do `need` with it: 404 when they may not see it, 403
+    /// when they see it but may not do this.
+    pub async fn connection_for(
+        &self,
+        who: &Principal,
+        id: &str,
+        need: Need,
+    ) -> Result<ConnectionRow> {
+        let c = self.get(&who.workspace, id).await?;
+        self.authorize(who, &c, need).await?;
+        Ok(c)
+    }
+
+    /// A workspace's connection, or 404, whoever asks (keyport's own paths; callers go through
+    /// [`Self::connection_for`]).
+    pub(crate) async fn get(&self, ws: &str, id: &str) -> Result<ConnectionRow> {
         self.store
             .connection(ws, id)
             .await?

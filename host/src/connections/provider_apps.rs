@@ -81,12 +81,12 @@ impl Service {
     /// Sets a workspace's provider app for a connector.
     pub async fn put_provider_app(
         &self,
-        ws: &str,
-        actor: &Actor,
+        who: &Principal,
         connector: &str,
         input: ProviderAppInput,
-        admin: bool,
     ) -> Result<Value> {
+        who.may_administer(true, "setting a provider app")?;
+        let (ws, actor, admin) = (who.workspace.as_str(), &who.actor(), who.installation_admin);
         self.app_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -12,7 +12,7 @@ impl Service {
     /// there is one.
     pub async fn list_connections(
         &self,
-        ws: &str,
+        who: &Principal,
         filter: &ConnectionFilter,
         cursor: Option<&str>,
         limit: i64,
@@ -29,7 +29,14 @@ impl Service {
                     })?,
             ),
         };
-        let mut rows = self.store.connections(ws, filter, after, limit + 1).await?;
+        let filter = ConnectionFilter {
+            visible: who.visible(),
+            ..filter.clone()
+        };
+        let mut rows = self
+            .store
+            .connections(&who.workspace, &filter, after, limit + 1)
+            .await?;
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|c| format!("{}:{}", c.created_at, c.id))
@@ -42,43 +49,77 @@ impl Service {
     /// One page of a workspace's connections matching `filter`, and how many match in all.
     pub async fn connections_page(
         &self,
-        ws: &str,
+        who: &Principal,
         filter: &ConnectionFilter,
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<ConnectionRow>, i64)> {
+        let filter = ConnectionFilter {
+            visible: who.visible(),
+            ..filter.clone()
+        };
         Ok(self
             .store
-            .connections_page(ws, filter, offset, limit)
+            .connections_page(&who.workspace, &filter, offset, limit)
             .await?)
     }
 
-    /// How many of a workspace's connections match `filter`.
-    pub async fn count_connections(&self, ws: &str, filter: &ConnectionFilter) -> Result<i64> {
-        Ok(self.store.count_connections(ws, filter).await?)
-    }
-
-    /// A connection's dependents: (ref, registered at); 404 for an unknown connection.
-    pub async fn dependents(&self, ws: &str, id: &str) -> Result<Vec<(String, i64)>> {
-        self.get(ws, id).await?;
-        Ok(self.store.dependents(ws, id).await?)
-    }
-
-    /// The newest audit events of a workspace, or of one connection (which may be deleted: its
-    /// trail outlives it).
-    pub async fn audit_events(
+    /// How many of the connections `who` sees match `filter`.
+    pub async fn count_connections(
         &self,
-        ws: &str,
-        connection: Option<&str>,
+        who: &Principal,
+        filter: &ConnectionFilter,
+    ) -> Result<i64> {
+        let filter = ConnectionFilter {
+            visible: who.visible(),
+            ..filter.clone()
+        };
+        Ok(self
+            .store
+            .count_connections(&who.workspace, &filter)
+            .await?)
+    }
+
+    /// A connection's dependents: (ref, registered at).
+    pub async fn dependents(&self, who: &Principal, id: &str) -> Result<Vec<(String, i64)>> {
+        self.connection_for(who, id, Need::See).await?;
+        Ok(self.store.dependents(&who.workspace, id).await?)
+    }
+
+    /// A connection's audit trail, oldest first. A deleted connection's trail outlives it; only
+    /// workspace owners and admins read that one (nobody else can tell whose it was).
+    pub async fn connection_audit(
+        &self,
+        who: &Principal,
+        id: &str,
         limit: i64,
     ) -> Result<Vec<AuditRow>> {
-        Ok(self.store.audit_events(ws, connection, limit).await?)
+        match self.connection_for(who, id, Need::See).await {
+            Ok(_) => Ok(self
+                .store
+                .audit_events(&who.workspace, Some(id), limit)
+                .await?),
+            Err(Error::NotFound(m)) if who.is_workspace_admin() => {
+                let rows = self
+                    .store
+                    .audit_events(&who.workspace, Some(id), limit)
+                    .await?;
+                if rows.is_empty() {
+                    Err(Error::NotFound(m))
+                } else {
+                    Ok(rows)
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// One page of a workspace's audit log, newest first, before the `cursor` event id.
+    /// One page of the workspace's audit log that `who` may read, newest first, before the
+    /// `cursor` event id: everything for owners and admins, else the rows about connections they
+    /// see.
     pub async fn audit_page(
         &self,
-        ws: &str,
+        who: &Principal,
         connection: Option<&str>,
         action: Option<&str>,
         since: Option<i64>,
@@ -87,7 +128,17 @@ impl Service {
     ) -> Result<Vec<AuditRow>> {
         Ok(self
             .store
-            .audit_page(ws, connection, action, since, cursor, limit)
+            .audit_page(
+                &who.workspace,
+                &who.visible(),
+                &crate::store::AuditFilter {
+                    connection,
+                    action,
+                    since,
+                    before_id: cursor,
+                },
+                limit,
+            )
             .await?)
     }
 

@@ -61,9 +61,21 @@ pub(super) fn revoked_reason(c: &ConnectionRow) -> String {
 }
 
 impl Service {
-    /// Refreshes a connection's access token now.
-    /// Refreshes a connection's access token, as `mode` says.
+    /// Refreshes a connection's access token, as `mode` says, for a caller who manages it.
     pub async fn refresh(
+        &self,
+        who: &Principal,
+        id: &str,
+        mode: RefreshMode,
+    ) -> Result<ConnectionRow> {
+        self.connection_for(who, id, Need::Manage).await?;
+        self.refresh_as(&who.workspace, &who.actor(), id, mode)
+            .await
+    }
+
+    /// Refreshes a connection's access token, as `mode` says (keyport's own paths: the proxy
+    /// and credential reads refresh for callers who only use the connection).
+    pub(crate) async fn refresh_as(
         &self,
         ws: &str,
         actor: &Actor,

@@ -12,6 +12,7 @@ pub struct ApiKeyRow {
     pub permissions: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
 }
 
 impl Store {
@@ -37,5 +38,53 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    /// A workspace's live API keys, oldest first.
+    pub async fn api_keys(&self, workspace: &str) -> Result<Vec<ApiKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM api_keys WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+        )
+        .bind(workspace)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a workspace's API key, with the journal of the change; false when there is no
+    /// live key with this id in the workspace.
+    pub async fn revoke_api_key(
+        &self,
+        workspace: &str,
+        id: &str,
+        journal: &Journal,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Records that a key was used (at most once a minute per key is worth a write).
+    pub async fn touch_api_key(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

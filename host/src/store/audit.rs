@@ -14,6 +14,17 @@ pub struct AuditRow {
     pub created_at: i64,
 }
 
+/// What an audit page is narrowed to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AuditFilter<'a> {
+    pub connection: Option<&'a str>,
+    pub action: Option<&'a str>,
+    /// Events at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Events older than this id (the cursor).
+    pub before_id: Option<i64>,
+}
+
 impl Store {
     /// Appends an audit event.
     pub async fn audit(
@@ -75,24 +86,27 @@ impl Store {
     pub async fn audit_page(
         &self,
         workspace: &str,
-        connection: Option<&str>,
-        action: Option<&str>,
-        since: Option<i64>,
-        before_id: Option<i64>,
+        visible: &Visible,
+        f: &AuditFilter<'_>,
         limit: i64,
     ) -> Result<Vec<AuditRow>> {
+        let (scope, user) = visible.sql();
         Ok(sqlx::query_as(
             "SELECT * FROM audit_events WHERE workspace_id = $1
                AND ($2 IS NULL OR connection_id = $2) AND ($3 IS NULL OR action = $3)
                AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR id < $5)
+               AND ($7 = 'all' OR connection_id IN (SELECT id FROM connections WHERE workspace_id = $1
+                 AND (owner_user_id = $8 OR ($7 = 'shared' AND (owner_user_id IS NULL OR visibility = 'shared')))))
              ORDER BY id DESC LIMIT $6",
         )
         .bind(workspace)
-        .bind(connection)
-        .bind(action)
-        .bind(since)
-        .bind(before_id)
+        .bind(f.connection)
+        .bind(f.action)
+        .bind(f.since)
+        .bind(f.before_id)
         .bind(limit)
+        .bind(scope)
+        .bind(user)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -46,6 +46,12 @@ pub struct ConnectionRow {
     pub expiring_soon_reason: Option<String>,
     /// When it was switched off (`None`: on).
     pub disabled_at: Option<i64>,
+    /// The user who authorized it (`None`: the workspace itself).
+    pub owner_user_id: Option<String>,
+    /// `personal` or `shared`.
+    pub visibility: String,
+    /// For shared connections: `use` or `manage`.
+    pub share_permission: String,
 }
 
 impl ConnectionRow {
@@ -93,16 +99,44 @@ impl ConnectionRow {
             expiring_soon_at: None,
             expiring_soon_reason: None,
             disabled_at: None,
+            owner_user_id: None,
+            visibility: "shared".into(),
+            share_permission: "manage".into(),
         }
     }
 }
 
 /// The `WHERE` clause of connection listings: `$1` workspace, `$2` connector, `$3` status (both
-/// optional).
+/// optional), `$4` and `$5` the caller's [`Visible`] scope as [`Visible::sql`] binds it.
 macro_rules! connection_filter {
     () => {
-        "WHERE workspace_id = $1 AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)"
+        "WHERE workspace_id = $1 AND ($2 IS NULL OR connector_id = $2) AND ($3 IS NULL OR status = $3)
+         AND ($4 = 'all' OR owner_user_id = $5 OR ($4 = 'shared' AND (owner_user_id IS NULL OR visibility = 'shared')))"
     };
+}
+
+/// Which of a workspace's connections a listing may return: the SQL form of
+/// `connections::access::decide(…, Need::See)`, which decides (a test holds them equal).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Visible {
+    /// Every connection.
+    #[default]
+    All,
+    /// Shared ones, the workspace's own, and those owned by this user (if any).
+    Shared(Option<String>),
+    /// Only those owned by this user.
+    Own(String),
+}
+
+impl Visible {
+    /// `($4, $5)` of [`connection_filter!`].
+    pub(super) fn sql(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Visible::All => ("all", None),
+            Visible::Shared(u) => ("shared", u.as_deref()),
+            Visible::Own(u) => ("own", Some(u)),
+        }
+    }
 }
 
 /// Filters for listing connections.
@@ -110,6 +144,8 @@ macro_rules! connection_filter {
 pub struct ConnectionFilter {
     pub connector: Option<String>,
     pub status: Option<Status>,
+    /// Set by the service from the caller, never from a request.
+    pub visible: Visible,
 }
 
 impl Store {
@@ -124,8 +160,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO connections (id, workspace_id, connector_id, name, auth_kind, status, status_reason, config,
                metadata, requested_scopes, account_id, account_name, account_email, next_probe_at,
-               created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+               created_at, updated_at, owner_user_id, visibility, share_permission)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18)",
         )
         .bind(&c.id)
         .bind(&c.workspace_id)
@@ -142,6 +178,9 @@ impl Store {
         .bind(&c.account_email)
         .bind(c.next_probe_at)
         .bind(c.created_at)
+        .bind(&c.owner_user_id)
+        .bind(&c.visibility)
+        .bind(&c.share_permission)
         .execute(&mut *tx)
         .await?;
         if !secrets.is_empty() {
@@ -176,12 +215,14 @@ impl Store {
         Ok(sqlx::query_as(concat!(
             "SELECT * FROM connections ",
             connection_filter!(),
-            " AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND id > $5))",
-            " ORDER BY created_at DESC, id LIMIT $6"
+            " AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id > $7))",
+            " ORDER BY created_at DESC, id LIMIT $8"
         ))
         .bind(workspace)
         .bind(f.connector.as_deref())
         .bind(f.status.map(Status::as_str))
+        .bind(f.visible.sql().0)
+        .bind(f.visible.sql().1)
         .bind(cursor.map(|c| c.0))
         .bind(cursor.map(|c| c.1).unwrap_or_default())
         .bind(limit)
@@ -198,6 +239,8 @@ impl Store {
         .bind(workspace)
         .bind(f.connector.as_deref())
         .bind(f.status.map(Status::as_str))
+        .bind(f.visible.sql().0)
+        .bind(f.visible.sql().1)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -214,11 +257,13 @@ impl Store {
         let rows = sqlx::query_as(concat!(
             "SELECT * FROM connections ",
             connection_filter!(),
-            " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+            " ORDER BY created_at DESC, id LIMIT $6 OFFSET $7"
         ))
         .bind(workspace)
         .bind(f.connector.as_deref())
         .bind(f.status.map(Status::as_str))
+        .bind(f.visible.sql().0)
+        .bind(f.visible.sql().1)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
@@ -351,6 +396,35 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if updated == 1 {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets who may use a connection, with the journal of the change, in one transaction.
+    pub async fn set_sharing(
+        &self,
+        workspace: &str,
+        id: &str,
+        visibility: &str,
+        permission: &str,
+        journal: &Journal,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let updated = sqlx::query(
+            "UPDATE connections SET visibility = $3, share_permission = $4, updated_at = $5
+             WHERE workspace_id = $1 AND id = $2 AND (visibility <> $3 OR share_permission <> $4)",
+        )
+        .bind(workspace)
+        .bind(id)
+        .bind(visibility)
+        .bind(permission)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if updated == 1 {
             journal.write(&mut tx, self.kind, workspace).await?;
         }

@@ -25,13 +25,14 @@ mod secrets;
 mod sessions;
 mod tokens;
 mod uploads;
+mod users;
 mod webhooks;
 
 pub use crate::model::{Status, now_ms};
 
 pub use api_keys::ApiKeyRow;
-pub use audit::AuditRow;
-pub use connections::{ConnectionFilter, ConnectionRow};
+pub use audit::{AuditFilter, AuditRow};
+pub use connections::{ConnectionFilter, ConnectionRow, Visible};
 pub use flows::FlowRow;
 pub use journal::Journal;
 pub use leases::{Claimed, Heartbeat};
@@ -41,6 +42,7 @@ pub use secrets::{SealedField, SecretRow};
 pub use sessions::UiSessionRow;
 pub use tokens::TokenMeta;
 pub use uploads::{Deployment, Upload};
+pub use users::{InvitationRow, MemberRow, UserRow};
 pub use webhooks::{DeliveryRow, OutEvent, WebhookRow};
 
 use tokens::{upsert_secret, upsert_secrets};

@@ -11,14 +11,16 @@ pub struct UiSessionRow {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub expires_at: i64,
+    /// The signed-in user (`None`: signed in with the admin token).
+    pub user_id: Option<String>,
 }
 
 impl Store {
     /// Creates a UI session.
     pub async fn create_ui_session(&self, s: &UiSessionRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO ui_sessions (id_hash, csrf_token, workspace_id, created_at, last_seen_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO ui_sessions (id_hash, csrf_token, workspace_id, created_at, last_seen_at, expires_at, user_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id_hash)
         .bind(&s.csrf_token)
@@ -26,6 +28,7 @@ impl Store {
         .bind(s.created_at)
         .bind(s.last_seen_at)
         .bind(s.expires_at)
+        .bind(&s.user_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -34,7 +37,11 @@ impl Store {
     /// The live UI session with this cookie hash; expired ones are deleted on sight.
     pub async fn ui_session(&self, id_hash: &str, now: i64) -> Result<Option<UiSessionRow>> {
         let row: Option<UiSessionRow> =
-            sqlx::query_as("SELECT * FROM ui_sessions WHERE id_hash = $1")
+            // A disabled user's sessions are void even before they are deleted.
+            sqlx::query_as(
+                "SELECT s.* FROM ui_sessions s LEFT JOIN users u ON u.id = s.user_id
+                 WHERE s.id_hash = $1 AND (s.user_id IS NULL OR (u.id IS NOT NULL AND u.disabled_at IS NULL))",
+            )
                 .bind(id_hash)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -87,5 +94,14 @@ impl Store {
                 .await?
                 .rows_affected(),
         )
+    }
+
+    /// Ends every session of a user (sign out everywhere, password change, disabled).
+    pub async fn delete_user_sessions(&self, user_id: &str) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM ui_sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }

@@ -429,4 +429,101 @@
     if (res.status === 200) { form.elements.client_secret.value = ""; form.elements.client_secret.placeholder = res.body.client_secret_set ? "stored — leave empty to keep" : "not set"; showErrors(form, []); toast("Provider app saved.", "ok"); }
     else showErrors(form, [{ path: "/app/" + id, message: errorText(res, "Not saved.") }]);
   }));
+
+  // People: invitations, roles, members, password, sessions, sharing, the first owner.
+  const invite = document.querySelector("[data-invite-form]");
+  if (invite) invite.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showErrors(invite, []);
+    const res = await api("POST", "/api/v1/invitations", { email: invite.email.value, role: invite.role.value });
+    const out = document.getElementById("invite-result");
+    if (res.status !== 201) { showErrors(invite, res.body.error && res.body.error.fields); toast(errorText(res, "The invitation was not sent."), "error"); return; }
+    out.textContent = "";
+    const p = document.createElement("p");
+    p.textContent = res.body.emailed === true
+      ? "Invitation emailed to " + res.body.email + ". The link, shown only this once:"
+      : "No email was sent (SMTP is not configured, or it failed). Send " + res.body.email + " this link, shown only this once:";
+    const code = document.createElement("code"); code.id = "invite-link"; code.textContent = res.body.link;
+    out.append(p, code); out.hidden = false;
+    invite.email.value = "";
+  });
+  document.querySelectorAll("[data-member-role]").forEach((sel) => sel.addEventListener("change", async () => {
+    const res = await api("PUT", "/api/v1/workspaces/" + encodeURIComponent(sel.dataset.workspace) + "/members/" + encodeURIComponent(sel.dataset.memberRole), { role: sel.value });
+    if (res.status === 200) toast("Role changed to " + sel.value + ".", "ok");
+    else { toast(errorText(res, "The role was not changed."), "error"); location.reload(); }
+  }));
+  document.querySelectorAll("[data-remove-member]").forEach((b) => b.addEventListener("click", async () => {
+    if (!window.confirm("Remove " + b.dataset.label + " from this workspace? Their connections stay.")) return;
+    const res = await api("DELETE", "/api/v1/workspaces/" + encodeURIComponent(b.dataset.workspace) + "/members/" + encodeURIComponent(b.dataset.removeMember));
+    if (res.status === 204) { flash("Member removed.", "ok"); location.reload(); }
+    else toast(errorText(res, "The member was not removed."), "error");
+  }));
+  document.querySelectorAll("[data-withdraw-invitation]").forEach((b) => b.addEventListener("click", async () => {
+    const res = await api("DELETE", "/api/v1/invitations/" + encodeURIComponent(b.dataset.withdrawInvitation));
+    if (res.status === 204) { flash("Invitation withdrawn.", "ok"); location.reload(); }
+    else toast(errorText(res, "The invitation was not withdrawn."), "error");
+  }));
+  const pw = document.querySelector("[data-password-form]");
+  if (pw) pw.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const res = await api("POST", "/api/v1/auth/password/change", { current_password: pw.current_password.value, new_password: pw.new_password.value });
+    if (res.status === 204) { location.href = "/login"; return; }
+    showErrors(pw, res.body.error && res.body.error.fields);
+    toast(errorText(res, "The password was not changed."), "error");
+  });
+  document.querySelectorAll("[data-sign-out-everywhere]").forEach((b) => b.addEventListener("click", async () => {
+    const res = await api("POST", "/api/v1/auth/sign-out-everywhere");
+    if (res.status === 200) { location.href = "/login"; return; }
+    toast(errorText(res, "The sessions were not ended."), "error");
+  }));
+  const sharing = document.querySelector("[data-sharing-form]");
+  if (sharing) {
+    const sync = () => { sharing.permission.disabled = !sharing.shared.checked; };
+    sharing.shared.addEventListener("change", sync); sync();
+    sharing.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { visibility: sharing.shared.checked ? "shared" : "personal", permission: sharing.permission.value };
+      const res = await api("PATCH", "/api/v1/connections/" + sharing.dataset.sharingForm, body);
+      if (res.status === 200) { flash(body.visibility === "shared" ? "Shared with the team (" + body.permission + ")." : "Now personal: only you use it.", "ok"); location.reload(); }
+      else toast(errorText(res, "Sharing was not changed."), "error");
+    });
+  }
+  const firstOwner = document.querySelector("[data-first-owner-form]");
+  if (firstOwner) firstOwner.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showErrors(firstOwner, []);
+    const res = await api("POST", "/api/v1/users", { email: firstOwner.email.value, password: firstOwner.password.value, role: "owner", installation_admin: true });
+    if (res.status === 201) { flash("Owner account created. Sign in with it from now on; keep the admin token for emergencies.", "ok"); location.reload(); return; }
+    showErrors(firstOwner, res.body.error && res.body.error.fields);
+    toast(errorText(res, "The account was not created."), "error");
+  });
+
+  // The invitation page: the token is in the fragment, never sent to the server in a URL.
+  const summary = document.querySelector("[data-invite-summary]");
+  if (summary) (async () => {
+    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
+    const err = document.getElementById("invite-error");
+    const fail = (m) => { summary.hidden = true; err.textContent = m; err.hidden = false; };
+    if (!token) { fail("This page opens from an invitation link; the link you followed is incomplete."); return; }
+    const res = await send("POST", "/api/v1/invitations/lookup", { token });
+    if (res.status !== 200) { fail(errorText(res, "This invitation cannot be used.")); return; }
+    const inv = res.body;
+    summary.textContent = "You are invited to the workspace \u201c" + inv.workspace + "\u201d as " + inv.role + " (" + inv.email + ").";
+    const form = document.querySelector("[data-accept-form]");
+    if (inv.account_exists) {
+      document.getElementById("invite-existing").hidden = false;
+      form.querySelectorAll("[data-new-only]").forEach((e) => { e.hidden = true; });
+      form.password.autocomplete = "current-password";
+    }
+    form.hidden = false;
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      showErrors(form, []);
+      const r = await send("POST", "/api/v1/invitations/accept", { token, password: form.password.value, display_name: form.display_name.value || null });
+      if (r.status === 200) { history.replaceState(null, "", "/invite"); location.href = "/"; return; }
+      showErrors(form, r.body.error && r.body.error.fields);
+      fail(errorText(r, "The invitation was not accepted."));
+      if (r.status === 422) { err.hidden = false; summary.hidden = false; }
+    });
+  })();
 })();

@@ -16,6 +16,7 @@
 //! every session. Failed sign-ins are limited per client address. Pages carry a strict Content Security Policy
 //! (no inline script or style).
 
+mod members;
 mod pages;
 
 use axum::Router;
@@ -29,7 +30,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::auth::AuthError;
+use crate::auth::people::{self, PasswordSignInError};
 use crate::auth::sessions::{self, Session, SignInError};
+use crate::connections::Principal;
 use crate::web::{ApiError, AppState, escape, no_store};
 
 /// Text for an OAuth outcome: fixed texts only (the codes arrive in a URL anyone can write).
@@ -52,9 +56,9 @@ pub fn outcome_message(status: &str, error: Option<&str>) -> String {
     }
 }
 
-/// A signed-in page request (the session, and the workspaces to switch between); anything else
-/// is sent to `/login`.
-pub(crate) struct SignedIn(pub Session, pub Vec<(String, String)>);
+/// A signed-in page request (the session, the workspaces to switch between, and who it is);
+/// anything else is sent to `/login`.
+pub(crate) struct SignedIn(pub Session, pub Vec<(String, String)>, pub Principal);
 
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
@@ -65,15 +69,33 @@ impl FromRequestParts<AppState> for SignedIn {
     ) -> Result<Self, Self::Rejection> {
         match sessions::session_of(&state.service, &parts.headers).await {
             Ok(Some(s)) => {
+                let principal = people::session_principal(&state.service, &s)
+                    .await
+                    .map_err(|e| ApiError::from(e).into_response())?;
+                let mine: Option<Vec<String>> = match &s.user_id {
+                    Some(u) if !principal.installation_admin => Some(
+                        state
+                            .service
+                            .store
+                            .memberships_of(u)
+                            .await
+                            .map_err(|e| ApiError::from(AuthError::from(e)).into_response())?
+                            .into_iter()
+                            .map(|(w, _)| w)
+                            .collect(),
+                    ),
+                    _ => None,
+                };
                 let workspaces = state
                     .service
                     .workspaces()
                     .await
                     .map_err(|e| ApiError::from(e).into_response())?
                     .into_iter()
+                    .filter(|(id, _, _)| mine.as_ref().is_none_or(|m| m.contains(id)))
                     .map(|(id, name, _)| (id, name))
                     .collect();
-                Ok(SignedIn(s, workspaces))
+                Ok(SignedIn(s, workspaces, principal))
             }
             Ok(None) => {
                 let next = parts
@@ -98,6 +120,9 @@ pub fn routes() -> Router<AppState> {
         .route("/connections", get(pages::connections))
         .route("/connections/{id}", get(pages::connection))
         .route("/admin", get(pages::admin))
+        .route("/members", get(members::members))
+        .route("/account", get(members::account))
+        .route("/invite", get(members::invite))
         .route("/admin/audit", get(pages::audit))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
@@ -178,16 +203,21 @@ fn local_path(next: Option<&str>) -> String {
     }
 }
 
-async fn login_page(Query(q): Query<LoginQuery>) -> Response {
+async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    let token_first = !people::has_people(&state.service).await;
     page_response(
         StatusCode::OK,
-        pages::login(&local_path(q.next.as_deref()), None),
+        pages::login(&local_path(q.next.as_deref()), None, token_first),
     )
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
-    token: String,
+    /// The admin token, or
+    token: Option<String>,
+    /// an email and password.
+    email: Option<String>,
+    password: Option<String>,
     next: Option<String>,
 }
 
@@ -204,19 +234,45 @@ async fn login(
             pages::login(
                 &next,
                 Some("Sign-in must come from this page. Reload it and try again."),
+                f.token.is_some(),
             ),
         );
     }
     let client = state.client_ip(peer.ip(), &headers);
-    let cookie = match sessions::sign_in_with_admin_token(&state.service, &f.token, client).await {
+    let signed_in = match (&f.token, &f.email) {
+        (Some(token), _) => sessions::sign_in_with_admin_token(&state.service, token, client)
+            .await
+            .map_err(|e| match e {
+                SignInError::Auth(e) => Err(e),
+                SignInError::Limited => Ok((StatusCode::TOO_MANY_REQUESTS, e.to_string())),
+                e => Ok((StatusCode::UNAUTHORIZED, e.to_string())),
+            }),
+        (None, Some(email)) => people::sign_in_with_password(
+            &state.service,
+            email,
+            f.password.as_deref().unwrap_or_default(),
+            client,
+        )
+        .await
+        .map_err(|e| match e {
+            PasswordSignInError::Auth(e) => Err(e),
+            PasswordSignInError::Limited => Ok((StatusCode::TOO_MANY_REQUESTS, e.to_string())),
+            PasswordSignInError::Wrong => Ok((StatusCode::UNAUTHORIZED, e.to_string())),
+            e => Ok((StatusCode::FORBIDDEN, e.to_string())),
+        }),
+        (None, None) => Err(Ok((
+            StatusCode::BAD_REQUEST,
+            "Enter your email and password, or the admin token.".to_string(),
+        ))),
+    };
+    let cookie = match signed_in {
         Ok((cookie, _)) => cookie,
-        Err(SignInError::Auth(e)) => return ApiError::from(e).into_response(),
-        Err(e) => {
-            let status = match e {
-                SignInError::Limited => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            return page_response(status, pages::login(&next, Some(&e.to_string())));
+        Err(Err(e)) => return ApiError::from(e).into_response(),
+        Err(Ok((status, message))) => {
+            return page_response(
+                status,
+                pages::login(&next, Some(&message), f.token.is_some()),
+            );
         }
     };
     let secure = if state.service.secure_cookies() {

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{SignedIn, page_response};
-use crate::auth::Session;
-use crate::connections::{ConnectionFilter, Status, rfc3339, view};
+use crate::auth::{Session, people};
+use crate::connections::{ConnectionFilter, Need, Principal, Role, Status, Who, rfc3339, view};
 use crate::runtime::{AuthScheme, Manifest};
 use crate::web::AppState;
 
@@ -64,7 +64,7 @@ fn badge(status: Status) -> Markup {
     html! { span class={ "badge badge-" (status.as_str()) } { (status_label(status)) } }
 }
 
-fn time(ts: Option<&str>) -> Markup {
+pub(super) fn time(ts: Option<&str>) -> Markup {
     match ts {
         Some(t) => html! { time datetime=(t) { (t) } },
         None => html! { span class="muted" { "never" } },
@@ -87,19 +87,31 @@ fn auth_kind(m: &Manifest) -> &'static str {
     }
 }
 
-fn layout(
+pub(super) fn layout(
     s: &Session,
     workspaces: &[(String, String)],
+    p: &Principal,
     title: &str,
     nav: &str,
     body: Markup,
 ) -> Markup {
-    let links = [
-        ("/", "Integrations", "integrations"),
-        ("/connections", "Connections", "connections"),
-        ("/admin", "Admin", "admin"),
-        ("/admin/audit", "Audit log", "audit"),
-    ];
+    let admin = p.is_workspace_admin();
+    let client = p.role() == Some(Role::Client);
+    let links: Vec<(&str, &str, &str)> = [
+        ("/", "Integrations", "integrations", true),
+        ("/connections", "Connections", "connections", true),
+        ("/members", "Members", "members", !client),
+        ("/admin", "Admin", "admin", admin),
+        ("/admin/audit", "Audit log", "audit", true),
+    ]
+    .into_iter()
+    .filter(|l| l.3)
+    .map(|(a, b, c, _)| (a, b, c))
+    .collect();
+    let (who, role) = match &p.who {
+        Who::User { label, role, .. } => (label.clone(), role.as_str()),
+        _ => ("Admin token".to_string(), "owner"),
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -131,10 +143,17 @@ fn layout(
                             button type="submit" { "Switch" }
                         }
                     }
-                    form method="post" action="/logout" class="signout" {
-                        input type="hidden" name="csrf" value=(s.csrf_token);
-                        @if workspaces.len() <= 1 { span class="muted" { "Workspace " strong { (s.workspace_id) } } }
-                        button type="submit" class="link" { "Sign out" }
+                    @if workspaces.len() <= 1 { span class="muted" { "Workspace " strong { (s.workspace_id) } } }
+                    details class="user-menu" {
+                        summary id="user-menu" { span data-signed-in-as { (who) } " " span class="muted" { "(" (role) ")" } }
+                        div class="menu" {
+                            a href="/account" { "Account and password" }
+                            @if p.user_id().is_some() { button type="button" class="link" data-sign-out-everywhere { "Sign out everywhere" } }
+                            form method="post" action="/logout" class="signout" {
+                                input type="hidden" name="csrf" value=(s.csrf_token);
+                                button type="submit" class="link" { "Sign out" }
+                            }
+                        }
                     }
                 }
                 main id="main" { (body) }
@@ -145,7 +164,7 @@ fn layout(
 }
 
 /// The sign-in page.
-pub fn login(next: &str, error: Option<&str>) -> Markup {
+pub fn login(next: &str, error: Option<&str>, token_first: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -158,17 +177,49 @@ pub fn login(next: &str, error: Option<&str>) -> Markup {
             body class="login" {
                 main id="main" class="narrow" {
                     h1 { "Sign in to keyport" }
-                    p { "Use the admin token: keyport printed it with the address of this page when it first started (or it is the value of " code { "KEYPORT_ADMIN_TOKEN" } ")." }
                     @if let Some(e) = error { p class="alert" role="alert" id="login-error" { (e) } }
-                    form method="post" action="/login" {
-                        input type="hidden" name="next" value=(next);
-                        label for="token" { "Admin token" }
-                        input id="token" name="token" type="password" autocomplete="current-password" required autofocus
-                            aria-describedby=[error.map(|_| "login-error")];
-                        button type="submit" class="primary" { "Sign in" }
+                    @if token_first {
+                        (token_form(next, error.is_some()))
+                        details class="other-sign-in" {
+                            summary { "Sign in with email and password" }
+                            (password_form(next, false))
+                        }
+                    } @else {
+                        (password_form(next, error.is_some()))
+                        details class="other-sign-in" {
+                            summary { "Sign in with the admin token" }
+                            (token_form(next, false))
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+fn password_form(next: &str, described: bool) -> Markup {
+    html! {
+        form method="post" action="/login" id="password-sign-in" {
+            input type="hidden" name="next" value=(next);
+            label for="email" { "Email" }
+            input id="email" name="email" type="email" autocomplete="username" required autofocus
+                aria-describedby=[described.then_some("login-error")];
+            label for="password" { "Password" }
+            input id="password" name="password" type="password" autocomplete="current-password" required;
+            button type="submit" class="primary" { "Sign in" }
+        }
+    }
+}
+
+fn token_form(next: &str, described: bool) -> Markup {
+    html! {
+        p { "The admin token is the bootstrap and break-glass credential: keyport printed it with the address of this page when it first started (or it is the value of " code { "KEYPORT_ADMIN_TOKEN" } ")." }
+        form method="post" action="/login" id="token-sign-in" {
+            input type="hidden" name="next" value=(next);
+            label for="token" { "Admin token" }
+            input id="token" name="token" type="password" autocomplete="off" required autofocus
+                aria-describedby=[described.then_some("login-error")];
+            button type="submit" class="primary" { "Sign in" }
         }
     }
 }
@@ -181,14 +232,14 @@ const PER_CARD: i64 = 5;
 /// One page of connections as their JSON views, and how many match in all.
 async fn connections_of(
     state: &AppState,
-    ws: &str,
+    who: &Principal,
     filter: &ConnectionFilter,
     offset: i64,
     limit: i64,
 ) -> (Vec<Value>, i64) {
     state
         .service
-        .connections_page(ws, filter, offset, limit)
+        .connections_page(who, filter, offset, limit)
         .await
         .map(|(rows, total)| (rows.iter().map(view).collect(), total))
         .unwrap_or_default()
@@ -260,7 +311,7 @@ fn api_key_dialog(id: &str, label: &str) -> Markup {
 }
 
 /// `/`: Integrations.
-pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
+pub async fn integrations(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -> Response {
     let mut entries = state.registry.all();
     entries.retain(|e| !e.connector.manifest().configurable);
     entries.sort_by(|a, b| {
@@ -283,18 +334,35 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
         let of = |status: Option<Status>| ConnectionFilter {
             connector: Some(id.clone()),
             status,
+            ..Default::default()
         };
-        let (rows, total) = connections_of(&state, &s.workspace_id, &of(None), 0, PER_CARD).await;
+        let (rows, total) = connections_of(&state, &p, &of(None), 0, PER_CARD).await;
         let active = state
             .service
-            .count_connections(&s.workspace_id, &of(Some(Status::Active)))
+            .count_connections(&p, &of(Some(Status::Active)))
             .await
             .unwrap_or_default();
         listed.insert(id, (rows, total, active > 0));
     }
     let none = (Vec::new(), 0, false);
+    let first_owner = p.who == Who::AdminToken && !people::has_people(&state.service).await;
     let body = html! {
         h1 { "Integrations" }
+        @if first_owner {
+            section class="notice" aria-labelledby="first-owner-title" {
+                h2 id="first-owner-title" { "Create the first owner account" }
+                p { "You signed in with the admin token. Create an account for yourself: it owns this workspace and may do what the token does. Keep the token for emergencies." }
+                form data-first-owner-form novalidate {
+                    label for="owner-email" { "Email" }
+                    input id="owner-email" name="email" type="email" autocomplete="username" required;
+                    p class="field-error" data-error-for="/email" {}
+                    label for="owner-password" { "Password (10 characters or more)" }
+                    input id="owner-password" name="password" type="password" autocomplete="new-password" minlength="10" required;
+                    p class="field-error" data-error-for="/password" {}
+                    button type="submit" class="primary" { "Create owner account" }
+                }
+            }
+        }
         p class="lead" { "Connect the accounts your workflows use. keyport keeps their credentials encrypted and fresh." }
         @if categories.len() > 1 {
             div class="filters" {
@@ -357,7 +425,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w): SignedI
     };
     page_response(
         StatusCode::OK,
-        layout(&s, &w, "Integrations", "integrations", body),
+        layout(&s, &w, &p, "Integrations", "integrations", body),
     )
 }
 
@@ -371,7 +439,7 @@ pub struct ListQuery {
 /// `/connections`: the table with filters.
 pub async fn connections(
     State(state): State<AppState>,
-    SignedIn(s, w): SignedIn,
+    SignedIn(s, w, p): SignedIn,
     Query(q): Query<ListQuery>,
 ) -> Response {
     let connector = q.connector.filter(|c| !c.is_empty());
@@ -380,10 +448,11 @@ pub async fn connections(
     let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
     let (rows, total) = connections_of(
         &state,
-        &s.workspace_id,
+        &p,
         &ConnectionFilter {
             connector: connector.clone(),
             status,
+            ..Default::default()
         },
         (page - 1) * PAGE,
         PAGE,
@@ -420,6 +489,35 @@ pub async fn connections(
             .map(|(_, n)| n.clone())
             .unwrap_or_else(|| id.to_string())
     };
+    let members: std::collections::HashMap<String, String> = people::members(&state.service, &p)
+        .await
+        .ok()
+        .and_then(|v| v["members"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m["user_id"].as_str()?.to_string(),
+                m["email"]
+                    .as_str()
+                    .or(m["external_id"].as_str())?
+                    .to_string(),
+            ))
+        })
+        .collect();
+    let owner_of = |c: &Value| match c["owner"]["user_id"].as_str() {
+        None => "Workspace".to_string(),
+        Some(u) if Some(u) == p.user_id() => "You".to_string(),
+        Some(u) => members
+            .get(u)
+            .cloned()
+            .unwrap_or_else(|| "Former member".into()),
+    };
+    let sharing_of = |c: &Value| match (c["visibility"].as_str(), c["permission"].as_str()) {
+        (Some("personal"), _) => "personal",
+        (_, Some("use")) => "shared: use",
+        _ => "shared: manage",
+    };
     let body = html! {
         h1 { "Connections" }
         form class="filters" method="get" action="/connections" {
@@ -454,13 +552,14 @@ pub async fn connections(
         } @else {
             table class="table" {
                 caption class="sr-only" { "Connections" }
-                thead { tr { th scope="col" { "Connector" } th scope="col" { "Name" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { "Last used" } th scope="col" { span class="sr-only" { "Actions" } } } }
+                thead { tr { th scope="col" { "Connector" } th scope="col" { "Name" } th scope="col" { "Owner" } th scope="col" { "Account" } th scope="col" { "Status" } th scope="col" { "Last used" } th scope="col" { span class="sr-only" { "Actions" } } } }
                 tbody {
                     @for c in &rows {
                         @let id = c["id"].as_str().unwrap_or_default();
                         tr data-connection=(id) {
                             td { (name_of(c["connector"].as_str().unwrap_or_default())) }
                             td { (c["name"].as_str().unwrap_or_default()) }
+                            td data-owner { (owner_of(c)) " " span class="muted" { "(" (sharing_of(c)) ")" } }
                             td { @if let Some(n) = c["account"]["display_name"].as_str() { (n) } @else { span class="muted" { "—" } } }
                             td { (badge_of(c)) }
                             td { (time(c["last_used_at"].as_str())) }
@@ -478,19 +577,39 @@ pub async fn connections(
     };
     page_response(
         StatusCode::OK,
-        layout(&s, &w, "Connections", "connections", body),
+        layout(&s, &w, &p, "Connections", "connections", body),
     )
 }
 
-fn not_found(s: &Session, w: &[(String, String)], what: &str) -> Response {
+fn not_found(s: &Session, w: &[(String, String)], p: &Principal, what: &str) -> Response {
     page_response(
         StatusCode::NOT_FOUND,
         layout(
             s,
             w,
+            p,
             "Not found",
             "",
             html! { h1 { "Not found" } p { (what) " " a href="/connections" { "Back to connections" } } },
+        ),
+    )
+}
+
+pub(super) fn forbidden(
+    s: &Session,
+    w: &[(String, String)],
+    p: &Principal,
+    what: &str,
+) -> Response {
+    page_response(
+        StatusCode::FORBIDDEN,
+        layout(
+            s,
+            w,
+            p,
+            "Not allowed",
+            "",
+            html! { h1 { "Not allowed" } p { (what) " " a href="/connections" { "Back to connections" } } },
         ),
     )
 }
@@ -569,15 +688,44 @@ fn config_field(key: &str, prop: &Value, stored: &Value, required: bool) -> Mark
 /// `/connections/{id}`: the connection detail.
 pub async fn connection(
     State(state): State<AppState>,
-    SignedIn(s, w): SignedIn,
+    SignedIn(s, w, p): SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let ws = s.workspace_id.as_str();
-    let Ok(row) = state.service.get(ws, &id).await else {
-        return not_found(&s, &w, "This connection does not exist (or was deleted).");
+    let Ok(row) = state.service.connection_for(&p, &id, Need::See).await else {
+        return not_found(
+            &s,
+            &w,
+            &p,
+            "This connection does not exist (or was deleted).",
+        );
     };
     let c = view(&row);
     let status = row.status;
+    let can = |need| {
+        let (svc, p, row) = (&state.service, &p, &row);
+        async move { svc.authorize(p, row, need).await.is_ok() }
+    };
+    let (can_manage, can_revoke, can_delete, can_share) = (
+        can(Need::Manage).await,
+        can(Need::Revoke).await,
+        can(Need::Delete).await,
+        can(Need::Share).await,
+    );
+    let owner = match &row.owner_user_id {
+        Some(u) => Some(
+            people::user(&state.service, u)
+                .await
+                .ok()
+                .and_then(|u| u.email.or(u.external_id))
+                .unwrap_or_else(|| u.clone()),
+        ),
+        None => None,
+    };
+    let sharing = match (row.visibility.as_str(), row.share_permission.as_str()) {
+        ("personal", _) => "Personal: only its owner uses it",
+        (_, "use") => "Shared with the team: members use it",
+        _ => "Shared with the team: members use and manage it",
+    };
     let entry = state.registry.get(&row.connector_id);
     let manifest = entry.as_ref().map(|e| e.connector.manifest().clone());
     let connector_name = manifest
@@ -596,7 +744,7 @@ pub async fn connection(
     let config = &c["config"];
     let events = state
         .service
-        .audit_events(ws, Some(&id), 20)
+        .connection_audit(&p, &id, 20)
         .await
         .unwrap_or_default();
     let (mut meaning, next) = status_help(status);
@@ -622,6 +770,8 @@ pub async fn connection(
         }
         dl class="facts" {
             dt { "Connector" } dd { (connector_name) }
+            dt { "Owner" } dd data-owner { @if let Some(o) = &owner { (o) } @else { "Workspace" } }
+            dt { "Sharing" } dd data-sharing { (sharing) }
             dt { "Account" } dd { @if let Some(n) = &row.account_name { (n) @if let Some(e) = &row.account_email { " (" (e) ")" } } @else { span class="muted" data-poll-account=[(status != Status::Revoked).then_some(id.as_str())] { "Not known yet" } } }
             dt { "Granted scopes" } dd { @if scopes.is_empty() { span class="muted" { "—" } } @else { @for sc in &scopes { code { (sc) } " " } } }
             dt { "Last refreshed" } dd { (time(c["last_refreshed_at"].as_str())) }
@@ -630,11 +780,32 @@ pub async fn connection(
             dt { "Created" } dd { (time(c["created_at"].as_str())) }
         }
         div class="actions" {
-            @if oauth && status != Status::Revoked { button type="button" data-refresh=(id) { "Refresh credential" } }
-            @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } } @else { button type="button" data-open-dialog="api-key-dialog" { "Replace API key" } }
-            @if row.disabled_at.is_some() { button type="button" data-set-enabled=(id) data-enabled="true" { "Enable" } } @else { button type="button" data-set-enabled=(id) data-enabled="false" { "Disable" } }
-            @if status != Status::Revoked { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
-            button type="button" class="danger-outline" data-open-dialog="delete-dialog" { "Delete" }
+            @if can_manage {
+                @if oauth && status != Status::Revoked { button type="button" data-refresh=(id) { "Refresh credential" } }
+                @if oauth { button type="button" data-reconnect=(id) { "Reconnect" } } @else { button type="button" data-open-dialog="api-key-dialog" { "Replace API key" } }
+                @if row.disabled_at.is_some() { button type="button" data-set-enabled=(id) data-enabled="true" { "Enable" } } @else { button type="button" data-set-enabled=(id) data-enabled="false" { "Disable" } }
+            }
+            @if can_revoke && status != Status::Revoked { button type="button" class="danger" data-open-dialog="revoke-dialog" { "Revoke" } }
+            @if can_delete { button type="button" class="danger-outline" data-open-dialog="delete-dialog" { "Delete" } }
+        }
+        @if !can_manage { p class="muted" data-use-only { "You may use this connection in workflows; its owner or a workspace admin manages it." } }
+        @if can_share {
+            section aria-labelledby="share-title" {
+                h2 id="share-title" { "Sharing" }
+                form data-sharing-form=(id) class="sharing" {
+                    label class="switch" {
+                        input type="checkbox" name="shared" id="share-switch" checked[row.visibility == "shared"] disabled[row.owner_user_id.is_none()];
+                        " Share with team"
+                    }
+                    label for="share-permission" { "Members may" }
+                    select id="share-permission" name="permission" {
+                        option value="use" selected[row.share_permission == "use"] { "use it" }
+                        option value="manage" selected[row.share_permission == "manage"] { "use and manage it" }
+                    }
+                    button type="submit" { "Save sharing" }
+                    @if row.owner_user_id.is_none() { p class="help muted" { "This connection belongs to the workspace: it is always shared." } }
+                }
+            }
         }
         p class="notice" data-popup-blocked=(id) hidden {}
         div class="alert" id="delete-error" role="alert" hidden {}
@@ -658,6 +829,10 @@ pub async fn connection(
         section aria-labelledby="config-title" {
             h2 id="config-title" { "Settings" }
             @match schema["properties"].as_object() {
+                Some(props) if !props.is_empty() && !can_manage => {
+                    p class="muted" { "Only those who manage this connection change its settings." }
+                    pre { (serde_json::to_string_pretty(config).unwrap_or_default()) }
+                }
                 Some(props) if !props.is_empty() => {
                     form data-config-form=(id) data-stored=(config.to_string()) novalidate {
                         @for (key, prop) in props {
@@ -682,12 +857,20 @@ pub async fn connection(
     };
     page_response(
         StatusCode::OK,
-        layout(&s, &w, &row.name, "connections", body),
+        layout(&s, &w, &p, &row.name, "connections", body),
     )
 }
 
 /// `/admin`: connectors, custom OAuth providers, provider apps.
-pub async fn admin(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> Response {
+pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -> Response {
+    if !p.is_workspace_admin() {
+        return forbidden(
+            &s,
+            &w,
+            &p,
+            "The Admin page is for the workspace's owners and admins.",
+        );
+    }
     let ws = s.workspace_id.as_str();
     let loaded = state.service.loaded_connectors().await.unwrap_or_default();
     let providers = state.service.list_providers().await.unwrap_or_default();
@@ -799,7 +982,7 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w): SignedIn) -> R
             }
         }
     };
-    page_response(StatusCode::OK, layout(&s, &w, "Admin", "admin", body))
+    page_response(StatusCode::OK, layout(&s, &w, &p, "Admin", "admin", body))
 }
 
 #[derive(Deserialize, Default)]
@@ -812,7 +995,7 @@ pub struct AuditQuery {
 /// `/admin/audit`: the audit log viewer.
 pub async fn audit(
     State(state): State<AppState>,
-    SignedIn(s, w): SignedIn,
+    SignedIn(s, w, p): SignedIn,
     Query(q): Query<AuditQuery>,
 ) -> Response {
     let connection = q.connection.filter(|c| !c.is_empty());
@@ -820,7 +1003,7 @@ pub async fn audit(
     let rows = state
         .service
         .audit_page(
-            &s.workspace_id,
+            &p,
             connection.as_deref(),
             action.as_deref(),
             None,
@@ -858,7 +1041,10 @@ pub async fn audit(
             }
         }
     };
-    page_response(StatusCode::OK, layout(&s, &w, "Audit log", "audit", body))
+    page_response(
+        StatusCode::OK,
+        layout(&s, &w, &p, "Audit log", "audit", body),
+    )
 }
 
 fn audit_query(

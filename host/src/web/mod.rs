@@ -33,6 +33,8 @@ pub struct AppState {
     pub callers: Arc<CallerCache>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (`KEYPORT_TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Sends invitations (`KEYPORT_SMTP_URL`), when configured.
+    pub mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             service,
             metrics,
             callers: Arc::default(),
+            mailer: None,
             trusted_proxies: Arc::new(trusted_proxies),
         }
     }
@@ -152,6 +155,7 @@ impl From<ServiceError> for ApiError {
                 ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
             },
             ServiceError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::Forbidden(m) => ApiError::forbidden(m),
             ServiceError::Upstream(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "provider_error", message)
             }

@@ -1,0 +1,369 @@
+//! `/api/v1` handlers for people: password sign-in, the signed-in user, users, workspace members,
+//! invitations and workspace API keys.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiJson, ApiPath, AppState};
+use crate::auth::people::{self, PasswordSignInError};
+use crate::auth::{AuthError, Caller, Session, sessions};
+use crate::connections::{Role, Who, rfc3339};
+
+type R<T> = Result<T, ApiError>;
+
+/// The session cookie for a new session, and the JSON a sign-in answers.
+fn signed_in(state: &AppState, cookie: &str, s: &Session, user: Value) -> Response {
+    let secure = if state.service.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let set = format!(
+        "{}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        sessions::cookie_name(&state.service),
+        sessions::SESSION_MAX_MS / 1000
+    );
+    let mut r = Json(json!({
+        "user": user,
+        "workspace": s.workspace_id,
+        "csrf_token": s.csrf_token,
+    }))
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSignIn {
+    email: String,
+    password: String,
+}
+
+/// `POST /api/v1/auth/password {email, password}`: a new session (cookie) for the user.
+pub async fn password_sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<PasswordSignIn>,
+) -> R<Response> {
+    sessions::same_origin(&state.service, &headers)?;
+    let client = state.client_ip(peer.ip(), &headers);
+    match people::sign_in_with_password(&state.service, &b.email, &b.password, client).await {
+        Ok((cookie, s)) => {
+            let user = match &s.user_id {
+                Some(u) => people::user_view(&people::user(&state.service, u).await?),
+                None => Value::Null,
+            };
+            Ok(signed_in(&state, &cookie, &s, user))
+        }
+        Err(PasswordSignInError::Auth(e)) => Err(e.into()),
+        Err(e @ PasswordSignInError::Limited) => {
+            Err(ApiError::from(AuthError::TooManyAttempts(e.to_string())))
+        }
+        Err(e @ PasswordSignInError::Wrong) => Err(ApiError::unauthorized(e.to_string())),
+        Err(e) => Err(ApiError::forbidden(e.to_string())),
+    }
+}
+
+fn session_user(caller: &Caller) -> R<&str> {
+    match (&caller.session, caller.principal.user_id()) {
+        (Some(_), Some(u)) => Ok(u),
+        _ => Err(ApiError::bad_request(
+            "this needs a signed-in user's session (not a token or an API key)",
+        )),
+    }
+}
+
+/// `GET /api/v1/me`: who the caller is, in which workspace, with which role.
+pub async fn me(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    let p = &caller.principal;
+    let user = match p.user_id() {
+        Some(u) => Some(people::user_view(&people::user(&state.service, u).await?)),
+        None => None,
+    };
+    let kind = match &p.who {
+        Who::AdminToken => "admin_token",
+        Who::User {
+            via_key: Some(_), ..
+        } => "api_key_as_user",
+        Who::User { .. } => "user",
+        Who::Automation { .. } => "api_key",
+        Who::System => "keyport",
+    };
+    Ok(Json(json!({
+        "kind": kind,
+        "workspace": p.workspace,
+        "role": p.role(),
+        "installation_admin": p.installation_admin,
+        "user": user,
+        "actor": p.actor().0,
+    })))
+}
+
+/// `POST /api/v1/auth/sign-out-everywhere`: ends every session of the signed-in user.
+pub async fn sign_out_everywhere(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    let user = session_user(&caller)?;
+    let n = people::sign_out_everywhere(&state.service, user).await?;
+    Ok(Json(json!({"ended_sessions": n})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/v1/auth/password/change {current_password, new_password}`: ends every session of
+/// the user (sign in again with the new password).
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<PasswordChange>,
+) -> R<StatusCode> {
+    let user = session_user(&caller)?;
+    people::change_password(&state.service, user, &b.current_password, &b.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/users`: creates a user with a role in the caller's workspace (owners and
+/// admins; with a password, or without and invite them).
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(n): ApiJson<people::NewUser>,
+) -> R<impl IntoResponse> {
+    let u = people::create_user(&state.service, &caller.principal, n).await?;
+    Ok((StatusCode::CREATED, Json(people::user_view(&u))))
+}
+
+/// `GET /api/v1/users`: every user of the installation (installation admins).
+pub async fn list_users(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    let users = people::list_users(&state.service, &caller.principal).await?;
+    Ok(Json(
+        json!({"users": users.iter().map(people::user_view).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    disabled: Option<bool>,
+    installation_admin: Option<bool>,
+}
+
+/// `PATCH /api/v1/users/{id} {disabled?, installation_admin?}`.
+pub async fn patch_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<UserPatch>,
+) -> R<Json<Value>> {
+    if let Some(d) = b.disabled {
+        people::set_disabled(&state.service, &caller.principal, &id, d).await?;
+    }
+    if let Some(a) = b.installation_admin {
+        people::set_installation_admin(&state.service, &caller.principal, &id, a).await?;
+    }
+    Ok(Json(people::user_view(
+        &people::user(&state.service, &id).await?,
+    )))
+}
+
+/// `GET /api/v1/workspaces/{ws}/members`: anyone in the workspace but clients.
+pub async fn members(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(ws): ApiPath<String>,
+) -> R<Json<Value>> {
+    let p = people::in_workspace(&state.service, &caller.principal, &ws).await?;
+    Ok(Json(people::members(&state.service, &p).await?))
+}
+
+/// `GET /api/v1/workspaces/{ws}/members/{user}`.
+pub async fn member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((ws, user)): ApiPath<(String, String)>,
+) -> R<Json<Value>> {
+    let p = people::in_workspace(&state.service, &caller.principal, &ws).await?;
+    Ok(Json(people::member(&state.service, &p, &user).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRole {
+    role: String,
+}
+
+/// `PUT /api/v1/workspaces/{ws}/members/{user} {role}`: adds or changes a member.
+pub async fn put_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((ws, user)): ApiPath<(String, String)>,
+    ApiJson(b): ApiJson<MemberRole>,
+) -> R<Json<Value>> {
+    let p = people::in_workspace(&state.service, &caller.principal, &ws).await?;
+    let role: Role = b.role.parse().map_err(AuthError::from)?;
+    people::set_member(&state.service, &p, &user, role).await?;
+    member(State(state), caller, ApiPath((ws, user))).await
+}
+
+/// `DELETE /api/v1/workspaces/{ws}/members/{user}`.
+pub async fn delete_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((ws, user)): ApiPath<(String, String)>,
+) -> R<StatusCode> {
+    let p = people::in_workspace(&state.service, &caller.principal, &ws).await?;
+    people::remove_member(&state.service, &p, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitation {
+    email: String,
+    role: Option<String>,
+    /// Hours the link stays valid (default 168: seven days).
+    expires_in_hours: Option<i64>,
+}
+
+/// `POST /api/v1/invitations {email, role?, expires_in_hours?}`: the link is shown once; it is
+/// also emailed when SMTP is configured.
+pub async fn invite(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<NewInvitation>,
+) -> R<impl IntoResponse> {
+    let role: Role = b
+        .role
+        .as_deref()
+        .unwrap_or("member")
+        .parse()
+        .map_err(AuthError::from)?;
+    let (inv, token) = people::invite(
+        &state.service,
+        &caller.principal,
+        &b.email,
+        role,
+        b.expires_in_hours.map(|h| h.saturating_mul(3600 * 1000)),
+    )
+    .await?;
+    let link = format!("{}/invite#{token}", state.service.config.public_url);
+    let emailed = match &state.mailer {
+        Some(m) => match m
+            .send_invitation(&inv.email, &inv.workspace_id, role, &link)
+            .await
+        {
+            Ok(()) => json!(true),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not email an invitation");
+                json!({"error": format!("the mail server refused it ({e}); send the link yourself")})
+            }
+        },
+        None => json!(false),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": inv.id,
+            "email": inv.email,
+            "role": inv.role,
+            "workspace": inv.workspace_id,
+            "expires_at": rfc3339(inv.expires_at),
+            "link": link,
+            "emailed": emailed,
+            "note": "This link is shown only once; it works once, until it expires.",
+        })),
+    ))
+}
+
+/// `GET /api/v1/invitations`: the workspace's open invitations (never their links).
+pub async fn list_invitations(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    Ok(Json(
+        people::invitations(&state.service, &caller.principal).await?,
+    ))
+}
+
+/// `DELETE /api/v1/invitations/{id}`: withdraws an open invitation.
+pub async fn delete_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> R<StatusCode> {
+    people::withdraw_invitation(&state.service, &caller.principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationToken {
+    token: String,
+}
+
+/// `POST /api/v1/invitations/lookup {token}`: what an invitation link offers (no sign-in).
+pub async fn lookup_invitation(
+    State(state): State<AppState>,
+    ApiJson(b): ApiJson<InvitationToken>,
+) -> R<Json<Value>> {
+    Ok(Json(
+        people::describe_invitation(&state.service, &b.token).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acceptance {
+    token: String,
+    password: Option<String>,
+    display_name: Option<String>,
+}
+
+/// `POST /api/v1/invitations/accept {token, password, display_name?}`: joins (creating the
+/// account when the email has none) and signs in.
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<Acceptance>,
+) -> R<Response> {
+    sessions::same_origin(&state.service, &headers)?;
+    let (cookie, s, user) = people::accept_invitation(
+        &state.service,
+        &b.token,
+        b.password.as_deref(),
+        b.display_name.as_deref(),
+    )
+    .await?;
+    Ok(signed_in(&state, &cookie, &s, people::user_view(&user)))
+}
+
+/// `GET /api/v1/api-keys`: the workspace's live keys (never the key itself).
+pub async fn list_api_keys(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    Ok(Json(
+        people::api_keys(&state.service, &caller.principal).await?,
+    ))
+}
+
+/// `DELETE /api/v1/api-keys/{id}`: revokes a key, at once on this replica and within
+/// [`crate::auth::CACHE_TTL`] on every other.
+pub async fn delete_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> R<StatusCode> {
+    people::revoke_api_key(&state.service, &caller.principal, &id).await?;
+    state.callers.clear();
+    Ok(StatusCode::NO_CONTENT)
+}

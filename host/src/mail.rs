@@ -1,0 +1,57 @@
+//! Mail keyport sends (invitations) over SMTP with `lettre`, when `KEYPORT_SMTP_URL` is set:
+//! `smtp://host:25` (plain, for a relay on the same host), `smtp://host:587?tls=required`
+//! (STARTTLS) or `smtps://user:password@host:465` (TLS). The sender is `KEYPORT_MAIL_FROM`
+//! (default `keyport <keyport@localhost>`). Without SMTP the inviter is shown the link to pass on.
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::connections::Role;
+
+/// Sends keyport's mail.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// A mailer for `url`, sending as `from`.
+    pub fn new(url: &str, from: &str) -> anyhow::Result<Self> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "KEYPORT_SMTP_URL is not a usable SMTP URL ({e}); use smtp://host:port, smtp://host:587?tls=required or smtps://user:password@host:465"
+                )
+            })?
+            .timeout(Some(std::time::Duration::from_secs(15)))
+            .build();
+        let from = from.parse().map_err(|e| {
+            anyhow::anyhow!("KEYPORT_MAIL_FROM {from:?} is not a mailbox ({e}); use \"keyport <keyport@example.com>\"")
+        })?;
+        Ok(Mailer { transport, from })
+    }
+
+    /// Emails an invitation link.
+    pub async fn send_invitation(
+        &self,
+        to: &str,
+        workspace: &str,
+        role: Role,
+        link: &str,
+    ) -> anyhow::Result<()> {
+        let to: Mailbox = to.parse()?;
+        let msg = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!("You are invited to {workspace} on keyport"))
+            .header(ContentType::TEXT_PLAIN)
+            .body(format!(
+                "You are invited to join the workspace \"{workspace}\" on keyport as {}.\n\n\
+                 Open this link to accept (it works once, and expires in a few days):\n\n{link}\n\n\
+                 If you did not expect this invitation, ignore this email.\n",
+                role.as_str()
+            ))?;
+        self.transport.send(msg).await?;
+        Ok(())
+    }
+}
