@@ -113,6 +113,7 @@ impl Service {
                     client_secret,
                     scopes: None,
                     endpoint_overrides: None,
+                    require_account_email_match: None,
                 },
             )
             .await?;

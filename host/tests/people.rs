@@ -947,3 +947,88 @@ async fn a_database_from_before_people_upgrades_in_place() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "revoked");
 }
+
+/// `require_account_email_match`: with it on, an OAuth connection activates only when the
+/// provider account's email is the connecting person's; another account is refused, its tokens
+/// revoked and deleted, with the expected email named.
+#[tokio::test]
+async fn a_provider_app_can_require_the_account_to_be_the_connecting_persons() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let (s, app) = kp
+        .put(
+            "/api/v1/provider-apps/oidc-test",
+            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "require_account_email_match": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{app}");
+    assert_eq!(app["require_account_email_match"], true);
+    assert!(
+        app["endpoint_overrides"].to_string().contains(&oidc.issuer),
+        "overrides kept: {app}"
+    );
+    let (_, ada) = signed_in(&kp, "ada@example.com", "member").await;
+    let Auth::Session { cookie, .. } = &ada else {
+        unreachable!()
+    };
+    let connect = |as_who: &'static str| {
+        let (kp, ada, cookie) = (&kp, &ada, cookie.clone());
+        async move {
+            let (s, started) = call(
+                kp,
+                ada,
+                Method::POST,
+                "/api/v1/connections/oauth/start",
+                Some(json!({"connector": "oidc-test", "scopes": ["email"]})),
+            )
+            .await;
+            assert_eq!(s, 201, "{started}");
+            let browser = Browser::new();
+            browser.add_cookie(&kp.url, &cookie);
+            let done = browser
+                .connect(started["authorize_url"].as_str().unwrap(), as_who)
+                .await;
+            assert_eq!(done.status, 303, "{}", done.body);
+            let id = started["connection_id"].as_str().unwrap().to_string();
+            (id, done.location.unwrap())
+        }
+    };
+    // Ada's own account (oidc-provider's user "ada" is ada@example.com).
+    let (id, location) = connect("ada").await;
+    assert!(location.contains("status=active"), "{location}");
+    let (_, c) = call(
+        &kp,
+        &ada,
+        Method::GET,
+        &format!("/api/v1/connections/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(c["status"], "active", "{c}");
+    assert_eq!(c["account"]["email"], "ada@example.com");
+    // Someone else's account.
+    let (id, location) = connect("bob").await;
+    assert!(location.contains("error=account_mismatch"), "{location}");
+    let (_, c) = call(
+        &kp,
+        &ada,
+        Method::GET,
+        &format!("/api/v1/connections/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(c["status"], "revoked", "{c}");
+    let reason = c["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("expected the account of ada@example.com"),
+        "{reason}"
+    );
+    assert!(reason.contains("bob@example.com"), "{reason}");
+    assert_eq!(
+        kp.read_secret(&id, "access_token").await,
+        None,
+        "the wrong account's tokens are gone"
+    );
+    assert_eq!(kp.read_secret(&id, "refresh_token").await, None);
+}

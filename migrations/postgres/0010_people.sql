@@ -57,3 +57,7 @@ CREATE INDEX connections_by_owner ON connections (workspace_id, owner_user_id);
 ALTER TABLE ui_sessions ADD COLUMN user_id TEXT;
 
 ALTER TABLE api_keys ADD COLUMN last_used_at BIGINT;
+
+-- A provider app may insist that the connected account is the connecting person's own: its
+-- email must equal the user's.
+ALTER TABLE provider_apps ADD COLUMN require_account_email_match BIGINT NOT NULL DEFAULT 0;

@@ -104,6 +104,28 @@ impl Service {
         let actor = Actor("keyport".into());
         match self.look_up(&c).await? {
             Ok(Ok(account)) => {
+                if let Some(refusal) = self
+                    .account_email_refusal(
+                        ws,
+                        &c.connector_id,
+                        c.owner_user_id.as_deref(),
+                        account.email.as_deref(),
+                    )
+                    .await?
+                {
+                    self.audit(
+                        ws,
+                        Some(id),
+                        "account.refused",
+                        &actor,
+                        json!({"account_id": account.external_id, "reason": refusal}),
+                    )
+                    .await;
+                    let lock = self.lock(id);
+                    let _guard = lock.lock().await;
+                    self.revoke_row(&c, &refusal, &actor).await?;
+                    return Ok(Status::Revoked);
+                }
                 self.store
                     .set_account(
                         ws,

@@ -44,6 +44,18 @@ impl Service {
         let account = self
             .verify_api_key(ws, &entry, &config, &api_key, req.name.as_deref())
             .await?;
+        if let Some(refusal) = self
+            .account_email_refusal(ws, &m.id, who.user_id(), account.email.as_deref())
+            .await?
+        {
+            return Err(Error::Invalid {
+                message: refusal,
+                fields: vec![(
+                    "/api_key".into(),
+                    "not the connecting person's account".into(),
+                )],
+            });
+        }
         let id = new_id("conn");
         let name = req
             .name
@@ -177,6 +189,23 @@ impl Service {
         let account = self
             .verify_api_key(ws, &entry, &config, api_key, Some(&c.name))
             .await?;
+        if let Some(refusal) = self
+            .account_email_refusal(
+                ws,
+                &c.connector_id,
+                c.owner_user_id.as_deref(),
+                account.email.as_deref(),
+            )
+            .await?
+        {
+            return Err(Error::Invalid {
+                message: refusal,
+                fields: vec![(
+                    "/api_key".into(),
+                    "not the connection owner's account".into(),
+                )],
+            });
+        }
         let sealed = self.seal_field(ws, id, "api_key", api_key);
         self.store.put_secret(id, ws, &sealed).await?;
         self.store

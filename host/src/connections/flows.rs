@@ -358,6 +358,15 @@ impl Service {
         match tokens {
             Ok(t) => {
                 let status = self.authorized(&flow, &conn, &t).await?;
+                if status == Status::Revoked {
+                    // The account was refused (require_account_email_match): say why.
+                    let reason = self
+                        .get(&flow.workspace_id, &conn.id)
+                        .await?
+                        .status_reason
+                        .unwrap_or_default();
+                    return Ok(self.done(&flow, "revoked", Some(("account_mismatch", &reason))));
+                }
                 Ok(self.done(&flow, status.as_str(), None))
             }
             Err(e) => {

@@ -183,19 +183,31 @@ impl Service {
         who: &Principal,
         id: &str,
     ) -> Result<(ConnectionRow, Option<String>)> {
-        let (ws, actor) = (who.workspace.as_str(), &who.actor());
+        let actor = who.actor();
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let c = self.connection_for(who, id, Need::Revoke).await?;
+        let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
+        self.revoke_row(&c, &reason, &actor).await
+    }
+
+    /// Revokes `c` at the provider and deletes its secrets whatever the outcome (O17), with
+    /// `reason` (the caller holds the connection's lock).
+    pub(super) async fn revoke_row(
+        &self,
+        c: &ConnectionRow,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<(ConnectionRow, Option<String>)> {
+        let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
         // Whatever fails at the provider or on the way there (the connector unloaded, the app or
         // a stored secret unreadable, a timeout, a 500), the secrets are deleted below (O17).
-        let provider_error = self.revoke_at_provider(&c).await.err();
+        let provider_error = self.revoke_at_provider(c).await.err();
         // The secrets go, the status changes, and the audit rows and the event are written, in
         // one transaction.
-        let reason = format!("Revoked by {}. Reconnect to use it again.", actor.0);
         self.forget(id);
         self.store
-            .revoke_connection(ws, id, &reason, |row, from, deleted| {
+            .revoke_connection(ws, id, reason, |row, from, deleted| {
                 let journal = Journal::new().audit(
                     Some(id),
                     "connection.revoked",

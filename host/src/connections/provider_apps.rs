@@ -13,6 +13,9 @@ pub struct ProviderAppInput {
     pub scopes: Option<Vec<String>>,
     /// URL prefix rewrites (admin only).
     pub endpoint_overrides: Option<BTreeMap<String, String>>,
+    /// A connection activates only when the provider account's email equals its owner's
+    /// (left out: unchanged; default off).
+    pub require_account_email_match: Option<bool>,
 }
 
 pub(super) type CachedApp = (ProviderAppRow, Option<Secret>, BTreeMap<String, String>);
@@ -160,6 +163,11 @@ impl Service {
             },
             created_at: now,
             updated_at: now,
+            require_account_email_match: match (input.require_account_email_match, &existing) {
+                (Some(b), _) => i64::from(b),
+                (None, Some(e)) => e.require_account_email_match,
+                (None, None) => 0,
+            },
         };
         self.store.upsert_provider_app(&row).await?;
         if let Some(secret) = input.client_secret.filter(|s| !s.is_empty()) {
@@ -198,6 +206,7 @@ impl Service {
             "client_secret_set": has_secret,
             "scopes": serde_json::from_str::<Value>(&app.scopes).unwrap_or(Value::Null),
             "endpoint_overrides": serde_json::from_str::<Value>(&app.endpoint_overrides).unwrap_or(Value::Null),
+            "require_account_email_match": app.require_account_email_match != 0,
             "redirect_uri": self.redirect_uri(),
             "updated_at": rfc3339(app.updated_at),
         }))
@@ -216,5 +225,45 @@ impl Service {
                 .collect(),
             None => vec![],
         })
+    }
+
+    /// Why the provider account may not be this connection's, when its provider app requires
+    /// the account's email to be the owner's (`None`: it may).
+    pub(super) async fn account_email_refusal(
+        &self,
+        ws: &str,
+        connector: &str,
+        owner: Option<&str>,
+        account_email: Option<&str>,
+    ) -> Result<Option<String>> {
+        let required = self
+            .store
+            .provider_app(ws, connector)
+            .await?
+            .is_some_and(|a| a.require_account_email_match != 0);
+        if !required {
+            return Ok(None);
+        }
+        let expected = match owner {
+            Some(u) => self.store.user(u).await?.and_then(|u| u.email),
+            None => None,
+        };
+        let Some(expected) = expected else {
+            return Ok(Some(
+                "This workspace requires the connected account's email to match the connecting person's, and this connection has no person with an email: connect it while signed in as yourself.".into(),
+            ));
+        };
+        let got = account_email.map(|e| e.trim().to_lowercase());
+        if got.as_deref() == Some(expected.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(match got {
+            Some(g) => format!(
+                "This workspace requires the connected account to be your own: expected the account of {expected}, but the provider account is {g}. Connect again with the account of {expected}."
+            ),
+            None => format!(
+                "This workspace requires the connected account to be your own: expected the account of {expected}, but the provider did not say the account's email. Connect again with the account of {expected}."
+            ),
+        }))
     }
 }

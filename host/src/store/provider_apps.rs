@@ -12,16 +12,20 @@ pub struct ProviderAppRow {
     pub endpoint_overrides: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// A connection activates only when the provider account's email is its owner's.
+    pub require_account_email_match: i64,
 }
 
 impl Store {
     /// Creates or replaces a provider app.
     pub async fn upsert_provider_app(&self, row: &ProviderAppRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO provider_apps (workspace_id, connector_id, client_id, scopes, endpoint_overrides, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)
+            "INSERT INTO provider_apps (workspace_id, connector_id, client_id, scopes, endpoint_overrides, created_at, updated_at,
+               require_account_email_match)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
              ON CONFLICT (workspace_id, connector_id) DO UPDATE SET client_id = excluded.client_id,
-               scopes = excluded.scopes, endpoint_overrides = excluded.endpoint_overrides, updated_at = excluded.updated_at",
+               scopes = excluded.scopes, endpoint_overrides = excluded.endpoint_overrides, updated_at = excluded.updated_at,
+               require_account_email_match = excluded.require_account_email_match",
         )
         .bind(&row.workspace_id)
         .bind(&row.connector_id)
@@ -29,6 +33,7 @@ impl Store {
         .bind(&row.scopes)
         .bind(&row.endpoint_overrides)
         .bind(row.updated_at)
+        .bind(row.require_account_email_match)
         .execute(&self.pool)
         .await?;
         Ok(())

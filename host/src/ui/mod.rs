@@ -49,6 +49,9 @@ pub fn outcome_message(status: &str, error: Option<&str>) -> String {
         (_, Some("token_exchange_failed")) => {
             "The provider did not complete the authorization. Try connecting again; if it keeps failing, check the provider app settings under Admin.".into()
         }
+        (_, Some("account_mismatch")) => {
+            "This workspace requires the connected account to be your own (the one with your email address). Connect again with that account; the connection page says which one.".into()
+        }
         (_, Some("provider_error")) => {
             "The provider returned an error. Try connecting again.".into()
         }

@@ -429,6 +429,11 @@ impl Browser {
         Browser { http, jar }
     }
 
+    /// Adds a cookie (`name=value`) for `url`, e.g. a keyport session signed in elsewhere.
+    pub fn add_cookie(&self, url: &str, cookie: &str) {
+        self.jar.add_cookie_str(cookie, &url.parse().unwrap());
+    }
+
     /// Cookies the jar would send to `url`.
     pub fn cookies_for(&self, url: &str) -> String {
         use reqwest::cookie::CookieStore;
