@@ -61,3 +61,14 @@ ALTER TABLE api_keys ADD COLUMN last_used_at BIGINT;
 -- A provider app may insist that the connected account is the connecting person's own: its
 -- email must equal the user's.
 ALTER TABLE provider_apps ADD COLUMN require_account_email_match BIGINT NOT NULL DEFAULT 0;
+
+-- Single sign-on flows in progress: the state's hash, the browser they belong to (a cookie's
+-- hash), the sealed nonce and PKCE verifier, where to go after, and single use.
+CREATE TABLE sso_flows (
+    state_hash   TEXT PRIMARY KEY,
+    browser_hash TEXT NOT NULL,
+    sealed       TEXT NOT NULL,
+    next_path    TEXT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    consumed_at  BIGINT
+);

@@ -18,14 +18,15 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: clientId,
     client_secret: clientSecret,
-    redirect_uris: [redirectUri],
+    // OIDC_EXTRA_REDIRECT_URIS (comma-separated): e.g. keyport's single sign-on callback.
+    redirect_uris: [redirectUri, ...(process.env.OIDC_EXTRA_REDIRECT_URIS || '').split(',').filter(Boolean)],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_post',
   }],
   pkce: { required: () => true },
   scopes: ['openid', 'offline_access', 'profile', 'email'],
-  claims: { openid: ['sub'], profile: ['name'], email: ['email'] },
+  claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
   features: {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
@@ -47,7 +48,7 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, name: `Ada ${id}`, email: `${id}@example.com` };
+        return { sub: id, name: `Ada ${id}`, email: `${id}@example.com`, email_verified: true };
       },
     };
   },

@@ -217,3 +217,28 @@ pub async fn approve_connector(
             .await?,
     ))
 }
+
+/// `PUT /api/v1/admin/sso {issuer, client_id, client_secret?, allow_signup?, signup_workspace?,
+/// signup_role?, token_auth?}`: single sign-on for the installation (installation admins).
+pub async fn put_sso(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<crate::auth::sso::SsoInput>,
+) -> R<Json<Value>> {
+    Ok(Json(
+        crate::auth::sso::configure(&s.service, &caller.principal, input).await?,
+    ))
+}
+
+/// `GET /api/v1/admin/sso`.
+pub async fn get_sso(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    Ok(Json(
+        crate::auth::sso::view(&s.service, &caller.principal).await?,
+    ))
+}
+
+/// `DELETE /api/v1/admin/sso`: password and admin-token sign-in only.
+pub async fn delete_sso(State(s): State<AppState>, caller: Caller) -> R<StatusCode> {
+    crate::auth::sso::remove(&s.service, &caller.principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

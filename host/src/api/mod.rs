@@ -149,6 +149,12 @@ fn api_routes() -> Router<AppState> {
             "/api/v1/admin/connectors/{id}/approve",
             post(admin::approve_connector),
         )
+        .route(
+            "/api/v1/admin/sso",
+            put(admin::put_sso)
+                .get(admin::get_sso)
+                .delete(admin::delete_sso),
+        )
         .route("/api/v1/admin/providers/export", get(admin::export))
         .route("/api/v1/admin/providers/import", post(admin::import_file))
         .route(

@@ -16,6 +16,7 @@ pub mod admin_token;
 pub mod limiter;
 pub mod people;
 pub mod sessions;
+pub mod sso;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -42,7 +42,7 @@ pub use secrets::{SealedField, SecretRow};
 pub use sessions::UiSessionRow;
 pub use tokens::TokenMeta;
 pub use uploads::{Deployment, Upload};
-pub use users::{InvitationRow, MemberRow, UserRow};
+pub use users::{InvitationRow, MemberRow, SsoFlowRow, UserRow};
 pub use webhooks::{DeliveryRow, OutEvent, WebhookRow};
 
 use tokens::{upsert_secret, upsert_secrets};

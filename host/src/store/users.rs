@@ -398,4 +398,47 @@ impl Store {
         .rows_affected()
             > 0)
     }
+
+    /// Stores a single sign-on flow in progress (and drops expired ones).
+    pub async fn insert_sso_flow(&self, f: &SsoFlowRow) -> Result<()> {
+        sqlx::query("DELETE FROM sso_flows WHERE expires_at < $1")
+            .bind(now_ms() - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sso_flows (state_hash, browser_hash, sealed, next_path, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&f.state_hash)
+        .bind(&f.browser_hash)
+        .bind(&f.sealed)
+        .bind(&f.next_path)
+        .bind(f.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a single sign-on flow once: marks it used and returns it, if it is open.
+    pub async fn take_sso_flow(&self, state_hash: &str, now: i64) -> Result<Option<SsoFlowRow>> {
+        Ok(sqlx::query_as(
+            "UPDATE sso_flows SET consumed_at = $2
+             WHERE state_hash = $1 AND consumed_at IS NULL AND expires_at > $2 RETURNING *",
+        )
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// A single sign-on flow in progress.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SsoFlowRow {
+    pub state_hash: String,
+    pub browser_hash: String,
+    /// The nonce and PKCE verifier, sealed by the vault (base64).
+    pub sealed: String,
+    pub next_path: String,
+    pub expires_at: i64,
+    pub consumed_at: Option<i64>,
 }

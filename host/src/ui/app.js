@@ -526,4 +526,15 @@
       if (r.status === 422) { err.hidden = false; summary.hidden = false; }
     });
   })();
+
+  const ssoForm = document.querySelector("[data-sso-form]");
+  if (ssoForm) ssoForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showErrors(ssoForm, []);
+    const body = { issuer: ssoForm.issuer.value, client_id: ssoForm.client_id.value, token_auth: ssoForm.token_auth.value, allow_signup: ssoForm.allow_signup.checked };
+    if (ssoForm.client_secret.value) body.client_secret = ssoForm.client_secret.value;
+    const res = await api("PUT", "/api/v1/admin/sso", body);
+    if (res.status === 200) { ssoForm.client_secret.value = ""; ssoForm.client_secret.placeholder = "stored — leave empty to keep"; toast("Single sign-on saved.", "ok"); return; }
+    showErrors(ssoForm, (res.body.error && res.body.error.fields) || [{ path: "/issuer", message: errorText(res, "Not saved.") }]);
+  });
 })();

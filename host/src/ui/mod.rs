@@ -33,6 +33,7 @@ use serde::Deserialize;
 use crate::auth::AuthError;
 use crate::auth::people::{self, PasswordSignInError};
 use crate::auth::sessions::{self, Session, SignInError};
+use crate::auth::sso;
 use crate::connections::Principal;
 use crate::web::{ApiError, AppState, escape, no_store};
 
@@ -126,6 +127,8 @@ pub fn routes() -> Router<AppState> {
         .route("/members", get(members::members))
         .route("/account", get(members::account))
         .route("/invite", get(members::invite))
+        .route("/sso/start", get(sso_start))
+        .route("/sso/callback", get(sso_callback))
         .route("/admin/audit", get(pages::audit))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
@@ -208,9 +211,10 @@ fn local_path(next: Option<&str>) -> String {
 
 async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
     let token_first = !people::has_people(&state.service).await;
+    let sso = matches!(sso::config(&state.service).await, Ok(Some(_)));
     page_response(
         StatusCode::OK,
-        pages::login(&local_path(q.next.as_deref()), None, token_first),
+        pages::login(&local_path(q.next.as_deref()), None, token_first, sso),
     )
 }
 
@@ -238,6 +242,7 @@ async fn login(
                 &next,
                 Some("Sign-in must come from this page. Reload it and try again."),
                 f.token.is_some(),
+                false,
             ),
         );
     }
@@ -274,10 +279,15 @@ async fn login(
         Err(Ok((status, message))) => {
             return page_response(
                 status,
-                pages::login(&next, Some(&message), f.token.is_some()),
+                pages::login(&next, Some(&message), f.token.is_some(), false),
             );
         }
     };
+    with_session_cookie(&state, Redirect::to(&next).into_response(), &cookie)
+}
+
+/// `response` with the session cookie set.
+fn with_session_cookie(state: &AppState, mut r: Response, cookie: &str) -> Response {
     let secure = if state.service.secure_cookies() {
         "; Secure"
     } else {
@@ -288,10 +298,64 @@ async fn login(
         sessions::cookie_name(&state.service),
         sessions::SESSION_MAX_MS / 1000
     );
-    let mut r = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&set) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
+    r
+}
+
+/// The cookie binding a single sign-on flow to the browser that started it.
+const SSO_COOKIE: &str = "keyport-sso";
+
+/// `GET /sso/start?next=`: to the identity provider.
+async fn sso_start(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    let next = local_path(q.next.as_deref());
+    match sso::start(&state.service, &next).await {
+        Ok((url, browser)) => {
+            let mut r = Redirect::to(&url).into_response();
+            let secure = if state.service.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            };
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{SSO_COOKIE}={browser}; Path=/sso; HttpOnly; SameSite=Lax; Max-Age=600{secure}"
+            )) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => page_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::login(
+                &next,
+                Some(&format!("Single sign-on is not available: {e}")),
+                false,
+                false,
+            ),
+        ),
+    }
+}
+
+/// `GET /sso/callback`: back from the identity provider.
+async fn sso_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let browser = sessions::cookies(&headers).remove(SSO_COOKIE);
+    let clear =
+        HeaderValue::from_static("keyport-sso=; Path=/sso; HttpOnly; SameSite=Lax; Max-Age=0");
+    let mut r = match sso::callback(&state.service, &q, browser.as_deref()).await {
+        Ok((cookie, _, next)) => {
+            with_session_cookie(&state, Redirect::to(&next).into_response(), &cookie)
+        }
+        Err(e) => page_response(
+            StatusCode::FORBIDDEN,
+            pages::login("/", Some(&e.to_string()), false, true),
+        ),
+    };
+    r.headers_mut().append(header::SET_COOKIE, clear);
     r
 }
 

@@ -164,7 +164,7 @@ pub(super) fn layout(
 }
 
 /// The sign-in page.
-pub fn login(next: &str, error: Option<&str>, token_first: bool) -> Markup {
+pub fn login(next: &str, error: Option<&str>, token_first: bool, sso: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -178,6 +178,9 @@ pub fn login(next: &str, error: Option<&str>, token_first: bool) -> Markup {
                 main id="main" class="narrow" {
                     h1 { "Sign in to keyport" }
                     @if let Some(e) = error { p class="alert" role="alert" id="login-error" { (e) } }
+                    @if sso {
+                        p { a class="button primary" id="sso-sign-in" href={ "/sso/start?next=" (url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()) } { "Sign in with single sign-on" } }
+                    }
                     @if token_first {
                         (token_form(next, error.is_some()))
                         details class="other-sign-in" {
@@ -872,6 +875,13 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
         );
     }
     let ws = s.workspace_id.as_str();
+    let sso = if p.installation_admin {
+        crate::auth::sso::view(&state.service, &p)
+            .await
+            .unwrap_or_default()
+    } else {
+        Value::Null
+    };
     let loaded = state.service.loaded_connectors().await.unwrap_or_default();
     let providers = state.service.list_providers().await.unwrap_or_default();
     let mut oauth_connectors: Vec<Manifest> = state
@@ -978,6 +988,29 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
                     }
                     p class="field-error" id={ "app-error-" (m.id) } data-error-for={ "/app/" (m.id) } {}
                     button type="submit" { "Save" }
+                }
+            }
+        }
+        @if p.installation_admin {
+            section aria-labelledby="sso-title" {
+                h2 id="sso-title" { "Single sign-on" }
+                p class="muted" { "Any OpenID Connect provider. Register " code { (crate::auth::sso::redirect_uri(&state.service)) } " as a redirect URI of its client." }
+                form data-sso-form novalidate {
+                    label for="sso-issuer" { "Issuer" }
+                    input id="sso-issuer" name="issuer" type="url" value=(sso["issuer"].as_str().unwrap_or_default()) required;
+                    label for="sso-client-id" { "Client ID" }
+                    input id="sso-client-id" name="client_id" type="text" value=(sso["client_id"].as_str().unwrap_or_default()) required;
+                    label for="sso-client-secret" { "Client secret" }
+                    input id="sso-client-secret" name="client_secret" type="password" autocomplete="off"
+                        placeholder=(if sso["client_secret_set"] == true { "stored — leave empty to keep" } else { "not set" });
+                    label for="sso-token-auth" { "Client authentication" }
+                    select id="sso-token-auth" name="token_auth" {
+                        option value="client_secret_basic" selected[sso["token_auth"] != "client_secret_post"] { "client_secret_basic" }
+                        option value="client_secret_post" selected[sso["token_auth"] == "client_secret_post"] { "client_secret_post" }
+                    }
+                    label class="check" { input type="checkbox" name="allow_signup" checked[sso["allow_signup"] == true]; " Create an account for people keyport does not know yet (as members of " (sso["signup_workspace"].as_str().unwrap_or("default")) ")" }
+                    p class="field-error" data-error-for="/issuer" {}
+                    button type="submit" { "Save single sign-on" }
                 }
             }
         }

@@ -468,7 +468,7 @@ impl Browser {
             .unwrap()
             .to_string();
         for _ in 0..20 {
-            if next.contains("/oauth/callback") {
+            if next.contains("/oauth/callback") || next.contains("/sso/callback") {
                 return next;
             }
             // Steered straight to the provider, the first stop may be its interaction page.
