@@ -14,6 +14,7 @@
 //! | `connection.error`, `.expired`, `.revoked` | it entered that status |
 //! | `connection.deleted` | it was deleted |
 //! | `connection.expiring_soon` | its refresh token expires soon, or refreshes keep failing |
+//! | `connection_request.fulfilled`, `.expired`, `.cancelled` | a connection request was completed by the client, ran out, or was cancelled |
 
 use serde_json::{Value, json};
 
@@ -30,6 +31,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "connection.revoked",
     "connection.deleted",
     "connection.expiring_soon",
+    "connection_request.fulfilled",
+    "connection_request.expired",
+    "connection_request.cancelled",
 ];
 
 /// The event a status change produces, if any.
@@ -58,6 +62,23 @@ pub fn connection_event(kind: &str, workspace: &str, connection: Value, extra: V
         "created_at": rfc3339(now_ms()),
         "workspace": workspace,
         "data": data,
+    });
+    OutEvent {
+        id,
+        event_type: kind.to_string(),
+        payload: payload.to_string(),
+    }
+}
+
+/// An event about a connection request (its JSON view in `data.connection_request`).
+pub fn request_event(kind: &str, workspace: &str, request: Value) -> OutEvent {
+    let id = format!("evt_{}", crate::vault::random_hex(12));
+    let payload = json!({
+        "id": id,
+        "type": kind,
+        "created_at": rfc3339(now_ms()),
+        "workspace": workspace,
+        "data": {"connection_request": request},
     });
     OutEvent {
         id,

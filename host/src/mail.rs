@@ -54,4 +54,48 @@ impl Mailer {
         self.transport.send(msg).await?;
         Ok(())
     }
+
+    /// Emails a connection request: who asks, for which apps, their message, the link and when
+    /// it expires.
+    pub async fn send_request(&self, r: &RequestMail<'_>) -> anyhow::Result<()> {
+        let to: Mailbox = r.to.parse()?;
+        let mut body = format!(
+            "{} (workspace \"{}\") asks you to connect {}.\n\n",
+            r.asked_by,
+            r.workspace,
+            r.apps.join(", ")
+        );
+        if let Some(m) = r.message {
+            body.push_str(&format!("Their message:\n\n{m}\n\n"));
+        }
+        body.push_str(&format!(
+            "Open this link to connect (it works once, until {}):\n\n{}\n\n\
+             You will authorize each app at its own site; nobody asks for your password.\n\
+             If you did not expect this request, ignore this email.\n",
+            r.expires_at, r.link
+        ));
+        let msg = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!(
+                "{} asks you to connect {}",
+                r.workspace,
+                r.apps.join(", ")
+            ))
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)?;
+        self.transport.send(msg).await?;
+        Ok(())
+    }
+}
+
+/// What a connection request email says.
+pub struct RequestMail<'a> {
+    pub to: &'a str,
+    pub workspace: &'a str,
+    pub asked_by: &'a str,
+    pub apps: Vec<String>,
+    pub message: Option<&'a str>,
+    pub link: &'a str,
+    pub expires_at: &'a str,
 }

@@ -1208,3 +1208,70 @@ async fn a_connection_shared_at_use_then_manage_lets_a_teammate_use_then_revoke_
         "the audit names Ben: {ev}"
     );
 }
+
+/// The client's side in the browser: the request link from the email opens the portal as a
+/// client, the outstanding request connects through oidc-provider's consent in a popup, and the
+/// portal lists the connection; pages outside the portal send the client back to it.
+#[tokio::test]
+async fn a_client_opens_the_request_link_and_connects_from_the_portal() {
+    let smtp = common::smtp::Smtp::start();
+    let kp = Keyport::start(KeyportOpts {
+        env: vec![("KEYPORT_SMTP_URL".into(), smtp.url())],
+        ..Default::default()
+    })
+    .await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let (s, made) = kp
+        .post(
+            "/api/v1/connection-requests",
+            json!({"client_email": "client@example.com", "connector": "oidc-test", "message": "For the weekly report."}),
+        )
+        .await;
+    assert_eq!(s, 201, "{made}");
+    let mail = smtp.wait_for("client@example.com").await;
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.contains("/portal/join#"))
+        .unwrap()
+        .to_string();
+    let chrome = Chrome::start(&[]).await;
+    chrome.goto(&link).await;
+    chrome
+        .wait_text("#requests-title", "Outstanding connection requests")
+        .await;
+    chrome
+        .wait_text("[data-request]", "For the weekly report.")
+        .await;
+    chrome.wait_text(".empty", "No connections yet").await;
+    chrome
+        .wait_text(
+            ".empty",
+            "When your team asks you to connect an app, it will show up here.",
+        )
+        .await;
+    chrome.screenshot("portal-request").await;
+    let id = made["connection_requests"][0]["id"].as_str().unwrap();
+    let main = chrome
+        .open_popup(&format!("[data-request-connect='{id}']"))
+        .await;
+    chrome.approve_at_oidc_provider("client").await;
+    chrome.back_from_popup(main).await;
+    chrome
+        .wait_text("#portal-connections", "OIDC test provider")
+        .await;
+    chrome.wait_text("#portal-connections", "active").await;
+    assert!(
+        !chrome.exists("[data-request]").await,
+        "no longer outstanding"
+    );
+    chrome.screenshot("portal-connected").await;
+    let (_, r) = kp.get(&format!("/api/v1/connection-requests/{id}")).await;
+    assert_eq!(r["status"], "fulfilled");
+    // Outside the portal, a client is sent back to it.
+    chrome.goto(&format!("{}/admin/audit", kp.url)).await;
+    chrome
+        .wait_text("#requests-title", "Outstanding connection requests")
+        .await;
+    assert!(chrome.url().await.ends_with("/portal"));
+}

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Caller;
 use crate::connections::{
-    ConnectionFilter, CreateApiKey, Need, Patch, ProviderAppInput, RefreshMode, StartOAuth, Status,
-    rfc3339, view,
+    ConnectionFilter, CreateApiKey, FlowBrowser, Need, Patch, ProviderAppInput, RefreshMode,
+    StartOAuth, Status, rfc3339, view,
 };
 
 type R<T> = Result<T, ApiError>;
@@ -285,8 +285,11 @@ pub async fn reconnect(
             &caller.principal,
             &id,
             b.scopes.as_deref().unwrap_or(&[]),
-            b.return_to,
-            caller.session.clone(),
+            FlowBrowser {
+                return_to: b.return_to,
+                session: caller.session.clone(),
+                request: None,
+            },
         )
         .await?;
     Ok(Json(serde_json::to_value(started).unwrap_or_default()))

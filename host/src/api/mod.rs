@@ -7,6 +7,7 @@ mod admin;
 mod connections;
 mod oauth;
 mod people;
+mod requests;
 mod usage;
 
 use axum::extract::State;
@@ -40,6 +41,25 @@ fn api_routes() -> Router<AppState> {
             post(connections::create_api_key).get(people::list_api_keys),
         )
         .route("/api/v1/api-keys/{id}", delete(people::delete_api_key))
+        .route(
+            "/api/v1/connection-requests",
+            post(requests::create).get(requests::list),
+        )
+        .route("/api/v1/connection-requests/join", post(requests::join))
+        .route("/api/v1/connection-requests/{id}", get(requests::get))
+        .route(
+            "/api/v1/connection-requests/{id}/cancel",
+            post(requests::cancel),
+        )
+        .route(
+            "/api/v1/connection-requests/{id}/resend",
+            post(requests::resend),
+        )
+        .route(
+            "/api/v1/connection-requests/{id}/connect",
+            post(requests::connect),
+        )
+        .route("/api/v1/portal", get(requests::portal))
         .route("/api/v1/auth/password", post(people::password_sign_in))
         .route(
             "/api/v1/auth/password/change",

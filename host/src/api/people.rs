@@ -18,7 +18,7 @@ use crate::connections::{Role, Who, rfc3339};
 type R<T> = Result<T, ApiError>;
 
 /// The session cookie for a new session, and the JSON a sign-in answers.
-fn signed_in(state: &AppState, cookie: &str, s: &Session, user: Value) -> Response {
+pub(super) fn signed_in(state: &AppState, cookie: &str, s: &Session, user: Value) -> Response {
     let secure = if state.service.secure_cookies() {
         "; Secure"
     } else {

@@ -672,6 +672,70 @@ pub async fn accept_invitation(
     Ok((cookie, session, user))
 }
 
+/// Opens a connection request link: signs the client it was sent to in to the portal of that
+/// workspace (created on first use, as a `client`; someone who is a member already keeps their
+/// role). The link works once and not after it expired or was cancelled.
+pub async fn join_with_request_link(
+    svc: &Service,
+    token: &str,
+) -> Result<(String, Session), AuthError> {
+    let rows = svc.join_requests(token).await?;
+    let Some(first) = rows.first() else {
+        return Err(ServiceError::NotFound(
+            "this link was used already, has expired or was cancelled; ask the team that sent it for a new one".into(),
+        )
+        .into());
+    };
+    let ws = first.workspace_id.clone();
+    let email = first.client_email.clone();
+    let user = match svc.store.user_by_email(&email).await? {
+        Some(u) => u,
+        None => {
+            let u = UserRow::new(new_user_id(), Some(email.clone()), String::new());
+            if !svc.store.insert_user(&u).await? {
+                svc.store
+                    .user_by_email(&email)
+                    .await?
+                    .ok_or_else(|| ServiceError::Internal("a user vanished".into()))?
+            } else {
+                svc.store
+                    .audit(
+                        &ws,
+                        None,
+                        "user.created",
+                        "keyport",
+                        &json!({"user_id": u.id, "email": email, "role": "client", "via": "connection_request"}),
+                    )
+                    .await?;
+                u
+            }
+        }
+    };
+    if user.disabled_at.is_some() {
+        return Err(AuthError::Forbidden(
+            "this account is disabled; ask the team that sent the link".into(),
+        ));
+    }
+    if svc.store.role_of(&ws, &user.id).await?.is_none() {
+        svc.store
+            .set_membership(&ws, &user.id, Role::Client.as_str())
+            .await?;
+    }
+    start_session(svc, Some(&user.id), &ws).await
+}
+
+/// The signed-in person's email (the portal matches requests by it).
+pub async fn email_of(svc: &Service, who: &Principal) -> Result<String, AuthError> {
+    let id = who.user_id().ok_or_else(|| {
+        AuthError::Forbidden("the portal is for people signed in as themselves".into())
+    })?;
+    user(svc, id).await?.email.ok_or_else(|| {
+        AuthError::Forbidden(
+            "this account has no email, so no request can be addressed to it".into(),
+        )
+    })
+}
+
 /// A user's JSON view (never the password hash).
 pub fn user_view(u: &UserRow) -> serde_json::Value {
     json!({

@@ -18,12 +18,18 @@ pub struct StartOAuth {
     /// browser alone may open the launch link.
     #[serde(skip)]
     pub session: Option<String>,
+    /// Set by the service (never from the body): the connection request this flow fulfils.
+    #[serde(skip)]
+    pub request: Option<String>,
 }
 
-/// Where a flow's browser comes back to, and the UI session it belongs to.
-pub(super) struct FlowBrowser {
-    return_to: Option<String>,
-    session: Option<String>,
+/// Where a flow's browser comes back to, the UI session it belongs to, and the connection
+/// request it fulfils.
+#[derive(Debug, Default)]
+pub struct FlowBrowser {
+    pub return_to: Option<String>,
+    pub session: Option<String>,
+    pub request: Option<String>,
 }
 
 /// A started OAuth flow.
@@ -116,6 +122,7 @@ impl Service {
         let browser = FlowBrowser {
             return_to: req.return_to,
             session: req.session,
+            request: req.request,
         };
         self.new_flow(ws, &id, &m.id, &scopes, false, browser).await
     }
@@ -182,6 +189,7 @@ impl Service {
             launched_at: None,
             consumed_at: None,
             created_at: now,
+            request_id: browser.request,
         };
         self.store.insert_flow(&flow).await?;
         // The state itself is needed once more, at launch, to build the provider URL: keep it
@@ -358,6 +366,12 @@ impl Service {
         match tokens {
             Ok(t) => {
                 let status = self.authorized(&flow, &conn, &t).await?;
+                if status != Status::Revoked
+                    && let Some(request) = &flow.request_id
+                {
+                    self.fulfil_request(&flow.workspace_id, request, &conn.id)
+                        .await?;
+                }
                 if status == Status::Revoked {
                     // The account was refused (require_account_email_match): say why.
                     let reason = self
@@ -537,15 +551,14 @@ impl Service {
         who: &Principal,
         id: &str,
         extra_scopes: &[String],
-        return_to: Option<String>,
-        session: Option<String>,
+        browser: FlowBrowser,
     ) -> Result<Started> {
         let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let c = self.connection_for(who, id, Need::Manage).await?;
         let entry = self.connector(&c.connector_id)?;
         let m = entry.connector.manifest();
         self.oauth_of(m)?;
-        if let Some(r) = &return_to {
+        if let Some(r) = &browser.return_to {
             self.check_return_to(r)?;
         }
         let (app, _, _) = self.app(ws, &m.id).await?;
@@ -559,7 +572,6 @@ impl Service {
             json!({"scopes": scopes}),
         )
         .await;
-        let browser = FlowBrowser { return_to, session };
         self.new_flow(ws, id, &m.id, &scopes, true, browser).await
     }
 }

@@ -31,7 +31,7 @@ use crate::registry::Registry;
 use crate::runtime::{
     AuthScheme, CallContext, CallEnv, ErrorKind, Oauth2, Secret, SecretKind, TokenSet,
 };
-pub use crate::store::{AuditRow, ConnectionFilter, ConnectionRow};
+pub use crate::store::{AuditRow, ConnectionFilter, ConnectionRow, RequestRow};
 use crate::store::{FlowRow, Journal, OutEvent, ProviderAppRow, SealedField, Store, TokenMeta};
 use crate::vault::{Context, KeyRing};
 
@@ -45,6 +45,7 @@ mod manage;
 mod provider_apps;
 mod reads;
 mod refresh;
+mod requests;
 mod scheduler;
 mod tokens;
 mod usage;
@@ -54,10 +55,11 @@ pub use api_keys::CreateApiKey;
 pub use cache::CONN_CACHE_TTL;
 pub(crate) use cache::CachedConn;
 pub use config::schema_defaults;
-pub use flows::{CallbackOutcome, CallbackParams, StartOAuth, Started};
+pub use flows::{CallbackOutcome, CallbackParams, FlowBrowser, StartOAuth, Started};
 pub use manage::Patch;
 pub use provider_apps::ProviderAppInput;
 pub use refresh::{RefreshMode, on_demand_margin};
+pub use requests::{NewRequest, REQUEST_TTL_MS, request_view};
 
 use config::merge;
 use provider_apps::CachedApp;

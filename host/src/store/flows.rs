@@ -22,6 +22,8 @@ pub struct FlowRow {
     pub launched_at: Option<i64>,
     pub consumed_at: Option<i64>,
     pub created_at: i64,
+    /// The connection request this flow fulfils, if any.
+    pub request_id: Option<String>,
 }
 
 impl Store {
@@ -29,8 +31,8 @@ impl Store {
     pub async fn insert_flow(&self, f: &FlowRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO oauth_flows (id, workspace_id, connection_id, connector_id, state_hash, launch_hash, redirect_uri,
-               requested_scopes, return_to, reconnect, expires_at, created_at, session_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+               requested_scopes, return_to, reconnect, expires_at, created_at, session_hash, request_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&f.id)
         .bind(&f.workspace_id)
@@ -45,6 +47,7 @@ impl Store {
         .bind(f.expires_at)
         .bind(f.created_at)
         .bind(&f.session_hash)
+        .bind(&f.request_id)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -537,4 +537,20 @@
     if (res.status === 200) { ssoForm.client_secret.value = ""; ssoForm.client_secret.placeholder = "stored — leave empty to keep"; toast("Single sign-on saved.", "ok"); return; }
     showErrors(ssoForm, (res.body.error && res.body.error.fields) || [{ path: "/issuer", message: errorText(res, "Not saved.") }]);
   });
+
+  // The client portal: open a request link, connect what a request asks for.
+  const joinBox = document.querySelector("[data-request-join]");
+  if (joinBox) (async () => {
+    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
+    const err = document.getElementById("join-error");
+    const fail = (m) => { joinBox.hidden = true; err.textContent = m; err.hidden = false; };
+    if (!token) { fail("This page opens from the link in a connection request email; the link you followed is incomplete."); return; }
+    const res = await send("POST", "/api/v1/connection-requests/join", { token });
+    if (res.status === 200) { history.replaceState(null, "", "/portal/join"); location.href = "/portal"; return; }
+    fail(errorText(res, "This link cannot be used."));
+  })();
+  document.querySelectorAll("[data-request-connect]").forEach((b) => b.addEventListener("click", () => {
+    const id = b.dataset.requestConnect;
+    oauthPopup(id, (returnTo) => api("POST", "/api/v1/connection-requests/" + encodeURIComponent(id) + "/connect", returnTo ? { return_to: returnTo } : {}));
+  }));
 })();

@@ -18,6 +18,7 @@
 
 mod members;
 mod pages;
+mod portal;
 
 use axum::Router;
 use std::collections::HashMap;
@@ -99,6 +100,15 @@ impl FromRequestParts<AppState> for SignedIn {
                     .filter(|(id, _, _)| mine.as_ref().is_none_or(|m| m.contains(id)))
                     .map(|(id, name, _)| (id, name))
                     .collect();
+                // Clients have the portal, their connections' pages and their account.
+                let path = parts.uri.path();
+                if principal.role() == Some(crate::connections::Role::Client)
+                    && !(path.starts_with("/portal")
+                        || path.starts_with("/connections/")
+                        || path == "/account")
+                {
+                    return Err(Redirect::to("/portal").into_response());
+                }
                 Ok(SignedIn(s, workspaces, principal))
             }
             Ok(None) => {
@@ -127,6 +137,8 @@ pub fn routes() -> Router<AppState> {
         .route("/members", get(members::members))
         .route("/account", get(members::account))
         .route("/invite", get(members::invite))
+        .route("/portal", get(portal::portal))
+        .route("/portal/join", get(portal::join))
         .route("/sso/start", get(sso_start))
         .route("/sso/callback", get(sso_callback))
         .route("/admin/audit", get(pages::audit))

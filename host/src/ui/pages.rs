@@ -98,11 +98,12 @@ pub(super) fn layout(
     let admin = p.is_workspace_admin();
     let client = p.role() == Some(Role::Client);
     let links: Vec<(&str, &str, &str)> = [
-        ("/", "Integrations", "integrations", true),
-        ("/connections", "Connections", "connections", true),
+        ("/portal", "Portal", "portal", client),
+        ("/", "Integrations", "integrations", !client),
+        ("/connections", "Connections", "connections", !client),
         ("/members", "Members", "members", !client),
         ("/admin", "Admin", "admin", admin),
-        ("/admin/audit", "Audit log", "audit", true),
+        ("/admin/audit", "Audit log", "audit", !client),
     ]
     .into_iter()
     .filter(|l| l.3)

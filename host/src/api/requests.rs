@@ -1,0 +1,204 @@
+//! `/api/v1` handlers for connection requests: the asking side (create, list, cancel, resend)
+//! and the client's (open the link, see the portal, connect).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::people::signed_in;
+use super::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use crate::auth::{Caller, people, sessions};
+use crate::connections::{FlowBrowser, NewRequest, RequestRow, request_view, rfc3339};
+
+type R<T> = Result<T, ApiError>;
+
+fn link(s: &AppState, token: &str) -> String {
+    format!("{}/portal/join#{token}", s.service.config.public_url)
+}
+
+/// Emails the requests of one link when SMTP is configured: `true`, `false` (no SMTP) or what
+/// the mail server said.
+async fn email(s: &AppState, caller: &Caller, rows: &[RequestRow], link: &str) -> Value {
+    let (Some(m), Some(first)) = (&s.mailer, rows.first()) else {
+        return json!(false);
+    };
+    let apps = rows
+        .iter()
+        .map(|r| {
+            s.registry
+                .get(&r.connector_id)
+                .map(|e| e.connector.manifest().display_name.clone())
+                .unwrap_or_else(|| r.connector_id.clone())
+        })
+        .collect();
+    let asked_by = match caller.principal.user_id() {
+        Some(_) => caller
+            .actor
+            .0
+            .split_once('<')
+            .map(|(_, e)| e.trim_end_matches('>').to_string())
+            .unwrap_or_else(|| caller.actor.0.clone()),
+        None => "The team".to_string(),
+    };
+    let mail = crate::mail::RequestMail {
+        to: &first.client_email,
+        workspace: &first.workspace_id,
+        asked_by: &asked_by,
+        apps,
+        message: first.message.as_deref(),
+        link,
+        expires_at: &rfc3339(first.expires_at),
+    };
+    match m.send_request(&mail).await {
+        Ok(()) => json!(true),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not email a connection request");
+            json!({"error": format!("the mail server refused it ({e}); send the link yourself")})
+        }
+    }
+}
+
+/// `POST /api/v1/connection-requests`: the link is shown once (and emailed with SMTP).
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(n): ApiJson<NewRequest>,
+) -> R<impl IntoResponse> {
+    let (rows, token) = s.service.create_requests(&caller.principal, n).await?;
+    let link = link(&s, &token);
+    let emailed = email(&s, &caller, &rows, &link).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "connection_requests": rows.iter().map(request_view).collect::<Vec<_>>(),
+            "link": link,
+            "emailed": emailed,
+            "note": "This link is shown only once; it works once, until it expires.",
+        })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+}
+
+/// `GET /api/v1/connection-requests?status=`.
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> R<Json<Value>> {
+    Ok(Json(
+        s.service
+            .list_requests(&caller.principal, q.status.as_deref())
+            .await?,
+    ))
+}
+
+/// `GET /api/v1/connection-requests/{id}`.
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> R<Json<Value>> {
+    Ok(Json(request_view(
+        &s.service.request(&caller.principal, &id).await?,
+    )))
+}
+
+/// `POST /api/v1/connection-requests/{id}/cancel` (the asking side only).
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> R<Json<Value>> {
+    Ok(Json(request_view(
+        &s.service.cancel_request(&caller.principal, &id).await?,
+    )))
+}
+
+/// `POST /api/v1/connection-requests/{id}/resend`: a new link (shown once); the old one dies.
+pub async fn resend(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> R<Json<Value>> {
+    let (row, token) = s.service.resend_request(&caller.principal, &id).await?;
+    let link = link(&s, &token);
+    let emailed = email(&s, &caller, std::slice::from_ref(&row), &link).await;
+    Ok(Json(json!({
+        "connection_request": request_view(&row),
+        "link": link,
+        "emailed": emailed,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    token: String,
+}
+
+/// `POST /api/v1/connection-requests/join {token}`: opens a request link once and signs the
+/// client in to the portal.
+pub async fn join(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<JoinBody>,
+) -> R<Response> {
+    sessions::same_origin(&s.service, &headers)?;
+    let (cookie, session) = people::join_with_request_link(&s.service, &b.token).await?;
+    let user = match &session.user_id {
+        Some(u) => people::user_view(&people::user(&s.service, u).await?),
+        None => Value::Null,
+    };
+    Ok(signed_in(&s, &cookie, &session, user))
+}
+
+/// `GET /api/v1/portal`: the signed-in client's outstanding requests and connections.
+pub async fn portal(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    let email = people::email_of(&s.service, &caller.principal).await?;
+    Ok(Json(s.service.portal(&caller.principal, &email).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectBody {
+    return_to: Option<String>,
+}
+
+/// `POST /api/v1/connection-requests/{id}/connect {return_to?}`: the client starts the
+/// authorization the request asks for.
+pub async fn connect(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
+) -> R<Json<Value>> {
+    let b: ConnectBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ConnectBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let email = people::email_of(&s.service, &caller.principal).await?;
+    let started = s
+        .service
+        .connect_request(
+            &caller.principal,
+            &email,
+            &id,
+            FlowBrowser {
+                return_to: b.return_to,
+                session: caller.session.clone(),
+                request: None,
+            },
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(started).unwrap_or_default()))
+}
