@@ -1222,10 +1222,34 @@ async fn a_client_opens_the_request_link_and_connects_from_the_portal() {
     .await;
     let oidc = Oidc::start(&kp.redirect_uri());
     kp.configure_oidc(&oidc).await;
+    // A webhook receiver: the event types it got.
+    let hooks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let got = hooks.clone();
+    let receiver = common::serve_fake(axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let got = got.clone();
+            async move {
+                let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                got.lock()
+                    .unwrap()
+                    .push(v["type"].as_str().unwrap_or_default().to_string());
+                "ok"
+            }
+        }),
+    ))
+    .await;
+    let (s, w) = kp
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": format!("{receiver}/hook"), "events": ["connection.revoked", "connection_request.fulfilled"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{w}");
     let (s, made) = kp
         .post(
             "/api/v1/connection-requests",
-            json!({"client_email": "client@example.com", "connector": "oidc-test", "message": "For the weekly report."}),
+            json!({"client_email": "client@example.com", "connector": "oidc-test", "scopes": ["email"], "message": "For the weekly report."}),
         )
         .await;
     assert_eq!(s, 201, "{made}");
@@ -1268,6 +1292,109 @@ async fn a_client_opens_the_request_link_and_connects_from_the_portal() {
     chrome.screenshot("portal-connected").await;
     let (_, r) = kp.get(&format!("/api/v1/connection-requests/{id}")).await;
     assert_eq!(r["status"], "fulfilled");
+    // The agency uses it; the client manages it from the portal.
+    let (_, r) = kp.get(&format!("/api/v1/connection-requests/{id}")).await;
+    let conn = r["connection_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        kp.get(&format!("/api/v1/connections/{conn}/proxy/me"))
+            .await
+            .0,
+        200
+    );
+    chrome
+        .click(&format!(
+            "#portal-connections a[href='/portal/connections/{conn}']"
+        ))
+        .await;
+    chrome
+        .wait_text("[data-status-text]", "Connected and working.")
+        .await;
+    chrome.wait_text("[data-portal-status]", "active").await;
+    chrome
+        .wait_text("[data-account-email]", "client@example.com")
+        .await;
+    chrome.wait_text(".facts", "Last refreshed").await;
+    chrome
+        .click(&format!("[data-portal-refresh='{conn}']"))
+        .await;
+    chrome.wait_text("#toasts", "Connection refreshed.").await;
+    chrome
+        .wait_text("[data-status-text]", "Connected and working.")
+        .await;
+    chrome
+        .click("[data-open-dialog=portal-revoke-dialog]")
+        .await;
+    chrome
+        .wait_text("#portal-revoke-title", "Revoke this connection?")
+        .await;
+    chrome
+        .wait_text(
+            "#portal-revoke-dialog",
+            "Workflows that depend on this credential will pause until you (or another team member) reconnect it. You can reconnect at any time from this page or from a future request email.",
+        )
+        .await;
+    chrome
+        .wait_text("#portal-revoke-dialog", "Keep connection")
+        .await;
+    chrome.screenshot("portal-revoke-dialog").await;
+    chrome
+        .click(&format!("[data-portal-revoke='{conn}']"))
+        .await;
+    chrome.wait_text("#toasts", "Connection revoked").await;
+    chrome
+        .wait_text(
+            "#toasts",
+            "Workflows using this connection will pause until reconnected.",
+        )
+        .await;
+    chrome.wait_text("[data-portal-status]", "revoked").await;
+    chrome
+        .wait_text(
+            "[data-status-text]",
+            "This connection was revoked. Reconnect to keep workflows running.",
+        )
+        .await;
+    chrome
+        .wait_text(
+            "[data-contact-agency]",
+            "Contact your agency if this integration needs to be reconnected.",
+        )
+        .await;
+    assert!(
+        !chrome
+            .exists("[data-open-dialog=portal-revoke-dialog]")
+            .await,
+        "Revoke is hidden once revoked"
+    );
+    chrome.screenshot("portal-revoked").await;
+    assert_eq!(
+        kp.get(&format!("/api/v1/connections/{conn}/proxy/me"))
+            .await
+            .0,
+        409,
+        "the agency's next call is refused"
+    );
+    let t = Instant::now();
+    while !hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e == "connection.revoked")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no connection.revoked delivery: {:?}",
+            hooks.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e == "connection_request.fulfilled")
+    );
     // Outside the portal, a client is sent back to it.
     chrome.goto(&format!("{}/admin/audit", kp.url)).await;
     chrome

@@ -139,4 +139,26 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    /// Proxied calls through a connection per day (UTC) since `since`: (day start, calls).
+    pub async fn daily_calls(
+        &self,
+        workspace: &str,
+        connection: &str,
+        since: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        Ok(sqlx::query(
+            "SELECT created_at / 86400000 AS day, COUNT(*) FROM audit_events
+             WHERE workspace_id = $1 AND connection_id = $2 AND action = 'proxy.request' AND created_at >= $3
+             GROUP BY created_at / 86400000 ORDER BY day",
+        )
+        .bind(workspace)
+        .bind(connection)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| (r.get::<i64, _>(0) * 86_400_000, r.get::<i64, _>(1)))
+        .collect())
+    }
 }

@@ -553,4 +553,20 @@
     const id = b.dataset.requestConnect;
     oauthPopup(id, (returnTo) => api("POST", "/api/v1/connection-requests/" + encodeURIComponent(id) + "/connect", returnTo ? { return_to: returnTo } : {}));
   }));
+
+  document.querySelectorAll("[data-portal-refresh]").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    const res = await api("POST", "/api/v1/connections/" + encodeURIComponent(b.dataset.portalRefresh) + "/refresh");
+    b.disabled = false;
+    if (res.status === 200) { flash("Connection refreshed.", "ok"); location.reload(); return; }
+    toast("Failed to refresh connection. You may need to reconnect.", "error");
+  }));
+  document.querySelectorAll("[data-portal-revoke]").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    const res = await api("POST", "/api/v1/connections/" + encodeURIComponent(b.dataset.portalRevoke) + "/revoke");
+    b.disabled = false;
+    const d = b.closest("dialog"); if (d) d.close();
+    if (res.status === 200) { flash("Connection revoked. Workflows using this connection will pause until reconnected.", "ok"); location.reload(); return; }
+    toast(errorText(res, "The connection was not revoked."), "error");
+  }));
 })();

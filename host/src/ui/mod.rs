@@ -139,6 +139,8 @@ pub fn routes() -> Router<AppState> {
         .route("/invite", get(members::invite))
         .route("/portal", get(portal::portal))
         .route("/portal/join", get(portal::join))
+        .route("/portal/connections", get(portal::connections))
+        .route("/portal/connections/{id}", get(portal::connection))
         .route("/sso/start", get(sso_start))
         .route("/sso/callback", get(sso_callback))
         .route("/admin/audit", get(pages::audit))
