@@ -87,6 +87,22 @@ impl Mailer {
         self.transport.send(msg).await?;
         Ok(())
     }
+
+    /// Emails a sign-in link.
+    pub async fn send_sign_in_link(&self, to: &str, link: &str) -> anyhow::Result<()> {
+        let to: Mailbox = to.parse()?;
+        let msg = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject("Your keyport sign-in link")
+            .header(ContentType::TEXT_PLAIN)
+            .body(format!(
+                "Open this link to sign in to keyport (it works once, for 15 minutes):\n\n{link}\n\n\
+                 If you did not ask for it, ignore this email.\n"
+            ))?;
+        self.transport.send(msg).await?;
+        Ok(())
+    }
 }
 
 /// What a connection request email says.

@@ -418,3 +418,176 @@ async fn cancelled_resent_and_expired_links_sign_nobody_in() {
         "{e}"
     );
 }
+
+/// Later visits: a client (who has no password) asks for a sign-in link by email and is signed in
+/// once with it; the portal shows the agency's name and logo; a client of another workspace sees
+/// none of this workspace's requests or connections.
+#[tokio::test]
+async fn clients_come_back_with_an_emailed_link_to_a_portal_branded_by_the_agency() {
+    let (kp, _oidc, smtp) = setup(Db::Sqlite).await;
+    let (_, made) = kp
+        .post(
+            "/api/v1/connection-requests",
+            json!({"client_email": "dora@example.com", "connector": "oidc-test"}),
+        )
+        .await;
+    let first = join(&kp, made["link"].as_str().unwrap()).await.unwrap();
+    let id = made["connection_requests"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    connect(&kp, &first, &id, "dora").await;
+
+    let ask = |email: &'static str| {
+        kp.http
+            .post(format!("{}/api/v1/auth/email-link", kp.url))
+            .json(&json!({"email": email}))
+            .send()
+    };
+    let known = ask("dora@example.com").await.unwrap();
+    assert_eq!(known.status(), 202);
+    let known: Value = known.json().await.unwrap();
+    let unknown: Value = ask("nobody@example.com")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        known, unknown,
+        "the same answer whether or not there is an account"
+    );
+    let mail = smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.contains("sign-in link"))
+        .unwrap_or_else(|| panic!("no sign-in mail: {:?}", smtp.messages()));
+    assert!(mail.contains("To: dora@example.com"), "{mail}");
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.contains("/login/link#"))
+        .unwrap()
+        .to_string();
+    let token = link.split_once('#').unwrap().1;
+    let use_link = || {
+        kp.http
+            .post(format!("{}/api/v1/auth/email-link/use", kp.url))
+            .json(&json!({"token": token}))
+            .send()
+    };
+    let resp = use_link().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = set_cookie_headers(resp.headers())[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let body: Value = resp.json().await.unwrap();
+    let dora = Client {
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap().into(),
+    };
+    let (_, portal) = call(&kp, &dora, reqwest::Method::GET, "/api/v1/portal", None).await;
+    assert_eq!(
+        portal["connections"].as_array().unwrap().len(),
+        1,
+        "{portal}"
+    );
+    assert_eq!(use_link().await.unwrap().status(), 404, "single use");
+
+    // The agency's name and logo on the portal.
+    let logo = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let (s, w) = kp
+        .patch(
+            "/api/v1/workspaces/default",
+            json!({"name": "Acme Agency", "logo": logo}),
+        )
+        .await;
+    assert_eq!(s, 200, "{w}");
+    let (s, e) = kp
+        .patch(
+            "/api/v1/workspaces/default",
+            json!({"logo": "https://acme.example/logo.png"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
+    let (s, e) = call(
+        &kp,
+        &dora,
+        reqwest::Method::PATCH,
+        "/api/v1/workspaces/default",
+        Some(json!({"name": "Mine"})),
+    )
+    .await;
+    assert_eq!(s, 403, "a client does not rename the workspace: {e}");
+    let page = kp
+        .http
+        .get(format!("{}/portal", kp.url))
+        .header("cookie", &dora.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Connections for Acme Agency"), "{page}");
+    assert!(page.contains(&format!("src=\"{logo}\"")), "{page}");
+
+    // A client of another workspace sees none of it.
+    kp.post("/api/v1/workspaces", json!({"id": "elsewhere"}))
+        .await;
+    let r = kp
+        .http
+        .put(format!("{}/api/v1/provider-apps/oidc-test", kp.url))
+        .bearer_auth(ADMIN)
+        .header("x-keyport-workspace", "elsewhere")
+        .json(&json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let made = kp
+        .http
+        .post(format!("{}/api/v1/connection-requests", kp.url))
+        .bearer_auth(ADMIN)
+        .header("x-keyport-workspace", "elsewhere")
+        .json(&json!({"client_email": "eve@example.com", "connector": "oidc-test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let eve = join(&kp, made["link"].as_str().unwrap()).await.unwrap();
+    let (_, portal) = call(&kp, &eve, reqwest::Method::GET, "/api/v1/portal", None).await;
+    assert_eq!(portal["workspace"], "elsewhere");
+    assert_eq!(portal["connections"].as_array().unwrap().len(), 0);
+    assert_eq!(portal["requests"].as_array().unwrap().len(), 1);
+    let conn = call(
+        &kp,
+        &dora,
+        reqwest::Method::GET,
+        "/api/v1/connections",
+        None,
+    )
+    .await
+    .1["connections"][0]["id"]
+        .clone();
+    let (s, _) = call(
+        &kp,
+        &eve,
+        reqwest::Method::GET,
+        &format!("/api/v1/connections/{}", conn.as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = call(
+        &kp,
+        &eve,
+        reqwest::Method::POST,
+        &format!("/api/v1/connection-requests/{id}/connect"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}

@@ -29,3 +29,15 @@ CREATE INDEX connection_requests_expiry ON connection_requests (status, expires_
 ALTER TABLE connection_requests ADD COLUMN joined_at BIGINT;
 -- An OAuth flow started from a request fulfils it.
 ALTER TABLE oauth_flows ADD COLUMN request_id TEXT;
+
+-- Sign-in links sent by email (clients and anyone without a password): single use, short-lived.
+CREATE TABLE sign_in_links (
+    token_hash   TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at   BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    used_at      BIGINT
+);
+
+-- A workspace's logo for its client portal (a data: URL of a small image).
+ALTER TABLE workspaces ADD COLUMN logo TEXT;

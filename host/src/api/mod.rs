@@ -61,6 +61,9 @@ fn api_routes() -> Router<AppState> {
         )
         .route("/api/v1/portal", get(requests::portal))
         .route("/api/v1/auth/password", post(people::password_sign_in))
+        .route("/api/v1/auth/email-link", post(people::email_link))
+        .route("/api/v1/auth/email-link/use", post(people::use_email_link))
+        .route("/api/v1/workspaces/{ws}", patch(people::patch_workspace))
         .route(
             "/api/v1/auth/password/change",
             post(people::change_password),

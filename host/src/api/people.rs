@@ -367,3 +367,98 @@ pub async fn delete_api_key(
     state.callers.clear();
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailLinkRequest {
+    email: String,
+}
+
+/// `POST /api/v1/auth/email-link {email}`: emails a single-use sign-in link when there is an
+/// account for the email. The answer is the same either way.
+pub async fn email_link(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<EmailLinkRequest>,
+) -> R<impl IntoResponse> {
+    sessions::same_origin(&state.service, &headers)?;
+    let Some(mailer) = &state.mailer else {
+        return Err(ApiError::from(crate::connections::Error::Conflict(
+            "sign-in links need email, and this installation has no SMTP server (KEYPORT_SMTP_URL); sign in with your password or ask for a new invitation".into(),
+        )));
+    };
+    let client = state.client_ip(peer.ip(), &headers);
+    let email = b.email.trim().to_lowercase();
+    if let Some(token) = people::sign_in_link(&state.service, &email, client).await? {
+        let link = format!("{}/login/link#{token}", state.service.config.public_url);
+        if let Err(e) = mailer.send_sign_in_link(&email, &link).await {
+            tracing::warn!(error = %e, "could not email a sign-in link");
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"note": "If there is an account for this email, a sign-in link is on its way. It works once, for 15 minutes."}),
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailLinkUse {
+    token: String,
+}
+
+/// `POST /api/v1/auth/email-link/use {token}`: signs in with an emailed link, once.
+pub async fn use_email_link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<EmailLinkUse>,
+) -> R<Response> {
+    sessions::same_origin(&state.service, &headers)?;
+    let (cookie, s) = people::use_sign_in_link(&state.service, &b.token).await?;
+    let user = match &s.user_id {
+        Some(u) => people::user_view(&people::user(&state.service, u).await?),
+        None => Value::Null,
+    };
+    Ok(signed_in(&state, &cookie, &s, user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePatch {
+    name: Option<String>,
+    /// A `data:image/png|jpeg|gif|webp;base64,…` URL of at most 96 KiB, or `null` to remove it.
+    #[serde(default, deserialize_with = "present")]
+    logo: Option<Value>,
+}
+
+/// A field that is present (even `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as Deserialize>::deserialize(d).map(Some)
+}
+
+/// `PATCH /api/v1/workspaces/{ws} {name?, logo?}`: how the workspace presents itself (the
+/// client portal shows its name and logo). Owners and admins.
+pub async fn patch_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(ws): ApiPath<String>,
+    ApiJson(b): ApiJson<WorkspacePatch>,
+) -> R<Json<Value>> {
+    let p = people::in_workspace(&state.service, &caller.principal, &ws).await?;
+    let logo = match b.logo {
+        None => people::Keep::Unchanged,
+        Some(Value::Null) => people::Keep::Set(None),
+        Some(Value::String(s)) => people::Keep::Set(Some(s)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "logo: a data: URL string, or null to remove it",
+            ));
+        }
+    };
+    Ok(Json(
+        people::set_branding(&state.service, &p, b.name, logo).await?,
+    ))
+}

@@ -736,6 +736,139 @@ pub async fn email_of(svc: &Service, who: &Principal) -> Result<String, AuthErro
     })
 }
 
+/// How long an emailed sign-in link works.
+pub const SIGN_IN_LINK_TTL_MS: i64 = 15 * 60 * 1000;
+
+/// A sign-in link for the person with `email`, when there is one who may sign in: `(token,
+/// email)`; `None` otherwise (the caller answers the same either way). Counts against the
+/// client's address like a failed sign-in, so links cannot be sent in bulk.
+pub async fn sign_in_link(
+    svc: &Service,
+    email: &str,
+    client: IpAddr,
+) -> Result<Option<String>, AuthError> {
+    let now = now_ms();
+    if sign_in_blocked(client, now) {
+        return Err(AuthError::TooManyAttempts(
+            "too many sign-in links asked for from this address; wait a minute".into(),
+        ));
+    }
+    sign_in_failed(client, now);
+    let Some(user) = svc.store.user_by_email(email).await? else {
+        return Ok(None);
+    };
+    if user.disabled_at.is_some() || svc.store.memberships_of(&user.id).await?.is_empty() {
+        return Ok(None);
+    }
+    let token = format!("sil_{}", crate::vault::random_hex(24));
+    svc.store
+        .insert_sign_in_link(&hash(&token), &user.id, now + SIGN_IN_LINK_TTL_MS)
+        .await?;
+    Ok(Some(token))
+}
+
+/// Signs in with an emailed link, once.
+pub async fn use_sign_in_link(svc: &Service, token: &str) -> Result<(String, Session), AuthError> {
+    let refused = || {
+        AuthError::from(ServiceError::NotFound(
+            "this sign-in link was used already or has expired; ask for a new one".into(),
+        ))
+    };
+    let uid = svc
+        .store
+        .use_sign_in_link(&hash(token), now_ms())
+        .await?
+        .ok_or_else(refused)?;
+    let user = svc.store.user(&uid).await?.ok_or_else(refused)?;
+    if user.disabled_at.is_some() {
+        return Err(AuthError::Forbidden(
+            "this account is disabled; ask a workspace owner".into(),
+        ));
+    }
+    let ws = home_workspace(&svc.store, &user, None)
+        .await?
+        .ok_or_else(refused)?;
+    start_session(svc, Some(&user.id), &ws).await
+}
+
+/// A change that may leave a value as it is.
+pub enum Keep<T> {
+    Unchanged,
+    Set(T),
+}
+
+/// Largest logo accepted (the data: URL's length).
+pub const LOGO_MAX: usize = 96 * 1024;
+
+/// Sets how a workspace presents itself: its name and its logo (owners and admins).
+pub async fn set_branding(
+    svc: &Service,
+    who: &Principal,
+    name: Option<String>,
+    logo: Keep<Option<String>>,
+) -> Result<serde_json::Value, AuthError> {
+    who.may_administer(false, "changing the workspace's name and logo")?;
+    let (current_name, current_logo) = svc
+        .store
+        .workspace_branding(&who.workspace)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no workspace {:?}", who.workspace)))?;
+    let name = match name {
+        Some(n) if n.trim().is_empty() || n.len() > 100 => {
+            return Err(ServiceError::Invalid {
+                message: "name: 1 to 100 characters".into(),
+                fields: vec![("/name".into(), "1 to 100 characters".into())],
+            }
+            .into());
+        }
+        Some(n) => n.trim().to_string(),
+        None => current_name,
+    };
+    let logo = match logo {
+        Keep::Unchanged => current_logo,
+        Keep::Set(None) => None,
+        Keep::Set(Some(l)) => {
+            let image = ["png", "jpeg", "gif", "webp"]
+                .iter()
+                .any(|t| l.starts_with(&format!("data:image/{t};base64,")));
+            if !image || l.len() > LOGO_MAX {
+                return Err(ServiceError::Invalid {
+                    message: format!(
+                        "logo: a data:image/png, jpeg, gif or webp;base64 URL of at most {} KiB",
+                        LOGO_MAX / 1024
+                    ),
+                    fields: vec![("/logo".into(), "a small image as a data: URL".into())],
+                }
+                .into());
+            }
+            Some(l)
+        }
+    };
+    svc.store
+        .set_workspace_branding(&who.workspace, &name, logo.as_deref())
+        .await?;
+    svc.store
+        .audit(
+            &who.workspace,
+            None,
+            "workspace.updated",
+            &who.actor().0,
+            &json!({"name": name, "logo": logo.is_some()}),
+        )
+        .await?;
+    Ok(json!({"id": who.workspace, "name": name, "logo": logo}))
+}
+
+/// A workspace's name and logo, for the pages.
+pub async fn branding(svc: &Service, ws: &str) -> (String, Option<String>) {
+    svc.store
+        .workspace_branding(ws)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| (ws.to_string(), None))
+}
+
 /// A user's JSON view (never the password hash).
 pub fn user_view(u: &UserRow) -> serde_json::Value {
     json!({

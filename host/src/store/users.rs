@@ -431,6 +431,71 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Stores a sign-in link (and drops old ones).
+    pub async fn insert_sign_in_link(
+        &self,
+        token_hash: &str,
+        user: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query("DELETE FROM sign_in_links WHERE expires_at < $1")
+            .bind(now - 86_400_000)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sign_in_links (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Uses a sign-in link once: the user it signs in, if it is unused and not expired.
+    pub async fn use_sign_in_link(&self, token_hash: &str, now: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE sign_in_links SET used_at = $2
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A workspace's name and logo.
+    pub async fn workspace_branding(&self, id: &str) -> Result<Option<(String, Option<String>)>> {
+        Ok(
+            sqlx::query("SELECT name, logo FROM workspaces WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| (r.get(0), r.get(1))),
+        )
+    }
+
+    /// Sets a workspace's name and logo.
+    pub async fn set_workspace_branding(
+        &self,
+        id: &str,
+        name: &str,
+        logo: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE workspaces SET name = $2, logo = $3 WHERE id = $1")
+            .bind(id)
+            .bind(name)
+            .bind(logo)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 /// A single sign-on flow in progress.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SsoFlowRow {

@@ -569,4 +569,23 @@
     if (res.status === 200) { flash("Connection revoked. Workflows using this connection will pause until reconnected.", "ok"); location.reload(); return; }
     toast(errorText(res, "The connection was not revoked."), "error");
   }));
+
+  const linkForm = document.querySelector("[data-email-link-form]");
+  if (linkForm) linkForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const res = await send("POST", "/api/v1/auth/email-link", { email: linkForm.email.value });
+    const out = linkForm.querySelector("[data-email-link-sent]");
+    out.textContent = res.status === 202 ? res.body.note : errorText(res, "No link was sent.");
+    out.hidden = false;
+  });
+  const linkBox = document.querySelector("[data-email-link]");
+  if (linkBox) (async () => {
+    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
+    const err = document.getElementById("link-error");
+    const fail = (m) => { linkBox.hidden = true; err.textContent = m; err.hidden = false; };
+    if (!token) { fail("This page opens from the link in a sign-in email; the link you followed is incomplete."); return; }
+    const res = await send("POST", "/api/v1/auth/email-link/use", { token });
+    if (res.status === 200) { history.replaceState(null, "", "/login/link"); location.href = "/"; return; }
+    fail(errorText(res, "This link cannot be used."));
+  })();
 })();

@@ -139,6 +139,7 @@ pub fn routes() -> Router<AppState> {
         .route("/invite", get(members::invite))
         .route("/portal", get(portal::portal))
         .route("/portal/join", get(portal::join))
+        .route("/login/link", get(portal::sign_in_link))
         .route("/portal/connections", get(portal::connections))
         .route("/portal/connections/{id}", get(portal::connection))
         .route("/sso/start", get(sso_start))

@@ -174,6 +174,7 @@ pub fn login(next: &str, error: Option<&str>, token_first: bool, sso: bool) -> M
                 meta name="viewport" content="width=device-width,initial-scale=1";
                 title { "Sign in · keyport" }
                 link rel="stylesheet" href="/ui/app.css";
+                script src="/ui/app.js" defer {}
             }
             body class="login" {
                 main id="main" class="narrow" {
@@ -193,6 +194,15 @@ pub fn login(next: &str, error: Option<&str>, token_first: bool, sso: bool) -> M
                         details class="other-sign-in" {
                             summary { "Sign in with the admin token" }
                             (token_form(next, false))
+                        }
+                    }
+                    details class="other-sign-in" id="email-link" {
+                        summary { "No password? Email me a sign-in link" }
+                        form data-email-link-form novalidate {
+                            label for="link-email" { "Email" }
+                            input id="link-email" name="email" type="email" autocomplete="email" required;
+                            button type="submit" { "Email me a link" }
+                            p class="notice" role="status" data-email-link-sent hidden {}
                         }
                     }
                 }

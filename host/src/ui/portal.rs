@@ -27,8 +27,10 @@ pub async fn portal(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) 
     let empty = Vec::new();
     let requests = data["requests"].as_array().unwrap_or(&empty);
     let connections = data["connections"].as_array().unwrap_or(&empty);
+    let (name, logo) = people::branding(&state.service, &s.workspace_id).await;
     let body = html! {
-        h1 { "Connections for " (s.workspace_id) }
+        (brand(&name, logo.as_deref()))
+        h1 { "Connections for " (name) }
         section aria-labelledby="requests-title" {
             h2 id="requests-title" { "Outstanding connection requests" }
             @if requests.is_empty() { p class="muted" { "Nothing to connect right now." } }
@@ -49,6 +51,15 @@ pub async fn portal(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) 
         }
     };
     page_response(StatusCode::OK, layout(&s, &w, &p, "Portal", "portal", body))
+}
+
+/// The workspace's logo and name at the top of the portal (the agency's portal).
+fn brand(name: &str, logo: Option<&str>) -> Markup {
+    html! {
+        @if let Some(l) = logo {
+            div class="brand-logo" { img src=(l) alt={ (name) " logo" } height="48"; }
+        }
+    }
 }
 
 /// The portal's four statuses: a credential that expired or was rejected needs reconnecting.
@@ -105,8 +116,10 @@ pub async fn connections(State(state): State<AppState>, SignedIn(s, w, p): Signe
         .await
         .unwrap_or(Value::Null);
     let empty = Vec::new();
+    let (name, logo) = people::branding(&state.service, &s.workspace_id).await;
     let body = html! {
-        h1 { "Your connections" }
+        (brand(&name, logo.as_deref()))
+        h1 { "Your connections with " (name) }
         (connections_table(data["connections"].as_array().unwrap_or(&empty)))
     };
     page_response(
@@ -205,6 +218,33 @@ pub async fn join() -> Response {
                         div class="alert" role="alert" id="join-error" hidden {}
                     }
                     div id="toasts" class="toasts" role="status" aria-live="polite" {}
+                }
+            }
+        },
+    )
+}
+
+/// `/login/link#<token>`: signs in with an emailed link (the token stays in the fragment).
+pub async fn sign_in_link() -> Response {
+    page_response(
+        StatusCode::OK,
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width,initial-scale=1";
+                    title { "Signing in · keyport" }
+                    link rel="stylesheet" href="/ui/app.css";
+                    script src="/ui/app.js" defer {}
+                }
+                body class="login" {
+                    main id="main" class="narrow" {
+                        h1 { "Signing in" }
+                        p data-email-link { "Checking your link…" }
+                        div class="alert" role="alert" id="link-error" hidden {}
+                        p { a href="/login" { "Back to sign-in" } }
+                    }
                 }
             }
         },
