@@ -591,3 +591,103 @@ async fn clients_come_back_with_an_emailed_link_to_a_portal_branded_by_the_agenc
     .await;
     assert_eq!(s, 404);
 }
+
+/// The portal's four statuses and their texts, as the pages render them: a credential that
+/// expired or was rejected reads as `error`, "Reconnection needed."; another client's portal
+/// page shows none of it.
+#[tokio::test]
+async fn the_portal_shows_four_statuses_with_their_texts() {
+    let (kp, _oidc, _smtp) = setup(Db::Sqlite).await;
+    let (_, made) = kp
+        .post(
+            "/api/v1/connection-requests",
+            json!({"client_email": "fay@example.com", "connector": "oidc-test"}),
+        )
+        .await;
+    let fay = join(&kp, made["link"].as_str().unwrap()).await.unwrap();
+    let id = made["connection_requests"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    connect(&kp, &fay, &id, "fay").await;
+    let conn = call(&kp, &fay, reqwest::Method::GET, "/api/v1/portal", None)
+        .await
+        .1["connections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = |path: String, cookie: String| {
+        let http = kp.http.clone();
+        let url = format!("{}{path}", kp.url);
+        async move {
+            http.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    for (status, badge, text) in [
+        ("active", "active", "Connected and working."),
+        ("error", "error", "Reconnection needed."),
+        ("expired", "error", "Reconnection needed."),
+        ("pending", "pending", "Waiting for the first sync."),
+        (
+            "revoked",
+            "revoked",
+            "This connection was revoked. Reconnect to keep workflows running.",
+        ),
+    ] {
+        kp.sql(&format!(
+            "UPDATE connections SET status = '{status}' WHERE id = '{conn}'"
+        ))
+        .await;
+        let detail = page(format!("/portal/connections/{conn}"), fay.cookie.clone()).await;
+        assert!(
+            detail.contains(&format!("data-portal-status=\"{badge}\">{badge}<")),
+            "{status}: {detail}"
+        );
+        assert!(detail.contains(text), "{status}: {detail}");
+        let list = page("/portal/connections".into(), fay.cookie.clone()).await;
+        assert!(
+            list.contains(&format!("data-portal-status=\"{badge}\"")),
+            "{status}: {list}"
+        );
+        for header in [
+            "<th scope=\"col\">App</th>",
+            "<th scope=\"col\">Label</th>",
+            "<th scope=\"col\">Status</th>",
+            "<th scope=\"col\">Actions</th>",
+        ] {
+            assert!(list.contains(header), "{list}");
+        }
+        assert_eq!(
+            list.matches("<th scope=\"col\">").count(),
+            4,
+            "exactly four columns"
+        );
+    }
+    // Another client of the workspace: an empty portal, and no way to this connection's page.
+    let (_, other) = kp
+        .post(
+            "/api/v1/connection-requests",
+            json!({"client_email": "gus@example.com", "connector": "oidc-test"}),
+        )
+        .await;
+    let gus = join(&kp, other["link"].as_str().unwrap()).await.unwrap();
+    let list = page("/portal/connections".into(), gus.cookie.clone()).await;
+    assert!(list.contains("No connections yet"), "{list}");
+    assert!(
+        list.contains("When your team asks you to connect an app, it will show up here."),
+        "{list}"
+    );
+    assert!(!list.contains(&conn), "{list}");
+    let detail = page(format!("/portal/connections/{conn}"), gus.cookie.clone()).await;
+    assert!(
+        !detail.contains("fay@example.com") && detail.contains("not one of yours"),
+        "{detail}"
+    );
+}

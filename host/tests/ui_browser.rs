@@ -1401,4 +1401,22 @@ async fn a_client_opens_the_request_link_and_connects_from_the_portal() {
         .wait_text("#requests-title", "Outstanding connection requests")
         .await;
     assert!(chrome.url().await.ends_with("/portal"));
+    // A cancelled request's link says so and signs nobody in.
+    let (_, again) = kp
+        .post(
+            "/api/v1/connection-requests",
+            json!({"client_email": "late@example.com", "connector": "oidc-test"}),
+        )
+        .await;
+    let rid = again["connection_requests"][0]["id"].as_str().unwrap();
+    kp.post(
+        &format!("/api/v1/connection-requests/{rid}/cancel"),
+        json!({}),
+    )
+    .await;
+    chrome.goto(again["link"].as_str().unwrap()).await;
+    chrome
+        .wait_text("#join-error", "ask the team that sent it for a new one")
+        .await;
+    chrome.screenshot("portal-link-cancelled").await;
 }
