@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use serde_json::json;
 
-use crate::connections::{Actor, Error as ServiceError, Principal, Service, Who};
+use crate::connections::{Actor, Error as ServiceError, Principal, Role, Service, Who};
 use crate::oauth::hash;
 use crate::store::{ApiKeyRow, Store, now_ms};
 
@@ -250,6 +250,27 @@ async fn authenticate(
     Err(AuthError::Unauthorized(
         "the token is not valid; use the admin token or a workspace API key".into(),
     ))
+}
+
+/// Whether `who` may call `method path` at all: a workspace's clients reach only the portal's
+/// API (their requests, single connections — where the lifecycle shows them only their own —
+/// and themselves); everyone else every endpoint (the lifecycle still decides on each
+/// connection).
+pub fn may_reach(who: &Principal, method: &Method, path: &str) -> bool {
+    if who.role() != Some(Role::Client) {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return true;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["me"] | ["portal"] | ["auth", ..] => true,
+        ["connection-requests", _, "connect"] => *method == Method::POST,
+        ["connections", "oauth", ..] => false,
+        ["connections", _, ..] => true,
+        _ => false,
+    }
 }
 
 /// A new workspace API key: `(id, key)`; the key is shown once and stored as its hash.

@@ -354,7 +354,14 @@ impl FromRequestParts<AppState> for Caller {
             .map(|c| c.0.ip())
             .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
         let client = state.client_ip(peer, &parts.headers);
-        Ok(crate::auth::caller_of(&state.service, &state.callers, &parts.headers, client).await?)
+        let caller =
+            crate::auth::caller_of(&state.service, &state.callers, &parts.headers, client).await?;
+        if !crate::auth::may_reach(&caller.principal, &parts.method, parts.uri.path()) {
+            return Err(ApiError::forbidden(
+                "clients use the portal: /api/v1/portal, their connection requests and their own connections",
+            ));
+        }
+        Ok(caller)
     }
 }
 
