@@ -700,3 +700,77 @@ async fn the_portal_shows_four_statuses_with_their_texts() {
         "{detail}"
     );
 }
+
+/// Members send requests only when the workspace lets them; clients never.
+#[tokio::test]
+async fn members_send_requests_when_the_workspace_lets_them() {
+    let (kp, _oidc, _smtp) = setup(Db::Sqlite).await;
+    let (s, u) = kp
+        .post(
+            "/api/v1/users",
+            json!({"email": "mo@example.com", "password": "member password", "role": "member"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{u}");
+    let resp = kp
+        .http
+        .post(format!("{}/api/v1/auth/password", kp.url))
+        .json(&json!({"email": "mo@example.com", "password": "member password"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie_headers(resp.headers())[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let body: Value = resp.json().await.unwrap();
+    let mo = Client {
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap().into(),
+    };
+    let ask = json!({"client_email": "x@example.com", "connector": "oidc-test"});
+    let (s, e) = call(
+        &kp,
+        &mo,
+        reqwest::Method::POST,
+        "/api/v1/connection-requests",
+        Some(ask.clone()),
+    )
+    .await;
+    assert_eq!(s, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("when the workspace allows members"),
+        "{e}"
+    );
+    let (s, w) = kp
+        .patch(
+            "/api/v1/workspaces/default",
+            json!({"members_may_request": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["members_may_request"], true);
+    let (s, made) = call(
+        &kp,
+        &mo,
+        reqwest::Method::POST,
+        "/api/v1/connection-requests",
+        Some(ask),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    let id = made["connection_requests"][0]["id"].as_str().unwrap();
+    let (s, r) = call(
+        &kp,
+        &mo,
+        reqwest::Method::POST,
+        &format!("/api/v1/connection-requests/{id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+}

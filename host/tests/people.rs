@@ -899,6 +899,7 @@ async fn a_database_from_before_people_upgrades_in_place() {
             "DROP TABLE connection_requests",
             "ALTER TABLE oauth_flows DROP COLUMN request_id",
             "ALTER TABLE workspaces DROP COLUMN logo",
+            "ALTER TABLE workspaces DROP COLUMN members_may_request",
             "DELETE FROM _sqlx_migrations WHERE version = 11",
             "DROP TABLE sso_flows",
             "ALTER TABLE provider_apps DROP COLUMN require_account_email_match",

@@ -41,3 +41,6 @@ CREATE TABLE sign_in_links (
 
 -- A workspace's logo for its client portal (a data: URL of a small image).
 ALTER TABLE workspaces ADD COLUMN logo TEXT;
+
+-- Whether members (not only owners and admins) may send connection requests.
+ALTER TABLE workspaces ADD COLUMN members_may_request BIGINT NOT NULL DEFAULT 0;

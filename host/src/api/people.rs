@@ -432,6 +432,8 @@ pub struct WorkspacePatch {
     /// A `data:image/png|jpeg|gif|webp;base64,…` URL of at most 96 KiB, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
     logo: Option<Value>,
+    /// Whether members may send connection requests (owners and admins always may).
+    members_may_request: Option<bool>,
 }
 
 /// A field that is present (even `null`) is `Some`.
@@ -458,7 +460,8 @@ pub async fn patch_workspace(
             ));
         }
     };
-    Ok(Json(
-        people::set_branding(&state.service, &p, b.name, logo).await?,
-    ))
+    let mut out = people::set_branding(&state.service, &p, b.name, logo).await?;
+    out["members_may_request"] =
+        json!(people::set_members_may_request(&state.service, &p, b.members_may_request).await?);
+    Ok(Json(out))
 }

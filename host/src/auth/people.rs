@@ -859,6 +859,28 @@ pub async fn set_branding(
     Ok(json!({"id": who.workspace, "name": name, "logo": logo}))
 }
 
+/// Lets members send connection requests, or not (`None`: unchanged); the setting now.
+pub async fn set_members_may_request(
+    svc: &Service,
+    who: &Principal,
+    allowed: Option<bool>,
+) -> Result<bool, AuthError> {
+    if let Some(a) = allowed {
+        who.may_administer(false, "changing who may send connection requests")?;
+        svc.store.set_members_may_request(&who.workspace, a).await?;
+        svc.store
+            .audit(
+                &who.workspace,
+                None,
+                "workspace.updated",
+                &who.actor().0,
+                &json!({"members_may_request": a}),
+            )
+            .await?;
+    }
+    Ok(svc.store.members_may_request(&who.workspace).await?)
+}
+
 /// A workspace's name and logo, for the pages.
 pub async fn branding(svc: &Service, ws: &str) -> (String, Option<String>) {
     svc.store

@@ -68,6 +68,21 @@ fn request_event(kind: &str, r: &RequestRow) -> OutEvent {
 }
 
 impl Service {
+    /// The asking side: owners and admins, and members when the workspace lets them
+    /// (`members_may_request`).
+    async fn may_request(&self, who: &Principal, what: &str) -> Result<()> {
+        if who.role() == Some(Role::Member)
+            && self.store.members_may_request(&who.workspace).await?
+        {
+            return Ok(());
+        }
+        who.may_administer(false, what).map_err(|_| {
+            Error::Forbidden(format!(
+                "{what} needs a workspace owner or admin (or a member, when the workspace allows members to send requests)"
+            ))
+        })
+    }
+
     /// Creates the requests of one link: `(requests, token)`; the token is the link's secret,
     /// shown once.
     pub async fn create_requests(
@@ -75,7 +90,8 @@ impl Service {
         who: &Principal,
         n: NewRequest,
     ) -> Result<(Vec<RequestRow>, String)> {
-        who.may_administer(false, "asking a client to connect an app")?;
+        self.may_request(who, "asking a client to connect an app")
+            .await?;
         let ws = who.workspace.as_str();
         let email = n.client_email.trim().to_lowercase();
         if !email.contains('@') || email.len() > 254 || email.chars().any(char::is_whitespace) {
@@ -187,7 +203,7 @@ impl Service {
     /// The workspace's requests, newest first (`status`: outstanding, fulfilled, cancelled or
     /// expired).
     pub async fn list_requests(&self, who: &Principal, status: Option<&str>) -> Result<Value> {
-        who.may_administer(false, "listing connection requests")?;
+        self.may_request(who, "listing connection requests").await?;
         if let Some(s) = status
             && !matches!(s, "outstanding" | "fulfilled" | "cancelled" | "expired")
         {
@@ -203,7 +219,7 @@ impl Service {
 
     /// One request.
     pub async fn request(&self, who: &Principal, id: &str) -> Result<RequestRow> {
-        who.may_administer(false, "reading connection requests")?;
+        self.may_request(who, "reading connection requests").await?;
         self.store
             .request(&who.workspace, id)
             .await?

@@ -479,6 +479,30 @@ impl Store {
         )
     }
 
+    /// Whether a workspace lets members send connection requests.
+    pub async fn members_may_request(&self, id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar::<_, i64>(
+                "SELECT members_may_request FROM workspaces WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0)
+                != 0,
+        )
+    }
+
+    /// Lets members send connection requests (or not).
+    pub async fn set_members_may_request(&self, id: &str, allowed: bool) -> Result<()> {
+        sqlx::query("UPDATE workspaces SET members_may_request = $2 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(allowed))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Sets a workspace's name and logo.
     pub async fn set_workspace_branding(
         &self,
