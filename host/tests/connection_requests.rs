@@ -575,6 +575,20 @@ async fn clients_come_back_with_an_emailed_link_to_a_portal_branded_by_the_agenc
     let eve = join(&kp, made["link"].as_str().unwrap()).await.unwrap();
     let (_, portal) = call(&kp, &eve, reqwest::Method::GET, "/api/v1/portal", None).await;
     assert_eq!(portal["workspace"], "elsewhere");
+    let eve_page = kp
+        .http
+        .get(format!("{}/portal", kp.url))
+        .header("cookie", &eve.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        eve_page.contains("No connections yet") && !eve_page.contains("Acme Agency"),
+        "{eve_page}"
+    );
     assert_eq!(portal["connections"].as_array().unwrap().len(), 0);
     assert_eq!(portal["requests"].as_array().unwrap().len(), 1);
     let conn = call(&kp, &dora, reqwest::Method::GET, "/api/v1/portal", None)
@@ -699,6 +713,24 @@ async fn the_portal_shows_four_statuses_with_their_texts() {
         !detail.contains("fay@example.com") && detail.contains("not one of yours"),
         "{detail}"
     );
+    // A client who came by link sets a password and signs in with it later.
+    let (s, e) = call(
+        &kp,
+        &dora,
+        reqwest::Method::POST,
+        "/api/v1/auth/password/change",
+        Some(json!({"current_password": "", "new_password": "dora's own passphrase"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{e}");
+    let r = kp
+        .http
+        .post(format!("{}/api/v1/auth/password", kp.url))
+        .json(&json!({"email": "dora@example.com", "password": "dora's own passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// Members send requests only when the workspace lets them; clients never.

@@ -1321,6 +1321,17 @@ async fn a_client_opens_the_request_link_and_connects_from_the_portal() {
     chrome
         .wait_text("[data-status-text]", "Connected and working.")
         .await;
+    // With the provider down, a refresh fails and says what to do.
+    drop(oidc);
+    chrome
+        .click(&format!("[data-portal-refresh='{conn}']"))
+        .await;
+    chrome
+        .wait_text("#toasts", "Failed to refresh connection")
+        .await;
+    chrome
+        .wait_text("#toasts", "You may need to reconnect.")
+        .await;
     chrome
         .click("[data-open-dialog=portal-revoke-dialog]")
         .await;

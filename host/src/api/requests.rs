@@ -43,9 +43,10 @@ async fn email(s: &AppState, caller: &Caller, rows: &[RequestRow], link: &str) -
             .unwrap_or_else(|| caller.actor.0.clone()),
         None => "The team".to_string(),
     };
+    let (workspace, _) = people::branding(&s.service, &first.workspace_id).await;
     let mail = crate::mail::RequestMail {
         to: &first.client_email,
-        workspace: &first.workspace_id,
+        workspace: &workspace,
         asked_by: &asked_by,
         apps,
         message: first.message.as_deref(),

@@ -341,7 +341,8 @@ pub async fn sign_out_everywhere(svc: &Service, user: &str) -> Result<u64, AuthE
     Ok(svc.store.delete_user_sessions(user).await?)
 }
 
-/// Changes a user's own password (the current one is required); ends all their sessions.
+/// Changes a user's own password (the current one is required when there is one: people who
+/// came by a link or single sign-on set theirs without); ends all their sessions.
 pub async fn change_password(
     svc: &Service,
     user: &str,
@@ -353,10 +354,9 @@ pub async fn change_password(
         .user(user)
         .await?
         .ok_or_else(|| AuthError::Unauthorized("this account no longer exists".into()))?;
-    if !u
-        .password_hash
+    if u.password_hash
         .as_deref()
-        .is_some_and(|h| password_matches(h, current))
+        .is_some_and(|h| !password_matches(h, current))
     {
         return Err(AuthError::Forbidden(
             "the current password is not right".into(),

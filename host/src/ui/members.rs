@@ -114,8 +114,8 @@ pub async fn account(SignedIn(s, w, p): SignedIn) -> Response {
                 h2 id="pw-title" { "Change password" }
                 p class="muted" { "Changing it signs you out everywhere, this browser included." }
                 form data-password-form novalidate {
-                    label for="current-password" { "Current password" }
-                    input id="current-password" name="current_password" type="password" autocomplete="current-password" required;
+                    label for="current-password" { "Current password (leave empty if you never set one)" }
+                    input id="current-password" name="current_password" type="password" autocomplete="current-password";
                     label for="new-password" { "New password (10 characters or more)" }
                     input id="new-password" name="new_password" type="password" autocomplete="new-password" minlength="10" required;
                     p class="field-error" data-error-for="/password" {}
