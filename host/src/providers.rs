@@ -393,38 +393,75 @@ impl Service {
         let defs = file["providers"]
             .as_array()
             .ok_or_else(|| invalid("/providers", "providers must be a list of definitions"))?;
-        let mut imported = Vec::new();
+        // Each entry stands alone: a bad or duplicate one is reported and skipped, and the others
+        // are imported whole (an entry is stored in one step, after all its checks).
+        let mut report = Vec::new();
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        let (mut created, mut updated, mut rejected) = (0, 0, 0);
         for (i, def) in defs.iter().enumerate() {
-            let Value::Object(body) = def.clone() else {
-                return Err(invalid(
-                    &format!("/providers/{i}"),
-                    "a definition must be an object",
-                ));
-            };
-            let id = body
+            let id = def
                 .get("id")
                 .and_then(Value::as_str)
                 .map(connector_id)
                 .unwrap_or_default();
+            let reject = |field: String, reason: String| json!({"index": i, "id": (!id.is_empty()).then_some(&id), "outcome": "rejected", "field": field, "reason": reason});
+            let Value::Object(body) = def.clone() else {
+                rejected += 1;
+                report.push(reject(
+                    format!("/providers/{i}"),
+                    "a definition must be an object".into(),
+                ));
+                continue;
+            };
+            if let Some((_, first)) = seen.iter().find(|(s, _)| !id.is_empty() && *s == id) {
+                rejected += 1;
+                report.push(reject(
+                    format!("/providers/{i}/id"),
+                    format!("{id} is defined twice in this file (first at entry {first}); only the first is imported"),
+                ));
+                continue;
+            }
+            seen.push((id.clone(), i));
             let existing = self.store.custom_provider(&id).await?.is_some();
             let replace = existing.then_some(id.as_str());
-            self.import_provider(who, body, replace)
-                .await
-                .map_err(|e| match e {
-                    Error::Invalid { message, fields } => Error::Invalid {
-                        message: format!("provider {i}: {message}"),
-                        fields: fields
-                            .into_iter()
-                            .map(|(p, m)| (format!("/providers/{i}{p}"), m))
-                            .collect(),
-                    },
-                    other => other,
-                })?;
-            imported.push(id);
+            match self.import_provider(who, body, replace).await {
+                Ok(_) => {
+                    if existing {
+                        updated += 1;
+                    } else {
+                        created += 1;
+                    }
+                    report.push(json!({"index": i, "id": id, "outcome": if existing { "updated" } else { "created" }}));
+                }
+                Err(Error::Invalid { message, fields }) => {
+                    rejected += 1;
+                    let (field, reason) = fields
+                        .into_iter()
+                        .next()
+                        .map(|(p, m)| (format!("/providers/{i}{p}"), m))
+                        .unwrap_or((format!("/providers/{i}"), message));
+                    report.push(reject(field, reason));
+                }
+                Err(Error::BadRequest(m) | Error::Conflict(m) | Error::NotFound(m)) => {
+                    rejected += 1;
+                    report.push(reject(format!("/providers/{i}"), m));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(
-            json!({"imported": imported, "note": "set each provider's client id and secret with PUT /api/v1/provider-apps/{id}"}),
-        )
+        let imported: Vec<&Value> = report
+            .iter()
+            .filter(|r| r["outcome"] != "rejected")
+            .map(|r| &r["id"])
+            .collect();
+        Ok(json!({
+            "imported": imported,
+            "created": created,
+            "updated": updated,
+            "rejected": rejected,
+            "report": report,
+            "note": "set each provider's client id and secret with PUT /api/v1/provider-apps/{id}",
+        }))
     }
 
     /// Makes the registry match the stored providers (at start, and when another replica changed

@@ -269,3 +269,81 @@ async fn a_provider_imported_on_one_replica_is_served_by_another_without_restart
     }
     panic!("the import never reached the second replica");
 }
+
+/// A file with valid, invalid and duplicate entries: each is imported or reported on its own
+/// (field and reason), and a rejected entry leaves nothing behind.
+#[tokio::test]
+async fn a_bulk_import_reports_each_entry_and_imports_the_valid_ones_whole() {
+    let kp = start(Db::Sqlite).await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    let (s, _) = kp
+        .post("/api/v1/admin/providers", manual("existing", &oidc))
+        .await;
+    assert_eq!(s, 201);
+    let mut updated = manual("existing", &oidc);
+    updated["display_name"] = json!("Existing, renamed");
+    // Two providers cannot share an issuer: the new entries name none.
+    let without_issuer = |slug: &str| {
+        let mut d = manual(slug, &oidc);
+        let o = d.as_object_mut().unwrap();
+        o.remove("issuer");
+        o.remove("iss_required");
+        d
+    };
+    let mut bad_url = without_issuer("badurl");
+    bad_url["token_url"] = json!("not a url");
+    let file = json!({
+        "format": "keyport-providers/1",
+        "providers": [
+            without_issuer("fresh"),
+            bad_url,
+            without_issuer("fresh"),
+            updated,
+            "not an object",
+        ],
+    });
+    let (s, r) = kp.post("/api/v1/admin/providers/import", file).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (
+            r["created"].as_i64(),
+            r["updated"].as_i64(),
+            r["rejected"].as_i64()
+        ),
+        (Some(1), Some(1), Some(3)),
+        "{r}"
+    );
+    let report = r["report"].as_array().unwrap();
+    assert_eq!(report[0]["outcome"], "created");
+    assert_eq!(report[0]["id"], "custom-fresh");
+    assert_eq!(report[1]["outcome"], "rejected");
+    assert!(
+        report[1]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("/providers/1/token_url"),
+        "{r}"
+    );
+    assert_eq!(report[2]["outcome"], "rejected");
+    assert!(
+        report[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("defined twice"),
+        "{r}"
+    );
+    assert_eq!(report[3]["outcome"], "updated");
+    assert_eq!(report[4]["outcome"], "rejected");
+    assert_eq!(report[4]["field"], "/providers/4");
+    // The rejected entry left nothing; the valid ones are served.
+    assert_eq!(kp.get("/api/v1/connectors/custom-badurl").await.0, 404);
+    assert_eq!(kp.get("/api/v1/admin/providers/custom-badurl").await.0, 404);
+    assert_eq!(kp.get("/api/v1/connectors/custom-fresh").await.0, 200);
+    let (_, c) = kp.get("/api/v1/connectors/custom-existing").await;
+    assert_eq!(c["display_name"], "Existing, renamed");
+    // A file that is not an export at all is refused whole.
+    let (s, e) = kp
+        .post("/api/v1/admin/providers/import", json!({"providers": []}))
+        .await;
+    assert_eq!(s, 422, "{e}");
+}

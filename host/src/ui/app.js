@@ -588,4 +588,30 @@
     if (res.status === 200) { history.replaceState(null, "", "/login/link"); location.href = "/"; return; }
     fail(errorText(res, "This link cannot be used."));
   })();
+
+  const impFile = document.querySelector("[data-import-file-form]");
+  if (impFile) impFile.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showErrors(impFile, []);
+    const f = impFile.elements.file.files[0];
+    if (!f) { showErrors(impFile, [{ path: "/file", message: "Choose a file first." }]); return; }
+    let body;
+    try { body = JSON.parse(await f.text()); } catch (e) { showErrors(impFile, [{ path: "/file", message: "The file is not valid JSON: " + e.message }]); return; }
+    const res = await api("POST", "/api/v1/admin/providers/import", body);
+    if (res.status !== 200) { showErrors(impFile, [{ path: "/file", message: errorText(res, "Import failed.") }]); return; }
+    const box = document.getElementById("import-report");
+    box.textContent = "";
+    const h = document.createElement("p");
+    h.textContent = res.body.created + " created, " + res.body.updated + " updated, " + res.body.rejected + " rejected.";
+    const table = document.createElement("table"); table.className = "table compact";
+    const head = table.createTHead().insertRow();
+    ["Entry", "Provider", "Outcome", "Why"].forEach((t) => { const th = document.createElement("th"); th.scope = "col"; th.textContent = t; head.appendChild(th); });
+    const tb = table.createTBody();
+    for (const r of res.body.report) {
+      const row = tb.insertRow();
+      row.dataset.outcome = r.outcome;
+      [String(r.index), r.id || "—", r.outcome, r.reason ? r.field + ": " + r.reason : ""].forEach((t) => { row.insertCell().textContent = t; });
+    }
+    box.append(h, table); box.hidden = false;
+  });
 })();

@@ -978,6 +978,14 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
                 p class="field-error" id="import-error" data-error-for="/import" {}
                 button type="submit" class="primary" { "Import" }
             }
+            form data-import-file-form class="stack" {
+                h3 { "Import a file of providers" }
+                label for="import-file" { "An export (format keyport-providers/1): each entry is imported or reported on its own" }
+                input id="import-file" name="file" type="file" accept="application/json,.json" aria-describedby="import-file-error";
+                p class="field-error" id="import-file-error" data-error-for="/file" {}
+                button type="submit" { "Import file" }
+            }
+            div id="import-report" hidden {}
         }
         section aria-labelledby="apps-title" {
             h2 id="apps-title" { "Provider apps" }
