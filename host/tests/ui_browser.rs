@@ -1431,3 +1431,54 @@ async fn a_client_opens_the_request_link_and_connects_from_the_portal() {
         .await;
     chrome.screenshot("portal-link-cancelled").await;
 }
+
+/// The Admin page imports a file of providers and shows the report per entry.
+#[tokio::test]
+async fn the_admin_page_imports_a_file_and_reports_each_entry() {
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("providers.json");
+    let good = json!({
+        "id": "filed",
+        "display_name": "Filed Co",
+        "authorization_url": "https://auth.filed.example/authorize",
+        "token_url": "https://auth.filed.example/token",
+        "api_base_url": "https://api.filed.example/",
+        "scopes": ["read"],
+    });
+    let mut bad = good.clone();
+    bad["id"] = json!("broken");
+    bad["token_url"] = json!("not a url");
+    std::fs::write(
+        &path,
+        json!({"format": "keyport-providers/1", "providers": [good, bad]}).to_string(),
+    )
+    .unwrap();
+    chrome.goto(&format!("{}/admin", kp.url)).await;
+    chrome
+        .client
+        .find(Locator::Css("#import-file"))
+        .await
+        .unwrap()
+        .send_keys(path.to_str().unwrap())
+        .await
+        .unwrap();
+    chrome
+        .click("[data-import-file-form] button[type=submit]")
+        .await;
+    chrome
+        .wait_text("#import-report", "1 created, 0 updated, 1 rejected.")
+        .await;
+    chrome
+        .wait_text("#import-report tr[data-outcome=created]", "custom-filed")
+        .await;
+    chrome
+        .wait_text(
+            "#import-report tr[data-outcome=rejected]",
+            "/providers/1/token_url",
+        )
+        .await;
+    chrome.screenshot("admin-import-report").await;
+}
