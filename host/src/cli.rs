@@ -499,6 +499,9 @@ fn spawn_loops(
                 if let Err(e) = service.remove_abandoned().await {
                     tracing::warn!(error = %e, "removing abandoned authorizations failed");
                 }
+                if let Err(e) = service.expire_requests().await {
+                    tracing::warn!(error = %e, "closing expired connection requests failed");
+                }
                 let _ = service
                     .store
                     .purge_flows(crate::store::now_ms() - 24 * 3600 * 1000)

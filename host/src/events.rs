@@ -51,34 +51,27 @@ pub fn status_event(from: Status, to: Status) -> Option<&'static str> {
 /// An event about a connection in `workspace`, whose JSON view is `connection`: the body every
 /// subscription receives, with `extra` merged into its `data`.
 pub fn connection_event(kind: &str, workspace: &str, connection: Value, extra: Value) -> OutEvent {
-    let id = format!("evt_{}", crate::vault::random_hex(12));
     let mut data = json!({ "connection": connection });
     if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
         d.extend(x);
     }
+    event(kind, workspace, data)
+}
+
+/// An event about a connection request (its JSON view in `data.connection_request`).
+pub fn request_event(kind: &str, workspace: &str, request: Value) -> OutEvent {
+    event(kind, workspace, json!({"connection_request": request}))
+}
+
+/// The body every subscription receives: id, type, time, workspace and `data`.
+fn event(kind: &str, workspace: &str, data: Value) -> OutEvent {
+    let id = format!("evt_{}", crate::vault::random_hex(12));
     let payload = json!({
         "id": id,
         "type": kind,
         "created_at": rfc3339(now_ms()),
         "workspace": workspace,
         "data": data,
-    });
-    OutEvent {
-        id,
-        event_type: kind.to_string(),
-        payload: payload.to_string(),
-    }
-}
-
-/// An event about a connection request (its JSON view in `data.connection_request`).
-pub fn request_event(kind: &str, workspace: &str, request: Value) -> OutEvent {
-    let id = format!("evt_{}", crate::vault::random_hex(12));
-    let payload = json!({
-        "id": id,
-        "type": kind,
-        "created_at": rfc3339(now_ms()),
-        "workspace": workspace,
-        "data": {"connection_request": request},
     });
     OutEvent {
         id,

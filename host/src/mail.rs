@@ -39,26 +39,22 @@ impl Mailer {
         role: Role,
         link: &str,
     ) -> anyhow::Result<()> {
-        let to: Mailbox = to.parse()?;
-        let msg = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(format!("You are invited to {workspace} on keyport"))
-            .header(ContentType::TEXT_PLAIN)
-            .body(format!(
+        self.send(
+            to,
+            format!("You are invited to {workspace} on keyport"),
+            format!(
                 "You are invited to join the workspace \"{workspace}\" on keyport as {}.\n\n\
                  Open this link to accept (it works once, and expires in a few days):\n\n{link}\n\n\
                  If you did not expect this invitation, ignore this email.\n",
                 role.as_str()
-            ))?;
-        self.transport.send(msg).await?;
-        Ok(())
+            ),
+        )
+        .await
     }
 
     /// Emails a connection request: who asks, for which apps, their message, the link and when
     /// it expires.
     pub async fn send_request(&self, r: &RequestMail<'_>) -> anyhow::Result<()> {
-        let to: Mailbox = r.to.parse()?;
         let mut body = format!(
             "{} (workspace \"{}\") asks you to connect {}.\n\n",
             r.asked_by,
@@ -74,32 +70,32 @@ impl Mailer {
              If you did not expect this request, ignore this email.\n",
             r.expires_at, r.link
         ));
-        let msg = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(format!(
-                "{} asks you to connect {}",
-                r.workspace,
-                r.apps.join(", ")
-            ))
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)?;
-        self.transport.send(msg).await?;
-        Ok(())
+        let subject = format!("{} asks you to connect {}", r.workspace, r.apps.join(", "));
+        self.send(r.to, subject, body).await
     }
 
     /// Emails a sign-in link.
     pub async fn send_sign_in_link(&self, to: &str, link: &str) -> anyhow::Result<()> {
+        self.send(
+            to,
+            "Your keyport sign-in link".into(),
+            format!(
+                "Open this link to sign in to keyport (it works once, for 15 minutes):\n\n{link}\n\n\
+                 If you did not ask for it, ignore this email.\n"
+            ),
+        )
+        .await
+    }
+
+    /// Sends a plain-text message.
+    async fn send(&self, to: &str, subject: String, body: String) -> anyhow::Result<()> {
         let to: Mailbox = to.parse()?;
         let msg = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject("Your keyport sign-in link")
+            .subject(subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(format!(
-                "Open this link to sign in to keyport (it works once, for 15 minutes):\n\n{link}\n\n\
-                 If you did not ask for it, ignore this email.\n"
-            ))?;
+            .body(body)?;
         self.transport.send(msg).await?;
         Ok(())
     }

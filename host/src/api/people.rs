@@ -19,25 +19,13 @@ type R<T> = Result<T, ApiError>;
 
 /// The session cookie for a new session, and the JSON a sign-in answers.
 pub(super) fn signed_in(state: &AppState, cookie: &str, s: &Session, user: Value) -> Response {
-    let secure = if state.service.secure_cookies() {
-        "; Secure"
-    } else {
-        ""
-    };
-    let set = format!(
-        "{}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        sessions::cookie_name(&state.service),
-        sessions::SESSION_MAX_MS / 1000
-    );
     let mut r = Json(json!({
         "user": user,
         "workspace": s.workspace_id,
         "csrf_token": s.csrf_token,
     }))
     .into_response();
-    if let Ok(v) = HeaderValue::from_str(&set) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    sessions::set_session_cookie(&state.service, r.headers_mut(), cookie);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

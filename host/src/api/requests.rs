@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::people::signed_in;
 use super::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::{Caller, people, sessions};
-use crate::connections::{FlowBrowser, NewRequest, RequestRow, request_view, rfc3339};
+use crate::connections::{FlowBrowser, NewRequest, RequestRow, Who, request_view, rfc3339};
 
 type R<T> = Result<T, ApiError>;
 
@@ -34,14 +34,9 @@ async fn email(s: &AppState, caller: &Caller, rows: &[RequestRow], link: &str) -
                 .unwrap_or_else(|| r.connector_id.clone())
         })
         .collect();
-    let asked_by = match caller.principal.user_id() {
-        Some(_) => caller
-            .actor
-            .0
-            .split_once('<')
-            .map(|(_, e)| e.trim_end_matches('>').to_string())
-            .unwrap_or_else(|| caller.actor.0.clone()),
-        None => "The team".to_string(),
+    let asked_by = match &caller.principal.who {
+        Who::User { label, .. } => label.clone(),
+        _ => "The team".to_string(),
     };
     let (workspace, _) = people::branding(&s.service, &first.workspace_id).await;
     let mail = crate::mail::RequestMail {

@@ -102,28 +102,12 @@ fn check_password_rules(password: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// A normalized email, or 422.
+/// A normalized email, or 422 (see [`crate::connections::normalize_email`]).
 pub fn normalize_email(email: &str) -> Result<String, ServiceError> {
-    let e = email.trim().to_lowercase();
-    let valid = e.len() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(e)
-    } else {
-        Err(ServiceError::Invalid {
-            message: format!("{email:?} is not an email address"),
-            fields: vec![("/email".into(), "an email address".into())],
-        })
-    }
+    crate::connections::normalize_email(email, "/email")
 }
 
-fn new_user_id() -> String {
+pub(super) fn new_user_id() -> String {
     format!("usr_{}", crate::vault::random_hex(10))
 }
 
@@ -264,7 +248,7 @@ pub async fn start_session(
 
 /// The workspace a user's session starts in: `preferred` when they may act there, else their
 /// first membership.
-async fn home_workspace(
+pub(super) async fn home_workspace(
     store: &Store,
     user: &UserRow,
     preferred: Option<&str>,
@@ -912,7 +896,7 @@ pub async fn list_users(svc: &Service, who: &Principal) -> Result<Vec<UserRow>, 
     Ok(svc.store.users().await?)
 }
 
-fn require_installation_admin(who: &Principal) -> Result<(), AuthError> {
+pub(super) fn require_installation_admin(who: &Principal) -> Result<(), AuthError> {
     if who.installation_admin {
         Ok(())
     } else {

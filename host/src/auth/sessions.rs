@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 use super::AuthError;
 use super::limiter::{sign_in_blocked, sign_in_failed, sign_in_succeeded};
@@ -30,6 +30,19 @@ pub fn cookie_name(svc: &Service) -> &'static str {
         "__Host-keyport-session"
     } else {
         "keyport-session"
+    }
+}
+
+/// Adds the `Set-Cookie` of a new session (its cookie value) to a response's headers.
+pub fn set_session_cookie(svc: &Service, headers: &mut HeaderMap, cookie: &str) {
+    let secure = if svc.secure_cookies() { "; Secure" } else { "" };
+    let set = format!(
+        "{}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        cookie_name(svc),
+        SESSION_MAX_MS / 1000
+    );
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        headers.append(header::SET_COOKIE, v);
     }
 }
 

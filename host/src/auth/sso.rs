@@ -16,6 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::people::require_installation_admin;
 use super::{AuthError, Session};
 use crate::connections::{Error as ServiceError, Principal, Role, Service};
 use crate::oauth::hash;
@@ -88,17 +89,6 @@ fn invalid(path: &str, message: impl Into<String>) -> AuthError {
     .into()
 }
 
-fn installation_admin(who: &Principal) -> Result<(), AuthError> {
-    if who.installation_admin {
-        Ok(())
-    } else {
-        Err(AuthError::Forbidden(
-            "single sign-on is configured by an installation admin (or with the admin token)"
-                .into(),
-        ))
-    }
-}
-
 /// The settings, when single sign-on is configured.
 pub async fn config(svc: &Service) -> Result<Option<SsoConfig>, AuthError> {
     Ok(svc
@@ -110,7 +100,7 @@ pub async fn config(svc: &Service) -> Result<Option<SsoConfig>, AuthError> {
 
 /// The settings' JSON view (never the secret).
 pub async fn view(svc: &Service, who: &Principal) -> Result<Value, AuthError> {
-    installation_admin(who)?;
+    require_installation_admin(who)?;
     let Some(c) = config(svc).await? else {
         return Err(ServiceError::NotFound(
             "single sign-on is not configured; PUT /api/v1/admin/sso {issuer, client_id, client_secret}".into(),
@@ -145,7 +135,7 @@ pub async fn configure(
     who: &Principal,
     input: SsoInput,
 ) -> Result<Value, AuthError> {
-    installation_admin(who)?;
+    require_installation_admin(who)?;
     let issuer = input.issuer.trim().trim_end_matches('/').to_string();
     if input.client_id.trim().is_empty() {
         return Err(invalid("/client_id", "client_id must not be empty"));
@@ -217,7 +207,7 @@ pub async fn configure(
 
 /// Turns single sign-on off.
 pub async fn remove(svc: &Service, who: &Principal) -> Result<(), AuthError> {
-    installation_admin(who)?;
+    require_installation_admin(who)?;
     svc.store.delete_setting(SETTINGS_KEY).await?;
     svc.store
         .audit(
@@ -232,7 +222,7 @@ pub async fn remove(svc: &Service, who: &Principal) -> Result<(), AuthError> {
 }
 
 /// The parts of the provider's discovery document keyport uses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Discovery {
     issuer: String,
     authorization_endpoint: String,
@@ -305,11 +295,13 @@ async fn discover(svc: &Service, issuer: &str) -> Result<Discovery, AuthError> {
     Ok(d)
 }
 
-/// What is sealed in a flow: the nonce and the PKCE verifier.
+/// What is sealed in a flow: the nonce, the PKCE verifier, and the provider's endpoints as
+/// discovered at the start (the callback does not discover them again).
 #[derive(Serialize, Deserialize)]
 struct FlowSecrets {
     nonce: String,
     verifier: String,
+    provider: Discovery,
 }
 
 fn seal_ctx(state_hash: &str) -> crate::vault::Context<'_> {
@@ -333,6 +325,7 @@ pub async fn start(svc: &Service, next: &str) -> Result<(String, String), AuthEr
     let secrets = FlowSecrets {
         nonce: crate::vault::random_hex(24),
         verifier: crate::vault::random_hex(48),
+        provider: d,
     };
     let state_hash = hash(&state);
     let sealed = svc.vault.seal(
@@ -354,7 +347,7 @@ pub async fn start(svc: &Service, next: &str) -> Result<(String, String), AuthEr
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
         <sha2::Sha256 as sha2::Digest>::digest(secrets.verifier.as_bytes()),
     );
-    let mut u = url::Url::parse(&d.authorization_endpoint)
+    let mut u = url::Url::parse(&secrets.provider.authorization_endpoint)
         .map_err(|e| invalid("/issuer", format!("the authorization endpoint: {e}")))?;
     u.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -484,9 +477,12 @@ pub async fn callback(
         .ok()
         .flatten()
         .ok_or_else(|| fail("Single sign-on is not configured any more."))?;
-    let d = discover(svc, &c.issuer)
-        .await
-        .map_err(|e| SsoFailure(format!("The identity provider is unreachable: {e}")))?;
+    let d = &secrets.provider;
+    if d.issuer.trim_end_matches('/') != c.issuer {
+        return Err(fail(
+            "Single sign-on was set up anew meanwhile; start again.",
+        ));
+    }
     if let Some(iss) = params.get("iss")
         && iss.trim_end_matches('/') != c.issuer
     {
@@ -569,13 +565,10 @@ pub async fn callback(
         }
     }
     let user = match_user(svc, &c, &claims).await?;
-    let ws = svc
-        .store
-        .memberships_of(&user.id)
+    let ws = super::people::home_workspace(&svc.store, &user, None)
         .await
         .ok()
-        .and_then(|m| m.into_iter().next().map(|(w, _)| w))
-        .or_else(|| (user.installation_admin != 0).then(default_workspace))
+        .flatten()
         .ok_or_else(|| {
             fail("Your account is not a member of any workspace yet. Ask an owner to invite you.")
         })?;
@@ -646,7 +639,7 @@ async fn match_user(
                 }
                 (None, Some(email)) if c.allow_signup => {
                     let mut u = UserRow::new(
-                        format!("usr_{}", crate::vault::random_hex(10)),
+                        super::people::new_user_id(),
                         Some(email.clone()),
                         claims.name.clone().unwrap_or_default(),
                     );

@@ -268,6 +268,28 @@ pub fn view(c: &ConnectionRow) -> Value {
     })
 }
 
+/// An email address lower-cased and checked (one `@`, a dotted domain, no spaces), or 422 on
+/// the field at `pointer`.
+pub fn normalize_email(email: &str, pointer: &str) -> Result<String> {
+    let e = email.trim().to_lowercase();
+    let valid = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(e)
+    } else {
+        Err(Error::Invalid {
+            message: format!("{email:?} is not an email address"),
+            fields: vec![(pointer.into(), "an email address".into())],
+        })
+    }
+}
+
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }

@@ -170,4 +170,23 @@ impl Service {
         }
         Ok(self.store.ensure_workspace(id, name).await?)
     }
+
+    /// How a connection was used: proxied calls per day over the last 30 days (for those who
+    /// see it), and whether it still holds a token keyport can refresh.
+    pub async fn connection_usage(&self, who: &Principal, id: &str) -> Result<Value> {
+        let c = self.connection_for(who, id, Need::See).await?;
+        let since = now_ms() - 30 * 86_400_000;
+        let days = self.store.daily_calls(&who.workspace, id, since).await?;
+        let token = c.auth_kind == "oauth2"
+            && self
+                .store
+                .secret(&who.workspace, id, "access_token")
+                .await?
+                .is_some();
+        Ok(json!({
+            "last_used_at": c.last_used_at.map(rfc3339),
+            "calls_per_day": days.iter().map(|(d, n)| json!({"day": rfc3339(*d)[..10].to_string(), "calls": n})).collect::<Vec<_>>(),
+            "refreshable": token,
+        }))
+    }
 }

@@ -93,13 +93,7 @@ impl Service {
         self.may_request(who, "asking a client to connect an app")
             .await?;
         let ws = who.workspace.as_str();
-        let email = n.client_email.trim().to_lowercase();
-        if !email.contains('@') || email.len() > 254 || email.chars().any(char::is_whitespace) {
-            return Err(Error::Invalid {
-                message: format!("{:?} is not an email address", n.client_email),
-                fields: vec![("/client_email".into(), "an email address".into())],
-            });
-        }
+        let email = normalize_email(&n.client_email, "/client_email")?;
         let ttl = n
             .expires_in
             .map(|s| s.saturating_mul(1000))
@@ -338,7 +332,7 @@ impl Service {
     /// The requests a link names, using the link once (an empty list: used, expired, cancelled
     /// or unknown).
     pub async fn join_requests(&self, token: &str) -> Result<Vec<RequestRow>> {
-        self.expire_requests().await?;
+        // The query itself refuses an expired link; closing it is the background loop's.
         Ok(self
             .store
             .join_requests(&oauth::hash(token), now_ms())
@@ -429,24 +423,5 @@ impl Service {
                 .await
             }
         }
-    }
-
-    /// How a connection was used: proxied calls per day over the last 30 days (for those who
-    /// see it), and whether it still holds a token keyport can refresh.
-    pub async fn connection_usage(&self, who: &Principal, id: &str) -> Result<Value> {
-        let c = self.connection_for(who, id, Need::See).await?;
-        let since = now_ms() - 30 * 86_400_000;
-        let days = self.store.daily_calls(&who.workspace, id, since).await?;
-        let token = c.auth_kind == "oauth2"
-            && self
-                .store
-                .secret(&who.workspace, id, "access_token")
-                .await?
-                .is_some();
-        Ok(json!({
-            "last_used_at": c.last_used_at.map(rfc3339),
-            "calls_per_day": days.iter().map(|(d, n)| json!({"day": rfc3339(*d)[..10].to_string(), "calls": n})).collect::<Vec<_>>(),
-            "refreshable": token,
-        }))
     }
 }

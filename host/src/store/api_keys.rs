@@ -58,21 +58,17 @@ impl Store {
         id: &str,
         journal: &Journal,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let n = sqlx::query(
+        self.change_journaled(
+            sqlx::query(
             "UPDATE api_keys SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
         )
         .bind(workspace)
         .bind(id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            journal.write(&mut tx, self.kind, workspace).await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
+        .bind(now_ms()),
+            workspace,
+            journal,
+        )
+        .await
     }
 
     /// Records that a key was used (at most once a minute per key is worth a write).

@@ -412,23 +412,20 @@ impl Store {
         permission: &str,
         journal: &Journal,
     ) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        let updated = sqlx::query(
-            "UPDATE connections SET visibility = $3, share_permission = $4, updated_at = $5
+        self.change_journaled(
+            sqlx::query(
+                "UPDATE connections SET visibility = $3, share_permission = $4, updated_at = $5
              WHERE workspace_id = $1 AND id = $2 AND (visibility <> $3 OR share_permission <> $4)",
+            )
+            .bind(workspace)
+            .bind(id)
+            .bind(visibility)
+            .bind(permission)
+            .bind(now_ms()),
+            workspace,
+            journal,
         )
-        .bind(workspace)
-        .bind(id)
-        .bind(visibility)
-        .bind(permission)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 1 {
-            journal.write(&mut tx, self.kind, workspace).await?;
-        }
-        tx.commit().await?;
+        .await?;
         Ok(())
     }
 

@@ -83,4 +83,21 @@ impl Store {
             DbKind::Postgres => self.pool.begin().await?,
         })
     }
+
+    /// Runs one change and, when it changed a row, writes its journal — in one transaction.
+    /// True when it changed something.
+    pub(super) async fn change_journaled<'q>(
+        &self,
+        change: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        workspace: &str,
+        journal: &Journal,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let changed = change.execute(&mut *tx).await?.rows_affected() > 0;
+        if changed {
+            journal.write(&mut tx, self.kind, workspace).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
 }

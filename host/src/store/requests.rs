@@ -114,23 +114,19 @@ impl Store {
         to: &str,
         journal: &Journal,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let n = sqlx::query(
+        self.change_journaled(
+            sqlx::query(
             "UPDATE connection_requests SET status = $3, cancelled_at = CASE WHEN $3 = 'cancelled' THEN $4 ELSE cancelled_at END
              WHERE workspace_id = $1 AND id = $2 AND status = 'outstanding'",
         )
         .bind(workspace)
         .bind(id)
         .bind(to)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            journal.write(&mut tx, self.kind, workspace).await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
+        .bind(now_ms()),
+            workspace,
+            journal,
+        )
+        .await
     }
 
     /// Gives an outstanding request a new link (the old one stops working) and expiry.
@@ -142,23 +138,19 @@ impl Store {
         expires_at: i64,
         journal: &Journal,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let n = sqlx::query(
-            "UPDATE connection_requests SET token_hash = $3, expires_at = $4
+        self.change_journaled(
+            sqlx::query(
+                "UPDATE connection_requests SET token_hash = $3, expires_at = $4
              WHERE workspace_id = $1 AND id = $2 AND status = 'outstanding'",
+            )
+            .bind(workspace)
+            .bind(id)
+            .bind(token_hash)
+            .bind(expires_at),
+            workspace,
+            journal,
         )
-        .bind(workspace)
-        .bind(id)
-        .bind(token_hash)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            journal.write(&mut tx, self.kind, workspace).await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
+        .await
     }
 
     /// Outstanding requests whose link has expired, oldest first.
@@ -217,22 +209,18 @@ impl Store {
         connection: &str,
         journal: &Journal,
     ) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let n = sqlx::query(
+        self.change_journaled(
+            sqlx::query(
             "UPDATE connection_requests SET status = 'fulfilled', fulfilled_at = $4, connection_id = $3
              WHERE workspace_id = $1 AND id = $2 AND status = 'outstanding'",
         )
         .bind(workspace)
         .bind(id)
         .bind(connection)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            journal.write(&mut tx, self.kind, workspace).await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
+        .bind(now_ms()),
+            workspace,
+            journal,
+        )
+        .await
     }
 }

@@ -68,6 +68,23 @@ pub struct InvitationRow {
     pub accepted_by: Option<String>,
 }
 
+/// Makes `user` a member of `workspace` with `role` (the role changes when they are one).
+fn upsert_membership<'q>(
+    workspace: &'q str,
+    user: &'q str,
+    role: &'q str,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+    )
+    .bind(workspace)
+    .bind(user)
+    .bind(role)
+    .bind(now)
+}
+
 const MEMBER_COLS: &str = "m.workspace_id, m.user_id, m.role, m.created_at, u.email, u.display_name, u.external_id, u.disabled_at";
 
 impl Store {
@@ -243,16 +260,9 @@ impl Store {
 
     /// Sets a user's role in a workspace (adds them when they are not a member).
     pub async fn set_membership(&self, workspace: &str, user: &str, role: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(workspace)
-        .bind(user)
-        .bind(role)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        upsert_membership(workspace, user, role, now_ms())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -372,16 +382,9 @@ impl Store {
         let Some(inv) = row else {
             return Ok(false);
         };
-        sqlx::query(
-            "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(&inv.workspace_id)
-        .bind(user)
-        .bind(&inv.role)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        upsert_membership(&inv.workspace_id, user, &inv.role, now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

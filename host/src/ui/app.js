@@ -498,13 +498,22 @@
     toast(errorText(res, "The account was not created."), "error");
   });
 
+  // Pages opened from an emailed link: its token rides in the URL's fragment, which browsers never
+  // send to a server. Returns the token (or "" after saying the link is incomplete), a function
+  // that shows why the link cannot be used, and the error box.
+  function linkToken(box, errId, missing) {
+    const err = document.getElementById(errId);
+    const fail = (m) => { box.hidden = true; err.textContent = m; err.hidden = false; };
+    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
+    if (!token) fail(missing);
+    return [token, fail, err];
+  }
+
   // The invitation page: the token is in the fragment, never sent to the server in a URL.
   const summary = document.querySelector("[data-invite-summary]");
   if (summary) (async () => {
-    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
-    const err = document.getElementById("invite-error");
-    const fail = (m) => { summary.hidden = true; err.textContent = m; err.hidden = false; };
-    if (!token) { fail("This page opens from an invitation link; the link you followed is incomplete."); return; }
+    const [token, fail, err] = linkToken(summary, "invite-error", "This page opens from an invitation link; the link you followed is incomplete.");
+    if (!token) return;
     const res = await send("POST", "/api/v1/invitations/lookup", { token });
     if (res.status !== 200) { fail(errorText(res, "This invitation cannot be used.")); return; }
     const inv = res.body;
@@ -541,10 +550,8 @@
   // The client portal: open a request link, connect what a request asks for.
   const joinBox = document.querySelector("[data-request-join]");
   if (joinBox) (async () => {
-    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
-    const err = document.getElementById("join-error");
-    const fail = (m) => { joinBox.hidden = true; err.textContent = m; err.hidden = false; };
-    if (!token) { fail("This page opens from the link in a connection request email; the link you followed is incomplete."); return; }
+    const [token, fail] = linkToken(joinBox, "join-error", "This page opens from the link in a connection request email; the link you followed is incomplete.");
+    if (!token) return;
     const res = await send("POST", "/api/v1/connection-requests/join", { token });
     if (res.status === 200) { history.replaceState(null, "", "/portal/join"); location.href = "/portal"; return; }
     fail(errorText(res, "This link cannot be used."));
@@ -580,10 +587,8 @@
   });
   const linkBox = document.querySelector("[data-email-link]");
   if (linkBox) (async () => {
-    const token = decodeURIComponent(location.hash.replace(/^#/, ""));
-    const err = document.getElementById("link-error");
-    const fail = (m) => { linkBox.hidden = true; err.textContent = m; err.hidden = false; };
-    if (!token) { fail("This page opens from the link in a sign-in email; the link you followed is incomplete."); return; }
+    const [token, fail] = linkToken(linkBox, "link-error", "This page opens from the link in a sign-in email; the link you followed is incomplete.");
+    if (!token) return;
     const res = await send("POST", "/api/v1/auth/email-link/use", { token });
     if (res.status === 200) { history.replaceState(null, "", "/login/link"); location.href = "/"; return; }
     fail(errorText(res, "This link cannot be used."));

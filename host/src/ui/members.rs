@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 use serde_json::Value;
 
 use super::pages::{forbidden, layout};
@@ -141,33 +141,21 @@ pub async fn invite() -> Response {
 }
 
 fn invite_page() -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width,initial-scale=1";
-                title { "Accept invitation · keyport" }
-                link rel="stylesheet" href="/ui/app.css";
-                script src="/ui/app.js" defer {}
+    super::pages::public_page(
+        "Accept invitation",
+        html! {
+            h1 { "Join keyport" }
+            p id="invite-summary" data-invite-summary { "Reading the invitation…" }
+            form id="accept-form" data-accept-form hidden novalidate {
+                p class="muted" id="invite-existing" hidden { "You have an account: enter its password to join." }
+                label for="display-name" data-new-only { "Your name" }
+                input id="display-name" name="display_name" type="text" autocomplete="name" data-new-only;
+                label for="accept-password" { "Password" }
+                input id="accept-password" name="password" type="password" autocomplete="new-password" required;
+                p class="field-error" data-error-for="/password" {}
+                button type="submit" class="primary" { "Accept and sign in" }
             }
-            body class="login" {
-                main id="main" class="narrow" {
-                    h1 { "Join keyport" }
-                    p id="invite-summary" data-invite-summary { "Reading the invitation…" }
-                    form id="accept-form" data-accept-form hidden novalidate {
-                        p class="muted" id="invite-existing" hidden { "You have an account: enter its password to join." }
-                        label for="display-name" data-new-only { "Your name" }
-                        input id="display-name" name="display_name" type="text" autocomplete="name" data-new-only;
-                        label for="accept-password" { "Password" }
-                        input id="accept-password" name="password" type="password" autocomplete="new-password" required;
-                        p class="field-error" data-error-for="/password" {}
-                        button type="submit" class="primary" { "Accept and sign in" }
-                    }
-                    div class="alert" role="alert" id="invite-error" hidden {}
-                }
-                div id="toasts" class="toasts" role="status" aria-live="polite" {}
-            }
-        }
-    }
+            div class="alert" role="alert" id="invite-error" hidden {}
+        },
+    )
 }

@@ -303,19 +303,7 @@ async fn login(
 
 /// `response` with the session cookie set.
 fn with_session_cookie(state: &AppState, mut r: Response, cookie: &str) -> Response {
-    let secure = if state.service.secure_cookies() {
-        "; Secure"
-    } else {
-        ""
-    };
-    let set = format!(
-        "{}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        sessions::cookie_name(&state.service),
-        sessions::SESSION_MAX_MS / 1000
-    );
-    if let Ok(v) = HeaderValue::from_str(&set) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    sessions::set_session_cookie(&state.service, r.headers_mut(), cookie);
     r
 }
 

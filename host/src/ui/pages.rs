@@ -165,50 +165,60 @@ pub(super) fn layout(
 }
 
 /// The sign-in page.
-pub fn login(next: &str, error: Option<&str>, token_first: bool, sso: bool) -> Markup {
+/// A page for people not signed in (sign-in, invitation, request and sign-in links): the
+/// stylesheet, the script, a narrow main and the toasts.
+pub(super) fn public_page(title: &str, main: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width,initial-scale=1";
-                title { "Sign in · keyport" }
+                title { (title) " · keyport" }
                 link rel="stylesheet" href="/ui/app.css";
                 script src="/ui/app.js" defer {}
             }
             body class="login" {
-                main id="main" class="narrow" {
-                    h1 { "Sign in to keyport" }
-                    @if let Some(e) = error { p class="alert" role="alert" id="login-error" { (e) } }
-                    @if sso {
-                        p { a class="button primary" id="sso-sign-in" href={ "/sso/start?next=" (url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()) } { "Sign in with single sign-on" } }
-                    }
-                    @if token_first {
-                        (token_form(next, error.is_some()))
-                        details class="other-sign-in" {
-                            summary { "Sign in with email and password" }
-                            (password_form(next, false))
-                        }
-                    } @else {
-                        (password_form(next, error.is_some()))
-                        details class="other-sign-in" {
-                            summary { "Sign in with the admin token" }
-                            (token_form(next, false))
-                        }
-                    }
-                    details class="other-sign-in" id="email-link" {
-                        summary { "No password? Email me a sign-in link" }
-                        form data-email-link-form novalidate {
-                            label for="link-email" { "Email" }
-                            input id="link-email" name="email" type="email" autocomplete="email" required;
-                            button type="submit" { "Email me a link" }
-                            p class="notice" role="status" data-email-link-sent hidden {}
-                        }
-                    }
-                }
+                main id="main" class="narrow" { (main) }
+                div id="toasts" class="toasts" role="status" aria-live="polite" {}
             }
         }
     }
+}
+
+pub fn login(next: &str, error: Option<&str>, token_first: bool, sso: bool) -> Markup {
+    public_page(
+        "Sign in",
+        html! {
+            h1 { "Sign in to keyport" }
+            @if let Some(e) = error { p class="alert" role="alert" id="login-error" { (e) } }
+            @if sso {
+                p { a class="button primary" id="sso-sign-in" href={ "/sso/start?next=" (url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()) } { "Sign in with single sign-on" } }
+            }
+            @if token_first {
+                (token_form(next, error.is_some()))
+                details class="other-sign-in" {
+                    summary { "Sign in with email and password" }
+                    (password_form(next, false))
+                }
+            } @else {
+                (password_form(next, error.is_some()))
+                details class="other-sign-in" {
+                    summary { "Sign in with the admin token" }
+                    (token_form(next, false))
+                }
+            }
+            details class="other-sign-in" id="email-link" {
+                summary { "No password? Email me a sign-in link" }
+                form data-email-link-form novalidate {
+                    label for="link-email" { "Email" }
+                    input id="link-email" name="email" type="email" autocomplete="email" required;
+                    button type="submit" { "Email me a link" }
+                    p class="notice" role="status" data-email-link-sent hidden {}
+                }
+            }
+        },
+    )
 }
 
 fn password_form(next: &str, described: bool) -> Markup {

@@ -4,26 +4,29 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 use serde_json::Value;
 
 use super::pages::{forbidden, layout};
 use super::{SignedIn, page_response};
 use crate::auth::people;
-use crate::connections::{Need, Status, view};
+use crate::connections::{Need, Principal, Status, view};
 use crate::web::AppState;
+
+/// What the signed-in person is asked for and what they connected, or why they have no portal.
+async fn portal_data(state: &AppState, p: &Principal) -> Result<Value, String> {
+    let email = people::email_of(&state.service, p)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(state.service.portal(p, &email).await.unwrap_or(Value::Null))
+}
 
 /// `/portal`: outstanding connection requests, then the client's connections.
 pub async fn portal(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -> Response {
-    let email = match people::email_of(&state.service, &p).await {
-        Ok(e) => e,
-        Err(e) => return forbidden(&s, &w, &p, &e.to_string()),
+    let data = match portal_data(&state, &p).await {
+        Ok(d) => d,
+        Err(why) => return forbidden(&s, &w, &p, &why),
     };
-    let data = state
-        .service
-        .portal(&p, &email)
-        .await
-        .unwrap_or(Value::Null);
     let empty = Vec::new();
     let requests = data["requests"].as_array().unwrap_or(&empty);
     let connections = data["connections"].as_array().unwrap_or(&empty);
@@ -106,15 +109,10 @@ fn connections_table(connections: &[Value]) -> Markup {
 
 /// `/portal/connections`: every connection this client authorized in this workspace.
 pub async fn connections(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -> Response {
-    let email = match people::email_of(&state.service, &p).await {
-        Ok(e) => e,
-        Err(e) => return forbidden(&s, &w, &p, &e.to_string()),
+    let data = match portal_data(&state, &p).await {
+        Ok(d) => d,
+        Err(why) => return forbidden(&s, &w, &p, &why),
     };
-    let data = state
-        .service
-        .portal(&p, &email)
-        .await
-        .unwrap_or(Value::Null);
     let empty = Vec::new();
     let (name, logo) = people::branding(&state.service, &s.workspace_id).await;
     let body = html! {
@@ -201,26 +199,14 @@ pub async fn connection(
 pub async fn join() -> Response {
     page_response(
         StatusCode::OK,
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width,initial-scale=1";
-                    title { "Connection request · keyport" }
-                    link rel="stylesheet" href="/ui/app.css";
-                    script src="/ui/app.js" defer {}
-                }
-                body class="login" {
-                    main id="main" class="narrow" {
-                        h1 { "Connection request" }
-                        p data-request-join { "Opening your request…" }
-                        div class="alert" role="alert" id="join-error" hidden {}
-                    }
-                    div id="toasts" class="toasts" role="status" aria-live="polite" {}
-                }
-            }
-        },
+        super::pages::public_page(
+            "Connection request",
+            html! {
+                h1 { "Connection request" }
+                p data-request-join { "Opening your request…" }
+                div class="alert" role="alert" id="join-error" hidden {}
+            },
+        ),
     )
 }
 
@@ -228,25 +214,14 @@ pub async fn join() -> Response {
 pub async fn sign_in_link() -> Response {
     page_response(
         StatusCode::OK,
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width,initial-scale=1";
-                    title { "Signing in · keyport" }
-                    link rel="stylesheet" href="/ui/app.css";
-                    script src="/ui/app.js" defer {}
-                }
-                body class="login" {
-                    main id="main" class="narrow" {
-                        h1 { "Signing in" }
-                        p data-email-link { "Checking your link…" }
-                        div class="alert" role="alert" id="link-error" hidden {}
-                        p { a href="/login" { "Back to sign-in" } }
-                    }
-                }
-            }
-        },
+        super::pages::public_page(
+            "Signing in",
+            html! {
+                h1 { "Signing in" }
+                p data-email-link { "Checking your link…" }
+                div class="alert" role="alert" id="link-error" hidden {}
+                p { a href="/login" { "Back to sign-in" } }
+            },
+        ),
     )
 }
