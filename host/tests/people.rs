@@ -152,12 +152,14 @@ async fn share(kp: &Keyport, auth: &Auth, id: &str, permission: &str) {
 }
 
 /// The endpoints, in the order they are tried (revoke and delete last: they end the fixture).
-const ENDPOINTS: [&str; 15] = [
+const ENDPOINTS: [&str; 17] = [
     "get",
     "list",
     "config",
+    "config_post",
     "deps",
     "dep_put",
+    "dep_delete",
     "audit",
     "proxy",
     "creds",
@@ -184,13 +186,13 @@ const RELATIONS: [&str; 6] = [
 /// also need the API key permission `credentials:read`, which sessions never have.
 #[rustfmt::skip]
 const EXPECTED: &[(&str, [&str; 6])] = &[
-    //               own                others_personal    shared_use         shared_manage      other_ws           clients
-    ("owner",       ["AAAAAAADAAAAAAA", "AADADADDDDDDDAA", "AAAAAAADAAAAAAA", "AAAAAAADAAAAAAA", "HHHHHHHHHHHHHHH", "AAAAAAADAAAAADD"]),
-    ("admin",       ["AAAAAAADAAAAAAA", "AADADADDDDDDDAA", "AAAAAAADAAAAAAA", "AAAAAAADAAAAAAA", "HHHHHHHHHHHHHHH", "AAAAAAADAAAAADD"]),
-    ("member",      ["AAAAAAADAAAAAAA", "HHHHHHHHHHHHHHH", "AAAAAAADDDDDDDD", "AAAAAAADAADAAAD", "HHHHHHHHHHHHHHH", "AAAAAAADDDDDDDD"]),
-    ("client",      ["ADDADADDAADAAAA", "HDHHHHHHHHHHHHH", "HDHHHHHHHHHHHHH", "HDHHHHHHHHHHHHH", "HDHHHHHHHHHHHHH", "HDHHHHHHHHHHHHH"]),
-    ("automation",  ["AAAAAAAAAADAAAA", "HHHHHHHHHHHHHHH", "AAAAAAADDDDDDDD", "AAAAAAAAAADAAAD", "HHHHHHHHHHHHHHH", "AAAAAAADDDDDDDD"]),
-    ("key_as_user", ["AAAAAAAAAAAAAAA", "HHHHHHHHHHHHHHH", "AAAAAAADDDDDDDD", "AAAAAAAAAADAAAD", "HHHHHHHHHHHHHHH", "AAAAAAADDDDDDDD"]),
+    //               own                  others_personal      shared_use           shared_manage        other_ws             clients
+    ("owner",       ["AAAAAAAAADAAAAAAA", "AADDADDADDDDDDDAA", "AAAAAAAAADAAAAAAA", "AAAAAAAAADAAAAAAA", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADAAAAADD"]),
+    ("admin",       ["AAAAAAAAADAAAAAAA", "AADDADDADDDDDDDAA", "AAAAAAAAADAAAAAAA", "AAAAAAAAADAAAAAAA", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADAAAAADD"]),
+    ("member",      ["AAAAAAAAADAAAAAAA", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADDDDDDDD", "AAAAAAAAADAADAAAD", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADDDDDDDD"]),
+    ("client",      ["ADDDADDADDAADAAAA", "HDHHHHHHHHHHHHHHH", "HDHHHHHHHHHHHHHHH", "HDHHHHHHHHHHHHHHH", "HDHHHHHHHHHHHHHHH", "HDHHHHHHHHHHHHHHH"]),
+    ("automation",  ["AAAAAAAAAAAADAAAA", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADDDDDDDD", "AAAAAAAAAAAADAAAD", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADDDDDDDD"]),
+    ("key_as_user", ["AAAAAAAAAAAAAAAAA", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADDDDDDDD", "AAAAAAAAAAAADAAAD", "HHHHHHHHHHHHHHHHH", "AAAAAAAAADDDDDDDD"]),
 ];
 
 /// One endpoint called on connection `c` as `auth`: A, D or H (with the answer, for the table).
@@ -205,8 +207,10 @@ async fn outcome(kp: &Keyport, auth: &Auth, endpoint: &str, c: &Value) -> (char,
             None,
         ),
         "config" => (Method::GET, format!("{base}/config"), None),
+        "config_post" => (Method::POST, format!("{base}/config"), Some(json!({}))),
         "deps" => (Method::GET, format!("{base}/dependents"), None),
         "dep_put" => (Method::PUT, format!("{base}/dependents/wf-1"), None),
+        "dep_delete" => (Method::DELETE, format!("{base}/dependents/wf-1"), None),
         "audit" => (Method::GET, format!("{base}/audit"), None),
         "proxy" => (Method::GET, format!("{base}/proxy/me"), None),
         "creds" => (Method::GET, format!("{base}/credentials"), None),
