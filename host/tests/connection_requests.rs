@@ -208,6 +208,39 @@ async fn the_whole_loop(db: Db) {
     assert_eq!(c["owner"]["user_id"], me["user"]["id"]);
     assert_eq!(c["visibility"], "shared");
     assert_eq!(c["permission"], "use");
+    // The agency's Connections page shows the client as its owner.
+    let signed_in = kp
+        .http
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", ADMIN), ("next", "/connections")])
+        .send()
+        .await
+        .unwrap();
+    let agency = set_cookie_headers(signed_in.headers())[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = kp
+        .http
+        .get(format!("{}/connections", kp.url))
+        .header("cookie", agency)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = page
+        .split("<tr ")
+        .find(|r| r.contains(&format!("data-connection=\"{conn}\"")))
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(
+        row.contains(
+            "<td data-owner>client@example.com <span class=\"muted\">(shared: use)</span>"
+        ),
+        "{row}"
+    );
     let fulfilled = outbox(&kp, "connection_request.fulfilled").await;
     assert_eq!(fulfilled.len(), 1);
     assert_eq!(
