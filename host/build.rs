@@ -30,6 +30,28 @@ fn main() {
         .unwrap();
     }
     src.push_str("];\n");
+    // The provider catalogue (`catalogue/*.json`), embedded as text.
+    println!("cargo:rerun-if-changed=../catalogue");
+    let mut entries: Vec<_> = std::fs::read_dir(root.join("catalogue"))
+        .expect("read catalogue/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    src.push_str(
+        "/// The provider catalogue: (id, definition), from `catalogue/<id>.json`.\npub const CATALOGUE: &[(&str, &str)] = &[\n",
+    );
+    for p in &entries {
+        println!("cargo:rerun-if-changed={}", p.display());
+        let id = p.file_stem().unwrap().to_string_lossy();
+        writeln!(
+            src,
+            "    ({id:?}, include_str!({:?})),",
+            p.display().to_string()
+        )
+        .unwrap();
+    }
+    src.push_str("];\n");
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("builtin_connectors.rs");
     std::fs::write(out, src).expect("write builtin_connectors.rs");
 }

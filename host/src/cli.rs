@@ -338,6 +338,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         service_config(&args, &public_url),
     )?);
     let _ = service.runtime.set(runtime.clone());
+    for (id, why) in service.load_catalogue().await {
+        tracing::error!(connector = %id, "catalogue entry not served: {why}");
+    }
     let mut dir_state = crate::hotload::DirState::default();
     if let Some(dir) = &args.connectors_dir {
         if !dir.is_dir() {

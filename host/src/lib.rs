@@ -24,12 +24,13 @@
 //!
 //! ```text
 //! cli                      -> everything (it assembles the service)
-//! api, ui                  -> web, auth, connections, proxy, webhooks, hotload, providers, registry, runtime (manifests), mail
+//! api, ui                  -> web, auth, connections, proxy, webhooks, hotload, providers, catalogue, registry, runtime (manifests), mail
 //! web                      -> auth, connections, mail
 //! mail                     -> connections (roles)
 //! auth                     -> connections, store (sessions, API keys, the admin token), oauth, vault
 //! proxy, webhooks,
 //! hotload, providers       -> connections, events, registry, runtime, store
+//! catalogue                -> connections, registry, store, builtin (the embedded files)
 //! connections              -> events, oauth, registry, runtime, store, vault, model
 //! events                   -> store, model, vault (event ids)
 //! oauth                    -> runtime
@@ -45,6 +46,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalogue;
 pub mod cli;
 pub mod connections;
 pub mod events;

@@ -21,6 +21,7 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::runtime::template;
 use crate::runtime::{ClientAuth, ConnectorError, ErrorKind, Oauth2, Secret, TokenSet};
 
 /// A failed OAuth exchange. Messages never contain secrets.
@@ -79,40 +80,74 @@ pub fn hash(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
-/// Fills `{field}` placeholders from the connection config. Values may only contain
-/// `A-Z a-z 0-9 . _ -`, so config cannot change a URL's structure.
+/// Fills placeholders in an endpoint URL from the connection config (see
+/// [`crate::runtime::template`]: a value never changes the URL's structure).
 pub fn fill_template(template: &str, config: &Value) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
-        let field = &rest[start + 1..start + end];
-        let value = match config.get(field) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => {
-                return Err(format!(
-                    "the config field {field:?} is required (it is part of the provider's URLs)"
-                ));
-            }
-        };
-        if value.is_empty()
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(format!(
-                "the config field {field:?} may only contain letters, digits, '.', '_' and '-'"
-            ));
-        }
-        out.push_str(&value);
-        rest = &rest[start + end + 1..];
+    template::fill(
+        template,
+        &template::Vars::config(config),
+        template::Use::Url,
+    )
+}
+
+/// Fills a parameter value (`authorize_params`, `token_params`): `None` when it fills to empty,
+/// so the parameter is left out.
+fn fill_param(template: &str, config: &Value) -> Result<Option<String>, String> {
+    template::fill(
+        template,
+        &template::Vars::config(config),
+        template::Use::Param,
+    )
+    .map(|v| (!v.is_empty()).then_some(v))
+}
+
+/// Parameters keyport sets itself and a connector's extra parameters cannot replace.
+const FIXED_AUTHORIZE_PARAMS: [&str; 5] = [
+    "client_id",
+    "redirect_uri",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// A token, refresh or revocation URL whose host comes from the connection's settings receives
+/// the client secret: the filled host must be covered by one of the connector's fixed egress
+/// patterns (`login_host` may be `acme.my.salesforce.com` under `*.salesforce.com`, never a host
+/// of the user's choosing). Hosts written out in full need no check.
+pub fn secret_endpoint_host_allowed(
+    template: &str,
+    filled: &str,
+    egress: &[String],
+) -> Result<(), String> {
+    let host_templated = template.starts_with('{')
+        || template
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+            .is_some_and(|authority| authority.contains('{'));
+    if !host_templated {
+        return Ok(());
     }
-    out.push_str(rest);
-    Ok(out)
+    let host = url::Url::parse(filled)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let fixed: Vec<String> = egress
+        .iter()
+        .filter(|h| !h.contains('{'))
+        .cloned()
+        .collect();
+    if crate::runtime::egress::host_allowed(&host, &fixed) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the token endpoint's host {host} is not among the provider's fixed egress hosts ({}); it would receive the client secret",
+            if fixed.is_empty() {
+                "none".to_string()
+            } else {
+                fixed.join(", ")
+            }
+        ))
+    }
 }
 
 /// Rewrites a URL by the first matching `(from-prefix, to-prefix)` override.
@@ -138,16 +173,31 @@ pub struct AuthorizeParams<'a> {
     pub overrides: &'a BTreeMap<String, String>,
 }
 
-/// The provider's authorize URL.
+/// The provider's authorize URL. A connector's extra parameter named like a standard one
+/// (`response_type`, `scope`) replaces it, except those keyport must set itself (client id,
+/// redirect URI, state, PKCE); one that fills to empty is left out. A fragment in the
+/// authorize URL stays at the end.
 pub fn authorize_url(p: &AuthorizeParams<'_>) -> Result<String, String> {
     let base = apply_overrides(
         &fill_template(&p.oauth.authorize_url, p.config)?,
         p.overrides,
     );
     let mut url = url::Url::parse(&base).map_err(|e| format!("invalid authorize URL: {e}"))?;
+    let mut extra = Vec::new();
+    for (k, v) in &p.oauth.authorize_params {
+        if FIXED_AUTHORIZE_PARAMS.contains(&k.as_str()) {
+            return Err(format!(
+                "the authorize parameter {k} is set by keyport and cannot be replaced"
+            ));
+        }
+        extra.push((k.as_str(), fill_param(v, p.config)?));
+    }
+    let replaced = |name: &str| extra.iter().any(|(k, _)| *k == name);
     {
         let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code");
+        if !replaced("response_type") {
+            q.append_pair("response_type", "code");
+        }
         q.append_pair("client_id", p.client_id);
         q.append_pair("redirect_uri", p.redirect_uri);
         q.append_pair("state", p.state);
@@ -159,14 +209,18 @@ pub fn authorize_url(p: &AuthorizeParams<'_>) -> Result<String, String> {
                 .push(scope.as_str());
         }
         for (param, scopes) in by_param {
-            q.append_pair(param, &scopes.join(&p.oauth.scope_separator));
+            if !replaced(param) {
+                q.append_pair(param, &scopes.join(&p.oauth.scope_separator));
+            }
         }
         if let Some(challenge) = p.code_challenge {
             q.append_pair("code_challenge", challenge);
             q.append_pair("code_challenge_method", "S256");
         }
-        for (k, v) in &p.oauth.authorize_params {
-            q.append_pair(k, &fill_template(v, p.config)?);
+        for (k, v) in &extra {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
         }
     }
     Ok(url.to_string())
@@ -183,13 +237,17 @@ pub struct TokenCall<'a> {
     pub client_id: &'a str,
     pub client_secret: Option<&'a Secret>,
     pub overrides: &'a BTreeMap<String, String>,
+    /// The connector's egress patterns: a token endpoint whose host is filled from the config
+    /// must land on one of the fixed ones (it receives the client secret and grants).
+    pub egress: &'a [String],
 }
 
 impl TokenCall<'_> {
     fn url(&self, template: &str) -> Result<String, OAuthError> {
-        fill_template(template, self.config)
-            .map(|u| apply_overrides(&u, self.overrides))
-            .map_err(OAuthError::Provider)
+        let filled = fill_template(template, self.config).map_err(OAuthError::Provider)?;
+        secret_endpoint_host_allowed(template, &filled, self.egress)
+            .map_err(OAuthError::Provider)?;
+        Ok(apply_overrides(&filled, self.overrides))
     }
 
     /// Sends a token-endpoint request and returns (status, body).
@@ -298,8 +356,9 @@ impl TokenCall<'_> {
     ) -> Result<(u16, Vec<u8>), OAuthError> {
         let url = self.url(template)?;
         for (k, v) in extra {
-            let v = fill_template(v, self.config).map_err(OAuthError::Provider)?;
-            params.push((k.clone(), v));
+            if let Some(v) = fill_param(v, self.config).map_err(OAuthError::Provider)? {
+                params.push((k.clone(), v));
+            }
         }
         let json = matches!(self.oauth.token_body, crate::runtime::TokenBody::Json);
         self.post(&url, params, json).await
@@ -618,6 +677,45 @@ mod tests {
             fill_template("https://{missing}.example.com/", &c)
                 .unwrap_err()
                 .contains("required")
+        );
+    }
+
+    #[test]
+    fn token_endpoints_with_hosts_from_settings_stay_on_fixed_egress_hosts() {
+        let egress = vec!["*.salesforce.com".to_string(), "{hostname}".to_string()];
+        let t = "https://{login_host|'login.salesforce.com'}/services/oauth2/token";
+        for (filled, ok) in [
+            ("https://login.salesforce.com/services/oauth2/token", true),
+            ("https://acme.my.salesforce.com/services/oauth2/token", true),
+            ("https://attacker.example/services/oauth2/token", false),
+            ("https://salesforce.com.attacker.example/x", false),
+        ] {
+            assert_eq!(
+                secret_endpoint_host_allowed(t, filled, &egress).is_ok(),
+                ok,
+                "{filled}"
+            );
+        }
+        // A templated egress pattern does not vouch for a token endpoint.
+        assert!(
+            secret_endpoint_host_allowed(
+                "https://{hostname}/oauth/token",
+                "https://gitlab.example/oauth/token",
+                &egress
+            )
+            .is_err()
+        );
+        // Written out in full, or with placeholders only in the path: no check.
+        assert!(
+            secret_endpoint_host_allowed("https://a.example/t", "https://a.example/t", &[]).is_ok()
+        );
+        assert!(
+            secret_endpoint_host_allowed(
+                "https://login.microsoftonline.com/{tenant|'common'}/oauth2/v2.0/token",
+                "https://login.microsoftonline.com/contoso/oauth2/v2.0/token",
+                &[]
+            )
+            .is_ok()
         );
     }
 

@@ -45,6 +45,12 @@ impl Service {
         replace: Option<&str>,
     ) -> Result<Value> {
         let (ws, actor) = (who.workspace.as_str(), &who.actor());
+        if body.contains_key("connector_id") {
+            return Err(invalid(
+                "/connector_id",
+                "connector_id is set by keyport (imported providers are custom-<id>); remove it",
+            ));
+        }
         let client_id = match body.remove("client_id") {
             Some(Value::String(s)) => Some(s),
             None | Some(Value::Null) => None,
@@ -55,7 +61,8 @@ impl Service {
             None | Some(Value::Null) => None,
             Some(_) => return Err(invalid("/client_secret", "client_secret must be a string")),
         };
-        if !body.contains_key("authorization_url") {
+        let api_key = body.get("auth").and_then(Value::as_str) == Some("api_key");
+        if !api_key && !body.contains_key("authorization_url") {
             match body.get("issuer").and_then(Value::as_str) {
                 Some(issuer) => {
                     let discovered = self.discover(issuer).await?;
@@ -175,7 +182,10 @@ impl Service {
         Ok(())
     }
 
-    async fn configure_definition(&self, definition: &Value) -> Result<crate::runtime::Connector> {
+    pub(crate) async fn configure_definition(
+        &self,
+        definition: &Value,
+    ) -> Result<crate::runtime::Connector> {
         let template = self
             .registry
             .get(TEMPLATE)

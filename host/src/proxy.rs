@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, Method};
 use serde_json::{Value, json};
 
 use crate::connections::{
@@ -246,18 +246,18 @@ impl Service {
             crate::runtime::checked_target(&m.egress_hosts, env, &raw, self.config.allow_loopback)
                 .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?;
         let mut headers = forwardable(&req.headers);
-        for (name, value) in &m.api_headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(value),
-            ) {
-                headers.insert(n, v);
-            }
+        for (name, value) in
+            crate::runtime::api_headers(&m.api_headers, env).map_err(|why| Error::Invalid {
+                message: format!("the connector's API headers cannot be built: {why}"),
+                fields: vec![],
+            })?
+        {
+            headers.insert(name, value);
         }
         let credential = env.credential.as_ref().ok_or_else(|| {
             Error::Conflict("This connection has no credential stored; reconnect it.".to_string())
         })?;
-        crate::runtime::add_credential(&m.credential, credential, &mut headers, &mut url)
+        crate::runtime::add_credential(&m.credential, credential, env, &mut headers, &mut url)
             .map_err(Error::Internal)?;
         self.proxy_http
             .request(req.method.clone(), url)
@@ -519,6 +519,7 @@ fn retry_after(h: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     #[test]
     fn traversal_and_absolute_urls_are_refused() {

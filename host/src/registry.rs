@@ -22,6 +22,8 @@ pub enum Source {
     Uploaded,
     /// A custom OAuth provider imported through the admin API (served by custom-oauth).
     Imported,
+    /// An entry of the provider catalogue shipped in the binary (served by custom-oauth).
+    Catalogue,
 }
 
 /// A connector and where it came from.

@@ -282,6 +282,7 @@ async fn custom_oauth_token_exchange_uses_json_bodies_basic_auth_and_nested_path
         client_id: "acme-client",
         client_secret: Some(&secret),
         overrides: &overrides,
+        egress: &c.manifest().egress_hosts,
     };
     let (status, body) = call
         .exchange_code("code-1", "https://keyport.example/oauth/callback", None)

@@ -23,6 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "webhooks",
             "hotload",
             "providers",
+            "catalogue",
             "registry",
             "runtime",
             "model",
@@ -39,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "webhooks",
             "hotload",
             "providers",
+            "catalogue",
             "registry",
             "runtime",
             "model",
@@ -91,6 +93,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "vault",
             "model",
         ],
+    ),
+    (
+        "catalogue",
+        &["connections", "registry", "store", "builtin"],
     ),
     (
         "connections",

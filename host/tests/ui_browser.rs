@@ -1482,3 +1482,137 @@ async fn the_admin_page_imports_a_file_and_reports_each_entry() {
         .await;
     chrome.screenshot("admin-import-report").await;
 }
+
+#[tokio::test]
+async fn catalogue_entries_are_set_up_connected_with_their_settings_and_hidden() {
+    use axum::http::Uri;
+    use std::sync::{Arc, Mutex};
+    let kp = Keyport::start(KeyportOpts::default()).await;
+    // A loopback stand-in for acme.zendesk.com: records the authorization request it receives.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let fake = common::serve_fake(axum::Router::new().route(
+        "/oauth/authorizations/new",
+        axum::routing::get(move |uri: Uri| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(uri.to_string());
+                axum::response::Html("<p>Zendesk sign-in</p>")
+            }
+        }),
+    ))
+    .await;
+    let (st, b) = kp
+        .put(
+            "/api/v1/provider-apps/zendesk",
+            json!({"client_id": "zd-client", "client_secret": "zd-secret",
+                   "endpoint_overrides": {"https://acme.zendesk.com": fake}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let chrome = Chrome::start(&[]).await;
+    chrome.sign_in(&kp).await;
+
+    // The category filter narrows the cards to a catalogue category.
+    chrome.wait_visible("li.card[data-connector=zendesk]").await;
+    chrome.click("#category-filter option[value=support]").await;
+    chrome.wait_visible("li.card[data-connector=zendesk]").await;
+    let github = chrome
+        .client
+        .find(Locator::Css("li.card[data-connector=github]"))
+        .await
+        .unwrap();
+    assert!(
+        !github.is_displayed().await.unwrap(),
+        "GitHub is not in the support category"
+    );
+    chrome.click("#category-filter option[value='']").await;
+    chrome.wait_visible("li.card[data-connector=github]").await;
+
+    // Zendesk asks for its subdomain before the provider opens; a bad one is refused inline.
+    chrome
+        .click("li.card[data-connector=zendesk] button[data-open-dialog=connect-zendesk]")
+        .await;
+    chrome
+        .type_into("#start-zendesk-subdomain", "not a subdomain")
+        .await;
+    chrome
+        .click("form[data-connect-form=zendesk] button[type=submit]")
+        .await;
+    chrome
+        .wait_text("#start-zendesk-subdomain-error", "expected format")
+        .await;
+    chrome.type_into("#start-zendesk-subdomain", "acme").await;
+    chrome.screenshot("catalogue-connect-settings").await;
+    let main = chrome.client.window().await.unwrap();
+    chrome
+        .click("form[data-connect-form=zendesk] button[type=submit]")
+        .await;
+    let t = Instant::now();
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the provider never saw the authorization"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let request = seen.lock().unwrap()[0].clone();
+    assert!(request.contains("client_id=zd-client"), "{request}");
+    for w in chrome.client.windows().await.unwrap() {
+        if w != main {
+            chrome.client.switch_to_window(w).await.unwrap();
+            chrome.client.close_window().await.unwrap();
+        }
+    }
+    chrome.client.switch_to_window(main).await.unwrap();
+
+    // GitHub has no app yet: an admin is sent to its entry on the Admin page to set it up.
+    chrome.goto(&format!("{}/", kp.url)).await;
+    chrome
+        .click("li.card[data-connector=github] a[href='/admin#app-github']")
+        .await;
+    chrome
+        .wait_text("#app-github", "github.com/settings/applications/new")
+        .await;
+    chrome.wait_text("#app-github", &kp.redirect_uri()).await;
+    chrome.type_into("#app-id-github", "gh-client").await;
+    chrome
+        .type_into("#app-secret-github", "gh-secret-value")
+        .await;
+    chrome
+        .click("form[data-app-form=github] button[type=submit]")
+        .await;
+    chrome.wait_text("#toasts", "Provider app saved.").await;
+    chrome.goto(&format!("{}/", kp.url)).await;
+    chrome
+        .wait_visible("li.card[data-connector=github] button[data-connect=github]")
+        .await;
+
+    // Hidden: gone from the Integrations page, marked on the Admin page, shown again.
+    chrome.goto(&format!("{}/admin#app-github", kp.url)).await;
+    chrome
+        .click("#app-github button[data-hide-connector=github]")
+        .await;
+    chrome.wait_text("#app-github summary", "Hidden").await;
+    chrome.screenshot("catalogue-hidden").await;
+    chrome.goto(&format!("{}/", kp.url)).await;
+    chrome.wait_text("h1", "Integrations").await;
+    assert!(!chrome.exists("li.card[data-connector=github]").await);
+    assert!(chrome.exists("li.card[data-connector=zendesk]").await);
+    let (_, list) = kp.get("/api/v1/admin/catalogue").await;
+    let gh = list["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "github")
+        .unwrap()
+        .clone();
+    assert_eq!(gh["hidden"], true, "{gh}");
+    chrome.goto(&format!("{}/admin#app-github", kp.url)).await;
+    chrome
+        .click("#app-github button[data-hide-connector=github]")
+        .await;
+    chrome.wait_text("#app-github summary", "App saved").await;
+    chrome.goto(&format!("{}/", kp.url)).await;
+    chrome.wait_visible("li.card[data-connector=github]").await;
+}

@@ -242,3 +242,29 @@ pub async fn delete_sso(State(s): State<AppState>, caller: Caller) -> R<StatusCo
     crate::auth::sso::remove(&s.service, &caller.principal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/v1/admin/catalogue`: the provider catalogue for this workspace (workspace admins).
+pub async fn catalogue(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
+    Ok(Json(s.service.catalogue_view(&caller.principal).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueEntryPatch {
+    hidden: bool,
+}
+
+/// `PUT /api/v1/admin/catalogue/{id}` `{"hidden": bool}`: hide an integration in this workspace
+/// (or show it again).
+pub async fn put_catalogue_entry(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CatalogueEntryPatch>,
+) -> R<Json<Value>> {
+    Ok(Json(
+        s.service
+            .set_catalogue_hidden(&caller.principal, &id, body.hidden)
+            .await?,
+    ))
+}

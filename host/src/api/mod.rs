@@ -178,6 +178,11 @@ fn api_routes() -> Router<AppState> {
                 .get(admin::get_sso)
                 .delete(admin::delete_sso),
         )
+        .route("/api/v1/admin/catalogue", get(admin::catalogue))
+        .route(
+            "/api/v1/admin/catalogue/{id}",
+            put(admin::put_catalogue_entry),
+        )
         .route("/api/v1/admin/providers/export", get(admin::export))
         .route("/api/v1/admin/providers/import", post(admin::import_file))
         .route(
@@ -223,19 +228,30 @@ async fn healthz() -> Json<serde_json::Value> {
 /// parameters, which may be secret to the operator).
 async fn list_connectors(
     State(state): State<AppState>,
-    _caller: Caller,
-) -> Json<serde_json::Value> {
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Integrations hidden in the workspace are listed (marked) only to those who may show them.
+    let hidden = state
+        .service
+        .hidden_connectors(&caller.principal.workspace)
+        .await?;
+    let admin = caller.principal.may_administer(true, "").is_ok();
     let list: Vec<_> = state
         .registry
         .all()
         .iter()
-        .map(|e| {
+        .filter_map(|e| {
+            let is_hidden = hidden.contains(&e.connector.manifest().id);
+            if is_hidden && !admin {
+                return None;
+            }
             let mut v = manifest_json(&e.connector);
             v["source"] = json!(e.source);
-            v
+            v["hidden"] = json!(is_hidden);
+            Some(v)
         })
         .collect();
-    Json(json!({ "connectors": list }))
+    Ok(Json(json!({ "connectors": list })))
 }
 
 async fn get_connector(

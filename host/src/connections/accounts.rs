@@ -49,25 +49,22 @@ impl Service {
                 cred.clone(),
             );
         }
-        let base = if m.api_base_url.is_empty() {
-            None
-        } else {
-            Some(
-                oauth::fill_template(&m.api_base_url, &config).map_err(|e| Error::Invalid {
-                    message: e,
-                    fields: vec![],
-                })?,
-            )
-        };
+        let metadata: Value = serde_json::from_str(&c.metadata).unwrap_or(Value::Null);
+        let granted_hosts = self
+            .registry
+            .get(&c.connector_id)
+            .and_then(|e| e.granted_hosts.clone());
+        let (api_base_url, resolved_hosts) =
+            resolve_endpoints(m, &config, &metadata, granted_hosts.as_deref())?;
         Ok(CallEnv {
             credential,
             form_secrets,
-            api_base_url: base,
-            granted_hosts: self
-                .registry
-                .get(&c.connector_id)
-                .and_then(|e| e.granted_hosts.clone()),
+            api_base_url,
+            granted_hosts,
             endpoint_overrides: overrides.into_iter().collect(),
+            resolved_hosts,
+            config,
+            metadata,
         })
     }
 
@@ -176,4 +173,42 @@ impl Service {
         .await;
         Ok(())
     }
+}
+
+/// A connection's API base URL and the hosts its templated egress patterns stand for, filled from
+/// its config and token-response fields. Patterns the admin did not grant stay unresolved.
+pub(super) fn resolve_endpoints(
+    m: &crate::runtime::Manifest,
+    config: &Value,
+    metadata: &Value,
+    granted: Option<&[String]>,
+) -> Result<(Option<String>, Vec<String>)> {
+    use crate::runtime::template::{self, Use, Vars};
+    let vars = Vars {
+        config,
+        metadata,
+        extra: &[],
+    };
+    let base = if m.api_base_url.is_empty() {
+        None
+    } else {
+        Some(
+            template::fill(&m.api_base_url, &vars, Use::Url).map_err(|e| Error::Invalid {
+                message: e,
+                fields: vec![],
+            })?,
+        )
+    };
+    let mut hosts = Vec::new();
+    for pattern in m.egress_hosts.iter().filter(|h| h.contains('{')) {
+        if granted.is_some_and(|g| !g.iter().any(|x| x == pattern)) {
+            continue;
+        }
+        // A pattern that cannot be filled (a field not set) allows nothing; the base URL's
+        // error already names the field when calls need it.
+        if let Ok(host) = template::egress_host(pattern, &vars) {
+            hosts.push(host);
+        }
+    }
+    Ok((base, hosts))
 }

@@ -22,6 +22,7 @@ impl Service {
         let (ws, actor) = (who.workspace.as_str(), &who.actor());
         let entry = self.connector(&req.connector)?;
         let m = entry.connector.manifest();
+        self.refuse_hidden(ws, &m.id).await?;
         let AuthScheme::ApiKey(key_scheme) = &m.auth else {
             return Err(Error::BadRequest(format!(
                 "{} connects with OAuth: start with POST /api/v1/connections/oauth/start",
@@ -120,20 +121,19 @@ impl Service {
                 .map_err(|e| Error::Internal(e.to_string()))?,
         );
         merge(&mut merged, config);
-        let base =
-            oauth::fill_template(&m.api_base_url, &Value::Object(merged.clone())).map_err(|e| {
-                Error::Invalid {
-                    message: e,
-                    fields: vec![],
-                }
-            })?;
+        let config = Value::Object(merged.clone());
+        let (api_base_url, resolved_hosts) =
+            accounts::resolve_endpoints(m, &config, &Value::Null, entry.granted_hosts.as_deref())?;
         let credential = Secret::new(api_key.to_string());
         let env = CallEnv {
             credential: Some(credential.clone()),
             form_secrets: HashMap::from([(SecretKind::ApiKey, credential)]),
-            api_base_url: Some(base),
+            api_base_url,
             granted_hosts: entry.granted_hosts.clone(),
             endpoint_overrides: self.api_key_overrides(ws, &m.id).await?,
+            resolved_hosts,
+            config,
+            metadata: Value::Null,
         };
         entry
             .connector

@@ -85,6 +85,7 @@ impl Service {
         let entry = self.connector(&req.connector)?;
         let m = entry.connector.manifest();
         self.oauth_of(m)?;
+        self.refuse_hidden(ws, &m.id).await?;
         if let Some(r) = &req.return_to {
             self.check_return_to(r)?;
         }
@@ -350,6 +351,7 @@ impl Service {
         })?;
         let conn = self.get(&ws, &flow.connection_id).await?;
         let config: Value = self.effective_config_of(&conn, &json!({}))?;
+        let egress = self.egress_of(&conn.connector_id);
         let call = TokenCall {
             http: &self.http,
             oauth: &o,
@@ -357,6 +359,7 @@ impl Service {
             client_id: &app.client_id,
             client_secret: client_secret.as_ref(),
             overrides: &overrides,
+            egress: &egress,
         };
         let verifier = verifier.as_deref().map(|v| v.as_str()).filter(|_| o.pkce);
         let tokens = match call.exchange_code(code, &flow.redirect_uri, verifier).await {

@@ -271,6 +271,7 @@ impl Service {
         let config = self
             .effective_config_of(c, &json!({}))
             .map_err(|e| e.to_string())?;
+        let egress = self.egress_of(&c.connector_id);
         let call = TokenCall {
             http: &self.http,
             oauth: o,
@@ -278,6 +279,7 @@ impl Service {
             client_id: &app.client_id,
             client_secret: secret.as_ref(),
             overrides: &overrides,
+            egress: &egress,
         };
         call.revoke(&token, hint).await.map_err(|e| e.to_string())
     }

@@ -358,6 +358,27 @@ impl Service {
     }
 
     /// The OAuth redirect URI providers must allow.
+    /// A connector's egress patterns (empty when it is not loaded).
+    pub(crate) fn egress_of(&self, connector: &str) -> Vec<String> {
+        self.registry
+            .get(connector)
+            .map(|e| e.connector.manifest().egress_hosts.clone())
+            .unwrap_or_default()
+    }
+
+    /// New connections to an integration an admin hid in the workspace are refused.
+    pub(crate) async fn refuse_hidden(&self, ws: &str, connector: &str) -> Result<()> {
+        if self.store.connector_hidden(ws, connector).await? {
+            return Err(Error::Invalid {
+                message: format!(
+                    "{connector} is hidden in this workspace; an admin can show it again on the Admin page (PUT /api/v1/admin/catalogue/{connector} {{\"hidden\": false}})"
+                ),
+                fields: vec![("/connector".into(), "hidden in this workspace".into())],
+            });
+        }
+        Ok(())
+    }
+
     pub fn redirect_uri(&self) -> String {
         format!("{}/oauth/callback", self.config.public_url)
     }

@@ -311,6 +311,7 @@ impl Service {
         let (ws, id) = (c.workspace_id.as_str(), c.id.as_str());
         let (app, client_secret, overrides) = self.app(ws, &c.connector_id).await?;
         let config = self.effective_config_of(c, &json!({}))?;
+        let egress = self.egress_of(&c.connector_id);
         let call = TokenCall {
             http: &self.http,
             oauth: o,
@@ -318,6 +319,7 @@ impl Service {
             client_id: &app.client_id,
             client_secret: client_secret.as_ref(),
             overrides: &overrides,
+            egress: &egress,
         };
         let result = match call.refresh(refresh_token, None).await {
             Ok((status, body)) => self.read_tokens(connector, o, status, body).await,

@@ -194,7 +194,7 @@ pub fn oauth_endpoints_covered(
     let mut hosts = Vec::new();
     let mut problems = Vec::new();
     for (field, raw) in secret_endpoints(o) {
-        let sampled = sample_placeholders(raw);
+        let sampled = super::template::sample(raw);
         let url = match url::Url::parse(&sampled) {
             Ok(u) => u,
             Err(e) => {
@@ -233,27 +233,6 @@ pub fn oauth_endpoints_covered(
     } else {
         Err(problems)
     }
-}
-
-/// `{name}` placeholders replaced by a sample label.
-fn sample_placeholders(raw: &str) -> String {
-    let mut out = String::new();
-    let mut rest = raw;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        match rest[start..].find('}') {
-            Some(end) => {
-                out.push_str("sample");
-                rest = &rest[start + end + 1..];
-            }
-            None => {
-                rest = &rest[start..];
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -391,7 +370,7 @@ mod tests {
         assert_eq!(
             oauth_endpoints_covered(&o, &hosts, false),
             Ok(vec![
-                "sample.auth.example.com".to_string(),
+                "x.auth.example.com".to_string(),
                 "api.example.com".to_string()
             ])
         );

@@ -188,7 +188,10 @@ impl HostState {
             .map_err(denied)?;
 
         let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in manifest.api_headers.iter().chain(request.headers.iter()) {
+        for (name, value) in api_headers(&manifest.api_headers, &env).map_err(denied)? {
+            headers.append(name, value);
+        }
+        for (name, value) in request.headers.iter() {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| denied(format!("invalid header name {name:?}")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
@@ -200,8 +203,14 @@ impl HostState {
             let Some(credential) = env.credential.as_ref() else {
                 return Err(denied("this call has no credential to add".into()));
             };
-            add_credential(&manifest.credential, credential, &mut headers, &mut url)
-                .map_err(denied)?;
+            add_credential(
+                &manifest.credential,
+                credential,
+                &env,
+                &mut headers,
+                &mut url,
+            )
+            .map_err(denied)?;
         }
         if !request.form_secrets.is_empty() {
             body = Some(form_with_secrets(
@@ -333,14 +342,17 @@ pub fn checked_target(
     allow_loopback: bool,
 ) -> Result<url::Url, String> {
     let url = resolve_url(raw, env.api_base_url.as_deref())?;
-    let granted: Vec<String> = match &env.granted_hosts {
-        Some(g) => egress_hosts
-            .iter()
+    // Patterns with placeholders count as the hosts they filled to for this connection
+    // (`resolved_hosts`, already limited to what the admin granted).
+    let fixed = egress_hosts.iter().filter(|h| !h.contains('{'));
+    let mut granted: Vec<String> = match &env.granted_hosts {
+        Some(g) => fixed
             .filter(|h| g.iter().any(|x| x.eq_ignore_ascii_case(h)))
             .cloned()
             .collect(),
-        None => egress_hosts.to_vec(),
+        None => fixed.cloned().collect(),
     };
+    granted.extend(env.resolved_hosts.iter().cloned());
     egress::check_url(&url, &granted, allow_loopback).map_err(|d| d.0)?;
     let Some((from, to)) = env
         .endpoint_overrides
@@ -358,10 +370,38 @@ pub fn checked_target(
     Ok(url)
 }
 
-/// Adds the credential to a request the way the manifest says.
+/// The manifest's API headers for a call, placeholders filled from the connection (config,
+/// token-response fields, `{client_id}`); a header that fills to empty is left out.
+pub fn api_headers(
+    api_headers: &[(String, String)],
+    env: &CallEnv,
+) -> Result<Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>, String> {
+    let client_id = env.client_id().unwrap_or_default();
+    let extra = [("client_id", client_id)];
+    let vars = env.vars(&extra);
+    let mut out = Vec::new();
+    for (name, template) in api_headers {
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = super::template::fill(template, &vars, super::template::Use::Header)
+            .map_err(|e| format!("the {name} header: {e}"))?;
+        if value.is_empty() {
+            continue;
+        }
+        let value = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| format!("invalid value for header {name}"))?;
+        out.push((header, value));
+    }
+    Ok(out)
+}
+
+/// Adds the credential to a request the way the manifest says. A header placement's prefix may
+/// be a template holding `{credential}` (`OAuth key="{app_key}", token="{credential}"`); without
+/// it the credential follows the prefix.
 pub fn add_credential(
     placement: &CredentialPlacement,
     credential: &Secret,
+    env: &CallEnv,
     headers: &mut reqwest::header::HeaderMap,
     url: &mut url::Url,
 ) -> Result<(), String> {
@@ -377,7 +417,28 @@ pub fn add_credential(
         CredentialPlacement::Header((name, prefix)) => {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| "the manifest's credential header name is invalid".to_string())?;
-            headers.insert(name, value(&format!("{prefix}{}", credential.expose()))?);
+            let full = if prefix.contains('{') {
+                let has_slot = super::template::parse(prefix)
+                    .map_err(|e| format!("the manifest's credential header: {e}"))?
+                    .iter()
+                    .any(|p| p.fields().any(|f| f == "credential"));
+                let client_id = env.client_id().unwrap_or_default();
+                let extra = [
+                    ("credential", credential.expose()),
+                    ("client_id", client_id),
+                ];
+                let filled =
+                    super::template::fill(prefix, &env.vars(&extra), super::template::Use::Header)
+                        .map_err(|e| format!("the {name} header: {e}"))?;
+                if has_slot {
+                    filled
+                } else {
+                    format!("{filled}{}", credential.expose())
+                }
+            } else {
+                format!("{prefix}{}", credential.expose())
+            };
+            headers.insert(name, value(&full)?);
         }
         CredentialPlacement::Query(param) => {
             url.query_pairs_mut()

@@ -12,7 +12,7 @@
 //! | config-schema | JSON, an object schema, valid against the JSON Schema meta-schema, compilable |
 
 use super::egress;
-use super::{AuthScheme, Manifest};
+use super::{AuthScheme, CredentialPlacement, Manifest};
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,26 +31,7 @@ fn err(field: &str, message: impl Into<String>) -> ManifestError {
     }
 }
 
-/// Fills `{field}` placeholders with a neutral value, to check a template's syntax.
-pub(crate) fn sample(template: &str) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        match rest[start..].find('}') {
-            Some(end) => {
-                out.push('x');
-                rest = &rest[start + end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
+use super::template::{self, sample};
 
 /// An endpoint URL as written: `https://` (or `http://`) then a host name of letters, digits,
 /// `-` and `.` (or an IP literal), placeholders allowed. Forms a URL parser would repair
@@ -109,17 +90,67 @@ pub fn validate_manifest(m: &Manifest) -> Result<(), ManifestError> {
     if m.version.trim().is_empty() {
         return Err(err("version", "must not be empty (use semver, e.g. 0.1.0)"));
     }
+    // Token-response fields are the provider's to choose: they may not pick an egress host.
+    let token_fields: Vec<&str> = match &m.auth {
+        AuthScheme::Oauth2(o) => o
+            .token_paths
+            .metadata
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect(),
+        AuthScheme::ApiKey(_) => vec![],
+    };
     for h in &m.egress_hosts {
-        if !egress::valid_pattern(h) {
+        let found = template::parse(h).map_err(|e| err("egress-hosts", e))?;
+        if !egress::valid_pattern(&template::sample_host(h))
+            || (!found.is_empty() && h.starts_with('*'))
+        {
             return Err(err(
                 "egress-hosts",
                 format!(
-                    "{h:?} is not a host name or a `*.domain` pattern (no scheme, port or path)"
+                    "{h:?} is not a host name, a `*.domain` pattern or a host with {{placeholders}} (no scheme, port or path)"
+                ),
+            ));
+        }
+        if let Some(f) = found
+            .iter()
+            .flat_map(|p| p.fields())
+            .find(|f| token_fields.contains(f))
+        {
+            return Err(err(
+                "egress-hosts",
+                format!(
+                    "{h:?} takes {{{f}}} from the token response: the provider would choose where the credential goes; list fixed hosts or *.domain patterns that cover it instead"
                 ),
             ));
         }
     }
+    for (name, value) in &m.api_headers {
+        let found =
+            template::parse(value).map_err(|e| err("api-headers", format!("{name}: {e}")))?;
+        if let Some(f) = found.iter().flat_map(|p| p.fields()).find(|f| {
+            [
+                "access_token",
+                "refresh_token",
+                "client_secret",
+                "api_key",
+                "credential",
+            ]
+            .contains(f)
+        }) {
+            return Err(err(
+                "api-headers",
+                format!(
+                    "{name}: {{{f}}} is a secret; the host places the credential where the manifest's credential placement says (a header placement's prefix may hold {{credential}})"
+                ),
+            ));
+        }
+    }
+    if let CredentialPlacement::Header((_, prefix)) = &m.credential {
+        template::parse(prefix).map_err(|e| err("credential", e))?;
+    }
     if !m.api_base_url.is_empty() {
+        template::parse(&m.api_base_url).map_err(|e| err("api-base-url", e))?;
         let u = check_url("api-base-url", &m.api_base_url)?;
         let host = u.host_str().unwrap_or_default();
         if !m.api_base_url.contains('{') && !egress::host_allowed(host, &m.egress_hosts) {
@@ -252,14 +283,6 @@ mod tests {
         ] {
             assert!(check_url("f", bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn placeholders_are_sampled() {
-        assert_eq!(
-            sample("https://{subdomain}.example.com/{x}/y"),
-            "https://x.example.com/x/y"
-        );
     }
 
     #[test]

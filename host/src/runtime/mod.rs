@@ -22,11 +22,12 @@ mod http;
 mod legacy;
 
 pub use http::{
-    BodyError, Outbound, add_credential, body_capped, check_literal, checked_target,
+    BodyError, Outbound, add_credential, api_headers, body_capped, check_literal, checked_target,
     outbound_client,
 };
 mod manifest;
 mod stdio;
+pub mod template;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,8 +41,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub(crate) use manifest::sample as sample_placeholders;
 pub use manifest::{ManifestError, config_schema, manifest_json, validate_manifest};
+pub(crate) use template::sample as sample_placeholders;
 
 pub use self::bindings::keyport::connector::types::{
     Account, ApiKey, AuthScheme, CallContext, Classification, ClientAuth, ConnectorError,
@@ -246,6 +247,32 @@ pub struct CallEnv {
     pub granted_hosts: Option<Vec<String>>,
     /// URL prefix rewrites (self-hosted provider instances, tests): `(from, to)`.
     pub endpoint_overrides: Vec<(String, String)>,
+    /// The hosts of the manifest's egress patterns with placeholders (`{hostname}`,
+    /// `api.{region}.example.com`), filled from this connection's config.
+    pub resolved_hosts: Vec<String>,
+    /// The connection's effective config, for placeholders in API headers.
+    pub config: serde_json::Value,
+    /// The connection's token-response fields, for placeholders in API headers.
+    pub metadata: serde_json::Value,
+}
+
+impl CallEnv {
+    /// The values placeholders in API headers and credential headers may use: host values
+    /// (`client_id`, and `credential` where given) first, then config, then token-response fields.
+    pub fn vars<'a>(&'a self, extra: &'a [(&'a str, &'a str)]) -> template::Vars<'a> {
+        template::Vars {
+            config: &self.config,
+            metadata: &self.metadata,
+            extra,
+        }
+    }
+
+    /// The provider app's client id, when the call has one.
+    pub fn client_id(&self) -> Option<&str> {
+        self.form_secrets
+            .get(&SecretKind::ClientId)
+            .map(|s| s.expose())
+    }
 }
 
 /// The secrets the host can add for a guest.

@@ -81,4 +81,56 @@ impl Store {
                 .get(0),
         )
     }
+
+    /// The connectors an admin hid in a workspace.
+    pub async fn hidden_connectors(&self, ws: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query(
+            "SELECT connector_id FROM hidden_connectors WHERE workspace_id = $1 ORDER BY connector_id",
+        )
+        .bind(ws)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
+
+    /// Whether a connector is hidden in a workspace.
+    pub async fn connector_hidden(&self, ws: &str, connector: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM hidden_connectors WHERE workspace_id = $1 AND connector_id = $2",
+        )
+        .bind(ws)
+        .bind(connector)
+        .fetch_optional(self.pool())
+        .await?
+        .is_some())
+    }
+
+    /// Hides or shows a connector in a workspace; returns whether anything changed.
+    pub async fn set_connector_hidden(
+        &self,
+        ws: &str,
+        connector: &str,
+        hidden: bool,
+        by: &str,
+    ) -> Result<bool> {
+        let q = if hidden {
+            sqlx::query(
+                "INSERT INTO hidden_connectors (workspace_id, connector_id, hidden_by, hidden_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, connector_id) DO NOTHING",
+            )
+            .bind(ws)
+            .bind(connector)
+            .bind(by)
+            .bind(now_ms())
+        } else {
+            sqlx::query(
+                "DELETE FROM hidden_connectors WHERE workspace_id = $1 AND connector_id = $2",
+            )
+            .bind(ws)
+            .bind(connector)
+        };
+        Ok(q.execute(self.pool()).await?.rows_affected() > 0)
+    }
 }

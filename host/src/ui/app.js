@@ -91,6 +91,12 @@
     if (!isNaN(d)) { el.textContent = d.toLocaleString(); el.title = el.getAttribute("datetime"); }
   });
 
+  // A link to a closed section (/admin#app-github) opens it.
+  if (location.hash.length > 1) {
+    const target = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (target && target.tagName === "DETAILS") { target.open = true; target.scrollIntoView({ block: "start" }); }
+  }
+
   // Dialogs.
   document.addEventListener("click", (ev) => {
     const open = ev.target.closest("[data-open-dialog]");
@@ -165,6 +171,17 @@
     const id = b.dataset.connect;
     oauthPopup(id, (returnTo) => api("POST", "/api/v1/connections/oauth/start", returnTo ? { connector: id, return_to: returnTo } : { connector: id }));
   }));
+  // Connectors that need settings first (a subdomain, a shop): the dialog's form starts the flow.
+  document.querySelectorAll("[data-connect-form]").forEach((form) => form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = form.dataset.connectForm;
+    const [config, errors] = readConfig(form);
+    if (errors.length) { showErrors(form, errors); return; }
+    showErrors(form, []);
+    const dialog = form.closest("dialog");
+    if (dialog) dialog.close();
+    oauthPopup(id, (returnTo) => api("POST", "/api/v1/connections/oauth/start", returnTo ? { connector: id, config, return_to: returnTo } : { connector: id, config }));
+  }));
   document.querySelectorAll("[data-reconnect]").forEach((b) => b.addEventListener("click", () => {
     const id = b.dataset.reconnect;
     oauthPopup(id, (returnTo) => api("POST", "/api/v1/connections/" + id + "/reconnect", returnTo ? { return_to: returnTo } : {}));
@@ -224,7 +241,10 @@
     const connector = form.dataset.apiKeyForm;
     const key = form.elements.api_key.value;
     if (!key.trim()) { showErrors(form, [{ path: "/api_key", message: "Paste the key first." }]); return; }
+    const [config, errors] = readConfig(form);
+    if (errors.length) { showErrors(form, errors); return; }
     const body = { connector, api_key: key };
+    if (Object.keys(config).length) body.config = config;
     if (form.elements.name.value.trim()) body.name = form.elements.name.value.trim();
     const button = form.querySelector('button[type="submit"]');
     button.disabled = true;
@@ -236,7 +256,17 @@
       location.reload();
       return;
     }
-    showErrors(form, [{ path: "/api_key", message: errorText(res, "The key was not accepted.") }]);
+    const fields = (res.body.error && res.body.error.fields) || [];
+    showErrors(form, fields.some((f) => f.path && f.path !== "/api_key" && form.querySelector('[data-error-for="' + CSS.escape(f.path) + '"]'))
+      ? fields : [{ path: "/api_key", message: errorText(res, "The key was not accepted.") }]);
+  }));
+  // Admin: hide an integration in this workspace, or show it again.
+  document.querySelectorAll("[data-hide-connector]").forEach((b) => b.addEventListener("click", async () => {
+    const id = b.dataset.hideConnector;
+    const hidden = b.dataset.hidden !== "true";
+    const res = await api("PUT", "/api/v1/admin/catalogue/" + encodeURIComponent(id), { hidden });
+    if (res.status === 200) { flash(hidden ? "Hidden from the Integrations page." : "Shown on the Integrations page again.", "ok"); location.reload(); }
+    else toast(errorText(res, "Not changed."), "error");
   }));
 
   document.querySelectorAll("[data-api-key-replace]").forEach((form) => form.addEventListener("submit", async (ev) => {

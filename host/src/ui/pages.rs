@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{SignedIn, page_response};
 use crate::auth::{Session, people};
 use crate::connections::{ConnectionFilter, Need, Principal, Role, Status, Who, rfc3339, view};
+use crate::registry::Source;
 use crate::runtime::{AuthScheme, Manifest};
 use crate::web::AppState;
 
@@ -284,10 +285,76 @@ fn account_line(c: &Value) -> Markup {
 }
 
 /// A card's buttons: Connect (OAuth popup) or Configure (the API-key dialog), and Docs.
-fn card_actions(m: &Manifest, first: bool, docs: Option<&str>) -> Markup {
+/// The settings a connection needs before it can start (a Zendesk subdomain, a Shopify shop), as
+/// form fields; empty when the connector has none.
+fn start_fields(m: &Manifest) -> Markup {
+    let schema: Value = serde_json::from_str(&m.config_schema).unwrap_or(Value::Null);
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let prefix = format!("start-{}", m.id);
+    html! {
+        @if let Some(props) = schema["properties"].as_object() {
+            @for (key, prop) in props {
+                (config_field(&prefix, key, prop, &Value::Null, required.contains(&key.as_str())))
+            }
+        }
+    }
+}
+
+/// Whether a connection is started from a settings dialog: when the schema requires a setting
+/// without a default, or (for a catalogue entry or an imported provider, whose settings are
+/// parts of its URLs) has any setting at all — GitLab's optional self-managed host.
+fn settings_first(m: &Manifest, source: Source) -> bool {
+    let Ok(schema) = serde_json::from_str::<Value>(&m.config_schema) else {
+        return false;
+    };
+    let Some(props) = schema["properties"].as_object().filter(|p| !p.is_empty()) else {
+        return false;
+    };
+    if matches!(source, Source::Catalogue | Source::Imported) {
+        return true;
+    }
+    schema["required"].as_array().is_some_and(|req| {
+        req.iter()
+            .filter_map(Value::as_str)
+            .any(|r| props.get(r).is_some_and(|p| p.get("default").is_none()))
+    })
+}
+
+fn card_actions(
+    m: &Manifest,
+    source: Source,
+    first: bool,
+    docs: Option<&str>,
+    app_ready: bool,
+    admin: bool,
+) -> Markup {
     html! {
         div class="actions" {
             @match &m.auth {
+                AuthScheme::Oauth2(_) if !app_ready => {
+                    @if admin {
+                        a class="button" href={ "/admin#app-" (m.id) } aria-label={ "Set up " (m.display_name) } { "Set up" }
+                        span class="muted" { "Register an OAuth app for this workspace first." }
+                    } @else {
+                        span class="muted" { "Not set up yet: an admin registers the app first." }
+                    }
+                }
+                AuthScheme::Oauth2(_) if settings_first(m, source) => {
+                    button type="button" class="primary" data-open-dialog={ "connect-" (m.id) } aria-label={ "Connect " (m.display_name) } { @if first { "Connect" } @else { "Connect another" } }
+                    dialog id={ "connect-" (m.id) } aria-labelledby={ "connect-title-" (m.id) } {
+                        form data-connect-form=(m.id) data-stored="{}" novalidate {
+                            h2 id={ "connect-title-" (m.id) } { "Connect " (m.display_name) }
+                            (start_fields(m))
+                            div class="actions" {
+                                button type="button" data-close-dialog { "Cancel" }
+                                button type="submit" class="primary" { "Continue to " (m.display_name) }
+                            }
+                        }
+                    }
+                }
                 AuthScheme::Oauth2(_) => {
                     button type="button" class="primary" data-connect=(m.id) aria-label={ "Connect " (m.display_name) } { @if first { "Connect" } @else { "Connect another" } }
                 }
@@ -300,6 +367,7 @@ fn card_actions(m: &Manifest, first: bool, docs: Option<&str>) -> Markup {
                             input id={ "key-" (m.id) } name="api_key" type="password" autocomplete="off" required aria-describedby={ "key-help-" (m.id) " key-error-" (m.id) };
                             p class="help" id={ "key-help-" (m.id) } { (k.help) @if let Some(d) = docs { " " a href=(d) target="_blank" rel="noopener noreferrer" { "Where to find it" } } }
                             p class="field-error" id={ "key-error-" (m.id) } data-error-for="/api_key" {}
+                            (start_fields(m))
                             label for={ "name-" (m.id) } { "Name (optional)" }
                             input id={ "name-" (m.id) } name="name" type="text" placeholder=(m.display_name);
                             div class="actions" {
@@ -337,7 +405,22 @@ fn api_key_dialog(id: &str, label: &str) -> Markup {
 /// `/`: Integrations.
 pub async fn integrations(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -> Response {
     let mut entries = state.registry.all();
-    entries.retain(|e| !e.connector.manifest().configurable);
+    // Integrations an admin hid in this workspace are listed on the Admin page only.
+    let hidden = state
+        .service
+        .hidden_connectors(&p.workspace)
+        .await
+        .unwrap_or_default();
+    let apps = state
+        .service
+        .configured_apps(&p.workspace)
+        .await
+        .unwrap_or_default();
+    let admin = p.is_workspace_admin();
+    entries.retain(|e| {
+        let m = e.connector.manifest();
+        !m.configurable && !hidden.contains(&m.id)
+    });
     entries.sort_by(|a, b| {
         a.connector
             .manifest()
@@ -426,7 +509,7 @@ pub async fn integrations(State(state): State<AppState>, SignedIn(s, w, p): Sign
                             }
                         }
                     }
-                    (card_actions(m, mine.is_empty(), docs))
+                    (card_actions(m, e.source, mine.is_empty(), docs, apps.contains(&m.id), admin))
                     p class="notice" data-popup-blocked=(m.id) hidden {}
                     @if !mine.is_empty() {
                         ul class="conn-list" aria-label={ (m.display_name) " connections" } {
@@ -658,8 +741,8 @@ fn as_text(value: &Value) -> String {
 
 /// One config field generated from a JSON Schema property. It shows the stored value; an empty
 /// field means the schema's default (shown as the placeholder), so later default changes apply.
-fn config_field(key: &str, prop: &Value, stored: &Value, required: bool) -> Markup {
-    let id = format!("cfg-{key}");
+fn config_field(prefix: &str, key: &str, prop: &Value, stored: &Value, required: bool) -> Markup {
+    let id = format!("{prefix}-{key}");
     let path = format!("/{key}");
     let label = prop["title"].as_str().unwrap_or(key);
     let help = prop["description"].as_str().unwrap_or_default();
@@ -850,6 +933,18 @@ pub async fn connection(
                 button type="button" class="danger" data-revoke=(id) { "Revoke connection" }
             }
         }
+        @if let Some(meta) = c["metadata"].as_object().filter(|m| !m.is_empty()) {
+            section aria-labelledby="metadata-title" {
+                h2 id="metadata-title" { "From the provider" }
+                p class="muted" { "Values the provider sent with the token (kept up to date on every refresh)." }
+                dl class="meta-list" data-metadata {
+                    @for (k, v) in meta {
+                        dt { code { (k) } }
+                        dd { (v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())) }
+                    }
+                }
+            }
+        }
         section aria-labelledby="config-title" {
             h2 id="config-title" { "Settings" }
             @match schema["properties"].as_object() {
@@ -860,7 +955,7 @@ pub async fn connection(
                 Some(props) if !props.is_empty() => {
                     form data-config-form=(id) data-stored=(config.to_string()) novalidate {
                         @for (key, prop) in props {
-                            (config_field(key, prop, &config[key.as_str()], required.contains(&key.as_str())))
+                            (config_field("cfg", key, prop, &config[key.as_str()], required.contains(&key.as_str())))
                         }
                         div class="actions" { button type="submit" class="primary" { "Save settings" } }
                     }
@@ -910,9 +1005,18 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
         .all()
         .iter()
         .map(|e| e.connector.manifest().clone())
-        .filter(|m| matches!(m.auth, AuthScheme::Oauth2(_)) && !m.configurable)
+        .filter(|m| !m.configurable)
         .collect();
-    oauth_connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    oauth_connectors.sort_by(|a, b| {
+        a.display_name
+            .to_lowercase()
+            .cmp(&b.display_name.to_lowercase())
+    });
+    let hidden = state
+        .service
+        .hidden_connectors(ws)
+        .await
+        .unwrap_or_default();
     let mut apps = Vec::new();
     for m in &oauth_connectors {
         apps.push(state.service.provider_app_view(ws, &m.id).await.ok());
@@ -998,25 +1102,57 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
             div id="import-report" hidden {}
         }
         section aria-labelledby="apps-title" {
-            h2 id="apps-title" { "Provider apps" }
-            p class="muted" { "The OAuth client each connector uses in this workspace. Register keyport's redirect URI at the provider: " code { (state.service.redirect_uri()) } }
+            h2 id="apps-title" { "Integrations and provider apps" }
+            p class="muted" { "Each OAuth integration needs an app registered at its provider, with keyport's redirect URI exactly as shown: " code data-redirect-uri { (state.service.redirect_uri()) } ". Hide the integrations this workspace does not use: they leave the Integrations page and cannot be connected; existing connections keep working." }
             @for (m, app) in oauth_connectors.iter().zip(&apps) {
-                form data-app-form=(m.id) class="stack app" {
-                    h3 { (m.display_name) }
-                    label for={ "app-id-" (m.id) } { "Client ID" }
-                    input id={ "app-id-" (m.id) } name="client_id" type="text" aria-describedby={ "app-error-" (m.id) } value=(app.as_ref().and_then(|a| a["client_id"].as_str()).unwrap_or_default()) autocomplete="off";
-                    label for={ "app-secret-" (m.id) } { "Client secret" }
-                    input id={ "app-secret-" (m.id) } name="client_secret" type="password" autocomplete="off"
-                        placeholder=(if app.as_ref().is_some_and(|a| a["client_secret_set"] == true) { "stored — leave empty to keep" } else { "not set" });
-                    @let chosen: Vec<String> = app.as_ref().and_then(|a| a["scopes"].as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
-                    @let optional: Vec<_> = m.scopes.iter().filter(|sc| !sc.required).collect();
-                    @if !optional.is_empty() {
-                        fieldset { legend { "Optional scopes to request" }
-                            @for sc in &optional { label class="check" { input type="checkbox" name="scopes" value=(sc.name) checked[chosen.contains(&sc.name)]; " " code { (sc.name) } } }
+                @let facts = crate::catalogue::facts_of(&m.id);
+                @let is_hidden = hidden.contains(&m.id);
+                @let oauth = matches!(m.auth, AuthScheme::Oauth2(_));
+                details class="app" id={ "app-" (m.id) } data-app=(m.id) open[facts.is_none()] {
+                    summary {
+                        strong { (m.display_name) } " "
+                        @if !oauth { span class="pill pill-soft" { "API key" } }
+                        @else if app.is_some() { span class="pill pill-soft" { "App saved" } }
+                        @else { span class="pill pill-warn" { "Needs an app" } }
+                        @if is_hidden { " " span class="pill pill-warn" { "Hidden" } }
+                        @for c in &m.categories { " " span class="pill pill-soft" { (c) } }
+                    }
+                    @if let Some(f) = &facts {
+                        @if let Some(reg) = f["register_url"].as_str().filter(|u| u.starts_with("https://")) {
+                            @if oauth {
+                                p { "Register an OAuth app at " a href=(reg) target="_blank" rel="noopener noreferrer" { (reg) } " and give it the redirect URI " code { (state.service.redirect_uri()) } "." }
+                            } @else {
+                                p { "Where the key comes from: " a href=(reg) target="_blank" rel="noopener noreferrer" { (reg) } }
+                            }
+                        }
+                        @if let Some(notes) = f["refresh"]["notes"].as_str() {
+                            p class="help" { "Tokens: " (notes) }
+                        }
+                        @if let Some(docs) = f["docs_url"].as_str().filter(|u| u.starts_with("https://")) {
+                            p class="help" { "Facts from " a href=(docs) target="_blank" rel="noopener noreferrer" { (docs) } }
                         }
                     }
-                    p class="field-error" id={ "app-error-" (m.id) } data-error-for={ "/app/" (m.id) } {}
-                    button type="submit" { "Save" }
+                    @if oauth {
+                        form data-app-form=(m.id) class="stack app" {
+                            label for={ "app-id-" (m.id) } { "Client ID" }
+                            input id={ "app-id-" (m.id) } name="client_id" type="text" aria-describedby={ "app-error-" (m.id) } value=(app.as_ref().and_then(|a| a["client_id"].as_str()).unwrap_or_default()) autocomplete="off";
+                            label for={ "app-secret-" (m.id) } { "Client secret" }
+                            input id={ "app-secret-" (m.id) } name="client_secret" type="password" autocomplete="off"
+                                placeholder=(if app.as_ref().is_some_and(|a| a["client_secret_set"] == true) { "stored — leave empty to keep" } else { "not set" });
+                            @let chosen: Vec<String> = app.as_ref().and_then(|a| a["scopes"].as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                            @let optional: Vec<_> = m.scopes.iter().filter(|sc| !sc.required).collect();
+                            @if !optional.is_empty() {
+                                fieldset { legend { "Optional scopes to request" }
+                                    @for sc in &optional { label class="check" { input type="checkbox" name="scopes" value=(sc.name) checked[chosen.contains(&sc.name)]; " " code { (sc.name) } } }
+                                }
+                            }
+                            p class="field-error" id={ "app-error-" (m.id) } data-error-for={ "/app/" (m.id) } {}
+                            button type="submit" { "Save" }
+                        }
+                    }
+                    button type="button" data-hide-connector=(m.id) data-hidden=(is_hidden) {
+                        @if is_hidden { "Show " (m.display_name) " on the Integrations page" } @else { "Hide " (m.display_name) " from the Integrations page" }
+                    }
                 }
             }
         }
