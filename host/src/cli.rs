@@ -1,4 +1,5 @@
-//! The `keyport` command line: `serve` (the default) and `connector check`.
+//! The `keyport` command line: `serve` (the default), `migrate`, `keys rotate` and
+//! `connector new | check | dev`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,10 +76,54 @@ impl StorageArgs {
 
 #[derive(Debug, Subcommand)]
 enum ConnectorCommand {
-    /// Validate a connector component against the contract and print its manifest as JSON.
+    /// Validate a connector component against the contract and print its manifest as JSON; then
+    /// run `validate-config` on the schema's defaults and, with --try-lookup, the account lookup.
     Check {
         /// The `.wasm` component (built for wasm32-wasip2).
         file: PathBuf,
+        /// Try `lookup-account` with API calls sent to this base URL (a mock, or the provider's
+        /// API) instead of the manifest's.
+        #[arg(long, value_name = "URL", requires = "credential")]
+        try_lookup: Option<String>,
+        /// The access token or API key the lookup sends (never printed).
+        #[arg(long, env = "KEYPORT_TRY_CREDENTIAL", hide_env_values = true)]
+        credential: Option<String>,
+        /// Connection settings (JSON) over the schema's defaults.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+    },
+    /// Write a new connector crate (SDK, scopes, API base URL, egress hosts, a config field,
+    /// the account lookup, the wasm32-wasip2 build settings and a README).
+    New {
+        /// The connector id, also the crate's name (e.g. acme-crm).
+        name: String,
+        /// An OAuth 2 connector (the default).
+        #[arg(long, conflicts_with = "api_key")]
+        oauth2: bool,
+        /// An API-key connector.
+        #[arg(long)]
+        api_key: bool,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A local keyport-sdk to depend on (default: the SDK of this keyport checkout, if any).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Rebuild a connector crate when it changes and upload it to a running host.
+    Dev {
+        /// The connector crate's directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// The running host.
+        #[arg(long, env = "KEYPORT_HOST", default_value = "http://127.0.0.1:8080")]
+        host: String,
+        /// The host's admin token.
+        #[arg(long, env = "KEYPORT_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Build and upload once, then exit (non-zero when either fails).
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -188,7 +233,25 @@ pub fn main() -> ExitCode {
         match cli.command {
             None => serve(ServeArgs::parse_from_env()).await,
             Some(Command::Serve(args)) => serve(*args).await,
-            Some(Command::Connector(ConnectorCommand::Check { file })) => check(file).await,
+            Some(Command::Connector(ConnectorCommand::Check {
+                file,
+                try_lookup,
+                credential,
+                config,
+            })) => check(file, try_lookup, credential, config).await,
+            Some(Command::Connector(ConnectorCommand::New {
+                name,
+                api_key,
+                dir,
+                sdk,
+                ..
+            })) => connector_new(name, api_key, dir, sdk),
+            Some(Command::Connector(ConnectorCommand::Dev {
+                path,
+                host,
+                token,
+                once,
+            })) => connector_dev(path, host, token, once).await,
             Some(Command::Migrate(storage)) => migrate(storage).await,
             Some(Command::Keys(KeysCommand::Rotate(storage))) => rotate(storage).await,
         }
@@ -613,31 +676,154 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// `keyport connector check FILE`: load the component as the host would and print its manifest.
-async fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
+/// `keyport connector check FILE`: load the component as the host would, print its manifest,
+/// run `validate-config` on the schema's defaults and, with `--try-lookup`, the account lookup.
+async fn check(
+    file: PathBuf,
+    try_lookup: Option<String>,
+    credential: Option<String>,
+    config: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let bytes =
         std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
-    match runtime.load(&bytes).await {
-        Ok(connector) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&manifest_json(&connector))?
-            );
-            eprintln!(
-                "ok: {} {} implements keyport:connector@{}",
-                connector.manifest().id,
-                connector.manifest().version,
-                connector.contract()
-            );
-            Ok(ExitCode::SUCCESS)
+    let config: serde_json::Value = match config.as_deref() {
+        None => serde_json::json!({}),
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--config is not JSON: {e}"))?
         }
+    };
+    let runtime = crate::kit::check_runtime()?;
+    let connector = match runtime.load(&bytes).await {
+        Ok(c) => c,
         Err(e) => {
             eprintln!(
                 "error: {} is not a valid keyport connector: {e}",
                 file.display()
             );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&manifest_json(&connector))?
+    );
+    eprintln!(
+        "ok: {} {} implements keyport:connector@{}",
+        connector.manifest().id,
+        connector.manifest().version,
+        connector.contract()
+    );
+    let lookup = try_lookup.as_deref().zip(credential.as_deref());
+    let (validated, tried) = crate::kit::exercise(&connector, &config, lookup).await?;
+    let errors = validated["field_errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if errors.is_empty() {
+        eprintln!("ok: validate-config accepts {}", validated["config"]);
+    } else {
+        eprintln!(
+            "error: validate-config rejects {}: {}",
+            validated["config"],
+            serde_json::Value::Array(errors)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let Some(tried) = tried else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    for r in &tried.requests {
+        eprintln!("lookup-account sent: {r}");
+    }
+    match tried.outcome {
+        Ok(account) => {
+            eprintln!("ok: lookup-account found {account}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("error: lookup-account: {why}");
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `keyport connector new NAME [--oauth2 | --api-key]`.
+fn connector_new(
+    name: String,
+    api_key: bool,
+    dir: PathBuf,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let kind = if api_key {
+        crate::kit::Kind::ApiKey
+    } else {
+        crate::kit::Kind::Oauth2
+    };
+    let root = crate::kit::scaffold(&name, kind, &dir, sdk.as_deref())?;
+    println!("created {}", root.display());
+    println!("next: cd {} && cargo build --release", root.display());
+    println!("      (once: rustup target add wasm32-wasip2; see README.md for check and dev)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyport connector dev PATH --host URL`: build, upload, and again on every change.
+async fn connector_dev(
+    path: PathBuf,
+    host: String,
+    token: String,
+    once: bool,
+) -> anyhow::Result<ExitCode> {
+    let runtime = crate::kit::check_runtime()?;
+    let mut seen = None;
+    loop {
+        let changed = crate::kit::sources_changed_at(&path);
+        if seen != Some(changed) {
+            seen = Some(changed);
+            let ok = match dev_round(&runtime, &path, &host, &token).await {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    false
+                }
+            };
+            if once {
+                return Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            eprintln!("watching {} for changes (Ctrl-C stops)", path.display());
+        }
+        tokio::time::sleep(crate::kit::POLL).await;
+    }
+}
+
+async fn dev_round(
+    runtime: &Runtime,
+    path: &std::path::Path,
+    host: &str,
+    token: &str,
+) -> anyhow::Result<()> {
+    let dir = path.to_path_buf();
+    let wasm = tokio::task::spawn_blocking(move || crate::kit::build(&dir)).await??;
+    let (egress, manifest) = crate::kit::describe_file(runtime, &wasm).await?;
+    let (status, body) = crate::kit::upload(host, token, &wasm, &egress).await?;
+    match status {
+        200 | 201 => eprintln!(
+            "ok: {} {} is active on {host} (egress granted: {})",
+            manifest["id"].as_str().unwrap_or_default(),
+            manifest["version"].as_str().unwrap_or_default(),
+            egress.join(", ")
+        ),
+        202 => eprintln!("uploaded; the host waits for an admin to approve it: {body}"),
+        _ => anyhow::bail!(
+            "the host refused the upload (HTTP {status}): {}",
+            body["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string())
+        ),
+    }
+    Ok(())
 }

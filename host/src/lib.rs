@@ -31,6 +31,7 @@
 //! proxy, webhooks,
 //! hotload, providers       -> connections, events, registry, runtime, store
 //! catalogue                -> connections, registry, store, builtin (the embedded files)
+//! kit                      -> runtime (`keyport connector new | check | dev`)
 //! connections              -> events, oauth, registry, runtime, store, vault, model
 //! events                   -> store, model, vault (event ids)
 //! oauth                    -> runtime
@@ -53,6 +54,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hotload;
+pub mod kit;
 pub mod mail;
 pub mod model;
 pub mod oauth;

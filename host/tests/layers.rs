@@ -94,6 +94,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "model",
         ],
     ),
+    ("kit", &["runtime"]),
     (
         "catalogue",
         &["connections", "registry", "store", "builtin"],

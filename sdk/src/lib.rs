@@ -36,6 +36,12 @@
 
 extern crate self as keyport_sdk;
 
+/// The complete connector in `sdk/README.md`, compiled and run as a doctest so the README never
+/// shows code that does not build.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod manifest;
 
 pub mod http;

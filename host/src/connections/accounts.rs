@@ -65,6 +65,7 @@ impl Service {
             resolved_hosts,
             config,
             metadata,
+            request_log: None,
         })
     }
 

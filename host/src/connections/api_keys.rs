@@ -134,6 +134,7 @@ impl Service {
             resolved_hosts,
             config,
             metadata: Value::Null,
+            request_log: None,
         };
         entry
             .connector

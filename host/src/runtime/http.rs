@@ -186,6 +186,13 @@ impl HostState {
         let allow_loopback = self.runtime.config.allow_loopback;
         let mut url = checked_target(&manifest.egress_hosts, &env, &request.url, allow_loopback)
             .map_err(denied)?;
+        if let Some(log) = &env.request_log
+            && let Ok(mut log) = log.lock()
+        {
+            let method = format!("{:?}", request.method);
+            let method = method.rsplit("::").next().unwrap_or(&method).to_uppercase();
+            log.push(format!("{method} {url}"));
+        }
 
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in api_headers(&manifest.api_headers, &env).map_err(denied)? {

@@ -254,6 +254,9 @@ pub struct CallEnv {
     pub config: serde_json::Value,
     /// The connection's token-response fields, for placeholders in API headers.
     pub metadata: serde_json::Value,
+    /// When set, each request the component sends is noted here as `METHOD URL` (before the
+    /// credential is added): `keyport connector check --try-lookup` shows them to the author.
+    pub request_log: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl CallEnv {
