@@ -1616,3 +1616,147 @@ async fn catalogue_entries_are_set_up_connected_with_their_settings_and_hidden()
     chrome.goto(&format!("{}/", kp.url)).await;
     chrome.wait_visible("li.card[data-connector=github]").await;
 }
+
+/// The subresource-integrity hash the README documents for keyport-connect.js.
+fn documented_connect_sri() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let at = readme
+        .find("integrity=\"sha384-")
+        .expect("the README documents the script's integrity hash");
+    let rest = &readme[at + "integrity=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn the_embeddable_connect_script_works_on_another_sites_page() {
+    use base64::Engine;
+    use sha2::Digest;
+    // The documented hash is the served file's.
+    let sri = documented_connect_sri();
+    let served = format!(
+        "sha384-{}",
+        base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha384::digest(keyport::ui::CONNECT_JS.as_bytes()))
+    );
+    assert_eq!(sri, served, "update the README's integrity hash");
+
+    // The platform: another origin on loopback, allow-listed as a return_to.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let platform = format!("http://{}", listener.local_addr().unwrap());
+    let kp = Keyport::start(KeyportOpts {
+        env: vec![("KEYPORT_RETURN_TO_ALLOWLIST".into(), platform.clone())],
+        ..Default::default()
+    })
+    .await;
+    let oidc = Oidc::start(&kp.redirect_uri());
+    kp.configure_oidc(&oidc).await;
+    let (kp_url, page_url) = (kp.url.clone(), format!("{platform}/app.html"));
+    let version = keyport::ui::CONNECT_JS_VERSION;
+    let page = format!(
+        r#"<!doctype html><html><head><meta charset=utf-8><title>Platform</title></head><body>
+<button id="connect">Connect your calendar</button>
+<pre id="out"></pre>
+<script src="{kp_url}/static/keyport-connect-{version}.js" integrity="{sri}" crossorigin="anonymous"></script>
+<script>
+  const out = (t) => {{ document.getElementById("out").textContent = t; }};
+  const back = KeyportConnect.result();
+  if (back) back.then((v) => out("ok " + JSON.stringify(v)), (e) => out("err " + e.reason));
+  document.getElementById("connect").addEventListener("click", () => {{
+    KeyportConnect.connect(() => fetch("/start").then((r) => r.json()).then((b) => b.authorize_url))
+      .then((v) => out("ok " + JSON.stringify(v)), (e) => out("err " + e.reason));
+  }});
+</script></body></html>"#
+    );
+    // The platform's backend starts flows with its API key (here the admin token).
+    let start = {
+        let (kp_url, page_url) = (kp_url.clone(), page_url.clone());
+        move || {
+            let (kp_url, page_url) = (kp_url.clone(), page_url.clone());
+            async move {
+                let b: Value = reqwest::Client::new()
+                    .post(format!("{kp_url}/api/v1/connections/oauth/start"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({"connector": "oidc-test", "return_to": page_url}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                axum::Json(json!({"authorize_url": b["authorize_url"]}))
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/app.html",
+            axum::routing::get(move || {
+                let page = page.clone();
+                async move { axum::response::Html(page) }
+            }),
+        )
+        .route("/start", axum::routing::get(start));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let chrome = Chrome::start(&[]).await;
+    // Every loopback server shares the cookie jar of 127.0.0.1: start each flow signed out of
+    // the provider.
+    chrome.client.delete_all_cookies().await.unwrap();
+    chrome.goto(&page_url).await;
+    // Popup: approved; the promise resolves with the connection, its status and the account.
+    let main = chrome.open_popup("#connect").await;
+    chrome.approve_at_oidc_provider("carol").await;
+    chrome.back_from_popup(main).await;
+    let text = chrome.wait_text("#out", "ok ").await;
+    let v: Value = serde_json::from_str(text.trim_start_matches("ok ")).unwrap();
+    let id = v["connection_id"].as_str().unwrap();
+    assert!(v["status"] == "active" || v["status"] == "pending", "{v}");
+    let (_, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
+    assert_eq!(c["status"], v["status"]);
+    assert_eq!(
+        v["account"]["display_name"], c["account"]["display_name"],
+        "{v} {c}"
+    );
+    chrome.screenshot("embed-connected").await;
+
+    // Denied at the provider: rejected with access_denied.
+    // Every loopback server shares the cookie jar of 127.0.0.1: start each flow signed out of
+    // the provider.
+    chrome.client.delete_all_cookies().await.unwrap();
+    chrome.goto(&page_url).await;
+    let main = chrome.open_popup("#connect").await;
+    chrome.click("a[href$='/abort']").await;
+    chrome.back_from_popup(main).await;
+    chrome.wait_text("#out", "err access_denied").await;
+
+    // Closed before finishing: rejected with closed.
+    // Every loopback server shares the cookie jar of 127.0.0.1: start each flow signed out of
+    // the provider.
+    chrome.client.delete_all_cookies().await.unwrap();
+    chrome.goto(&page_url).await;
+    let main = chrome.open_popup("#connect").await;
+    chrome.client.close_window().await.unwrap();
+    chrome.client.switch_to_window(main).await.unwrap();
+    chrome.wait_text("#out", "err closed").await;
+
+    // Blocked: the page itself goes to the provider and comes back with the outcome.
+    // Every loopback server shares the cookie jar of 127.0.0.1: start each flow signed out of
+    // the provider.
+    chrome.client.delete_all_cookies().await.unwrap();
+    chrome.goto(&page_url).await;
+    chrome
+        .client
+        .execute("window.open = function () { return null; };", vec![])
+        .await
+        .unwrap();
+    chrome.click("#connect").await;
+    chrome.approve_at_oidc_provider("dave").await;
+    let text = chrome.wait_text("#out", "ok ").await;
+    assert!(
+        chrome.url().await.starts_with(&page_url),
+        "back on the platform"
+    );
+    let v: Value = serde_json::from_str(text.trim_start_matches("ok ")).unwrap();
+    assert_ne!(v["connection_id"].as_str(), Some(id), "a second connection");
+}

@@ -384,7 +384,16 @@ impl Service {
                         .unwrap_or_default();
                     return Ok(self.done(&flow, "revoked", Some(("account_mismatch", &reason))));
                 }
-                Ok(self.done(&flow, status.as_str(), None))
+                let mut out = self.done(&flow, status.as_str(), None);
+                // The platform's own page learns whose account it is ("Connected as …").
+                if flow.return_to.is_some()
+                    && let Some(name) = self.get(&flow.workspace_id, &conn.id).await?.account_name
+                    && let Ok(mut u) = url::Url::parse(&out.location)
+                {
+                    u.query_pairs_mut().append_pair("account", &name);
+                    out.location = u.to_string();
+                }
+                Ok(out)
             }
             Err(e) => {
                 let reason =

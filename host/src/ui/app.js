@@ -105,57 +105,35 @@
     if (close) { const d = close.closest("dialog"); if (d) d.close(); }
   });
 
-  // OAuth in a popup, with a same-window fallback when the popup is blocked.
+  // OAuth in a popup through keyport-connect.js (the script platforms embed), with a
+  // same-window fallback when the popup is blocked.
   function oauthPopup(key, start) {
-    let popup = window.open("", "keyport-connect", "popup,width=560,height=720");
-    // Blockers return null, or a window that is already closed.
-    if (popup && popup.closed) popup = null;
     const notice = document.querySelector('[data-popup-blocked="' + CSS.escape(key) + '"]');
     const returnTo = location.origin + location.pathname + "?oauth=1";
-    start(popup ? null : returnTo).then((res) => {
+    let url = null;
+    let started = null;
+    window.KeyportConnect.connect((opened) => start(opened.popup ? null : returnTo).then((res) => {
       if (res.status !== 200 && res.status !== 201) {
-        if (popup) popup.close();
         toast(errorText(res, "Could not start the connection."), "error");
+        const e = new Error("not started"); e.reason = "not_started"; throw e;
+      }
+      url = res.body.authorize_url;
+      started = res.body.connection_id;
+      return url;
+    }), { fallback: "reject" }).then((r) => {
+      const [m, k] = outcome(r.status);
+      flash(m, k);
+      location.reload();
+    }, (e) => {
+      const reason = e && e.reason;
+      if (reason === "not_started") return;
+      if (reason === "access_denied" || reason === "provider_error" || (reason && reason !== "popup_blocked" && reason !== "closed" && reason !== "timeout" && reason !== "invalid_redirect")) {
+        const [m, k] = outcome("error", reason);
+        flash(m, k);
+        location.reload();
         return;
       }
-      const url = res.body.authorize_url;
-      if (popup) {
-        popup.location.href = url;
-        // The result arrives from the popup (opener message, or a broadcast when the provider
-        // cut the opener link); a popup closed without a result reloads the page as it is now.
-        let finished = false;
-        const channel = window.BroadcastChannel ? new BroadcastChannel("keyport-oauth") : null;
-        const finish = (data) => {
-          if (finished) return;
-          finished = true;
-          window.removeEventListener("message", onMessage);
-          if (channel) channel.close();
-          if (data) { const [m, k] = outcome(data.status, data.error); flash(m, k); }
-          location.reload();
-        };
-        const onMessage = (ev) => {
-          if (ev.origin === location.origin && ev.data && ev.data.type === "keyport:oauth") finish(ev.data);
-        };
-        window.addEventListener("message", onMessage);
-        if (channel) channel.onmessage = (ev) => { if (ev.data && ev.data.type === "keyport:oauth") finish(ev.data); };
-        // A closed popup is not always the end: providers that cut the opener link look closed
-        // while the user still signs in, and their result arrives by broadcast. So: reload only
-        // once the connection shows it was authorized, otherwise say so and keep listening.
-        const started = res.body.connection_id;
-        const watch = setInterval(async () => {
-          if (finished) { clearInterval(watch); return; }
-          if (!popup.closed) return;
-          const c = started ? await api("GET", "/api/v1/connections/" + started, undefined, undefined, true) : null;
-          const authorized = c && c.status === 200 && (c.body.status !== "pending" || c.body.last_refreshed_at);
-          if (authorized) { clearInterval(watch); finish({ status: c.body.status }); return; }
-          if (notice && notice.hidden) {
-            notice.textContent = "The sign-in window was closed before keyport heard back. If you finished signing in, the result appears here; otherwise choose Connect again.";
-            notice.hidden = false;
-          }
-        }, 1000);
-        return;
-      }
-      if (notice) {
+      if (reason === "popup_blocked" && url && notice) {
         notice.textContent = "";
         notice.append("Your browser blocked the sign-in window. Allow pop-ups for this site, or ");
         const a = document.createElement("a");
@@ -164,7 +142,26 @@
         notice.append(a, ".");
         notice.hidden = false;
         a.focus();
+        return;
       }
+      // A closed popup is not always the end: providers that cut the opener link look closed
+      // while the user still signs in, and their result arrives by broadcast (every page listens).
+      // So: reload once the connection shows it was authorized, otherwise say so and keep looking.
+      if (notice && notice.hidden) {
+        notice.textContent = reason === "timeout"
+          ? "keyport did not hear back from the sign-in window in time. Choose Connect again."
+          : "The sign-in window was closed before keyport heard back. If you finished signing in, the result appears here; otherwise choose Connect again.";
+        notice.hidden = false;
+      }
+      if (!started) return;
+      let tries = 0;
+      const watch = setInterval(async () => {
+        tries += 1;
+        if (tries > 120) { clearInterval(watch); return; }
+        const c = await api("GET", "/api/v1/connections/" + started, undefined, undefined, true);
+        const authorized = c && c.status === 200 && (c.body.status !== "pending" || c.body.last_refreshed_at);
+        if (authorized) { clearInterval(watch); const [m, k] = outcome(c.body.status); flash(m, k); location.reload(); }
+      }, 1000);
     });
   }
   document.querySelectorAll("[data-connect]").forEach((b) => b.addEventListener("click", () => {

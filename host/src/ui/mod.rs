@@ -151,11 +151,49 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/csrf", get(csrf_token))
         .route("/oauth/done", get(oauth_done))
         .route("/ui/app.js", get(asset_js))
+        .route("/static/keyport-connect.js", get(connect_js))
+        .route(
+            &format!("/static/keyport-connect-{}.js", CONNECT_JS_VERSION),
+            get(connect_js_versioned),
+        )
         .route("/ui/app.css", get(asset_css))
 }
 
 async fn asset_js() -> Response {
     asset("text/javascript; charset=utf-8", include_str!("app.js"))
+}
+
+/// The embeddable Connect script, for platforms' own pages (see the README, "Embedding the
+/// Connect flow").
+pub const CONNECT_JS: &str = include_str!("keyport-connect.js");
+/// Its version: `/static/keyport-connect-<version>.js` never changes, so pages may pin it with a
+/// subresource-integrity hash.
+pub const CONNECT_JS_VERSION: &str = "1.0.0";
+
+fn connect_js_response(cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, cache),
+            // Loaded by other sites, with `crossorigin` for the integrity check.
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                "cross-origin",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        CONNECT_JS,
+    )
+        .into_response()
+}
+
+async fn connect_js() -> Response {
+    connect_js_response("public, max-age=300")
+}
+
+async fn connect_js_versioned() -> Response {
+    connect_js_response("public, max-age=31536000, immutable")
 }
 
 async fn asset_css() -> Response {
@@ -451,9 +489,11 @@ async fn oauth_done(Query(q): Query<HashMap<String, String>>) -> Response {
     let message = outcome_message(status, q.get("error").map(String::as_str));
     let payload = serde_json::json!({"type": "keyport:oauth", "status": status, "connection_id": conn, "error": q.get("error").filter(|_| status == "error"), "message": message});
     let payload = payload.to_string().replace('<', "\\u003c");
+    // The opener hears it through keyport-connect.js (what platforms' pages use too); a window
+    // whose opener link the provider cut tells keyport's pages by broadcast.
     let script = format!(
-        "<script>try{{if(window.opener){{window.opener.postMessage({},window.location.origin);setTimeout(function(){{window.close();}},200);}}else if(window.BroadcastChannel){{new BroadcastChannel('keyport-oauth').postMessage({});setTimeout(function(){{window.close();}},200);}}}}catch(e){{}}</script>",
-        payload, payload
+        "<script src=\"/static/keyport-connect.js\"></script><script>try{{if(!window.opener&&window.BroadcastChannel){{new BroadcastChannel('keyport-oauth').postMessage({});setTimeout(function(){{window.close();}},200);}}}}catch(e){{}}</script>",
+        payload
     );
     no_store(
         Html(format!(

@@ -123,6 +123,7 @@ pub(super) fn layout(
                 meta name="csrf-token" content=(s.csrf_token);
                 title { (title) " · keyport" }
                 link rel="stylesheet" href="/ui/app.css";
+                script src="/static/keyport-connect.js" defer {}
                 script src="/ui/app.js" defer {}
             }
             body {
@@ -177,6 +178,7 @@ pub(super) fn public_page(title: &str, main: Markup) -> Markup {
                 meta name="viewport" content="width=device-width,initial-scale=1";
                 title { (title) " · keyport" }
                 link rel="stylesheet" href="/ui/app.css";
+                script src="/static/keyport-connect.js" defer {}
                 script src="/ui/app.js" defer {}
             }
             body class="login" {
