@@ -98,13 +98,7 @@ impl Service {
         who.may_administer(true, "see the provider catalogue")?;
         let ws = who.workspace.as_str();
         let hidden = self.store.hidden_connectors(ws).await?;
-        let apps: Vec<String> = self
-            .store
-            .provider_apps(ws)
-            .await?
-            .into_iter()
-            .map(|a| a.connector_id)
-            .collect();
+        let apps = self.configured_apps(ws).await?;
         let redirect_uri = self.redirect_uri();
         let mut out = Vec::new();
         for (id, text) in files() {

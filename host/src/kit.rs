@@ -44,7 +44,8 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn type_name(name: &str) -> String {
+/// The words of a connector name, capitalised: `acme-crm` → `Acme`, `Crm`.
+fn words(name: &str) -> Vec<String> {
     name.split('-')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -56,16 +57,13 @@ fn type_name(name: &str) -> String {
         .collect()
 }
 
-fn display_name(name: &str) -> String {
-    name.split('-')
-        .map(|p| {
-            let mut c = p.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Oauth2 => "OAuth 2",
+            Kind::ApiKey => "API key",
+        }
+    }
 }
 
 /// The SDK dependency line of a new crate: the SDK next to these sources when it exists
@@ -126,8 +124,8 @@ rustflags = ["-C", "link-arg=-zstack-size={STACK_SIZE}"]
 }
 
 fn lib_rs(name: &str, kind: Kind) -> String {
-    let ty = type_name(name);
-    let display = display_name(name);
+    let ty = words(name).concat();
+    let display = words(name).join(" ");
     let (imports, manifest) = match kind {
         Kind::Oauth2 => (
             "Account, CallContext, Connector, Error, Manifest, Oauth2, Scope, export_connector, http,",
@@ -217,10 +215,7 @@ impl Connector for {ty} {{
 
 export_connector!({ty});
 "#,
-        kind = match kind {
-            Kind::Oauth2 => "OAuth 2",
-            Kind::ApiKey => "API key",
-        },
+        kind = kind.label(),
     )
 }
 
@@ -254,10 +249,7 @@ KEYPORT_ADMIN_TOKEN=… keyport connector dev . --host http://127.0.0.1:8080
 Without `dev`, upload the component yourself:
 `curl -X POST -H "Authorization: Bearer $KEYPORT_ADMIN_TOKEN" --data-binary @target/wasm32-wasip2/release/{file}.wasm "http://127.0.0.1:8080/api/v1/admin/connectors?grant={grant}"`.
 "#,
-        kind = match kind {
-            Kind::Oauth2 => "OAuth 2",
-            Kind::ApiKey => "API key",
-        }
+        kind = kind.label()
     )
 }
 
@@ -305,14 +297,7 @@ pub async fn exercise(
 ) -> anyhow::Result<(Value, Option<Tried>)> {
     let m = connector.manifest();
     let schema = crate::runtime::config_schema(&m.config_schema)?;
-    let mut effective = serde_json::Map::new();
-    if let Some(props) = schema["properties"].as_object() {
-        for (k, p) in props {
-            if let Some(d) = p.get("default") {
-                effective.insert(k.clone(), d.clone());
-            }
-        }
-    }
+    let mut effective = crate::runtime::schema_defaults(&schema);
     if let Value::Object(given) = config {
         effective.extend(given.clone());
     }

@@ -27,7 +27,7 @@
 //! api, ui                  -> web, auth, connections, proxy, webhooks, hotload, providers, catalogue, registry, runtime (manifests), mail
 //! web                      -> auth, connections, mail
 //! mail                     -> connections (roles)
-//! auth                     -> connections, store (sessions, API keys, the admin token), oauth, vault
+//! auth                     -> connections, store (sessions, API keys, the admin token), oauth, runtime (capped reads), vault
 //! proxy, webhooks,
 //! hotload, providers       -> connections, events, registry, runtime, store
 //! catalogue                -> connections, registry, store, builtin (the embedded files)

@@ -119,12 +119,7 @@ pub fn secret_endpoint_host_allowed(
     filled: &str,
     egress: &[String],
 ) -> Result<(), String> {
-    let host_templated = template.starts_with('{')
-        || template
-            .split_once("://")
-            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
-            .is_some_and(|authority| authority.contains('{'));
-    if !host_templated {
+    if !template::host_is_templated(template) {
         return Ok(());
     }
     let host = url::Url::parse(filled)

@@ -172,6 +172,13 @@ impl Registry {
         self.map.load().get(id).cloned()
     }
 
+    /// A connector's display name, or its id when it is not loaded.
+    pub fn display_name(&self, id: &str) -> String {
+        self.get(id)
+            .map(|e| e.connector.manifest().display_name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
     /// All connectors, ordered by id.
     pub fn all(&self) -> Vec<Arc<Entry>> {
         self.map.load().values().cloned().collect()

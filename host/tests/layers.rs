@@ -48,7 +48,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("web", &["auth", "connections", "registry", "mail"]),
     ("mail", &["connections"]),
-    ("auth", &["connections", "store", "oauth", "vault", "model"]),
+    (
+        "auth",
+        &["connections", "store", "oauth", "runtime", "vault", "model"],
+    ),
     (
         "proxy",
         &[

@@ -273,12 +273,7 @@ pub async fn reconnect(
     ApiPath(id): ApiPath<String>,
     ApiBytes(body): ApiBytes,
 ) -> R<Json<Value>> {
-    let b: ReconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReconnectBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
-    };
+    let b: ReconnectBody = super::optional_json(&body)?;
     let started = s
         .service
         .reconnect(

@@ -22,6 +22,17 @@ use crate::runtime::manifest_json;
 use crate::web::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 
 /// The API's routes (mounted with the pages' by [`crate::web::app`]).
+/// A JSON body that may be left out: empty (or only whitespace) means the type's default.
+pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
 pub fn routes() -> Router<AppState> {
     api_routes().layer(axum::middleware::from_fn(crate::web::json_errors))
 }

@@ -27,12 +27,7 @@ async fn email(s: &AppState, caller: &Caller, rows: &[RequestRow], link: &str) -
     };
     let apps = rows
         .iter()
-        .map(|r| {
-            s.registry
-                .get(&r.connector_id)
-                .map(|e| e.connector.manifest().display_name.clone())
-                .unwrap_or_else(|| r.connector_id.clone())
-        })
+        .map(|r| s.registry.display_name(&r.connector_id))
         .collect();
     let asked_by = match &caller.principal.who {
         Who::User { label, .. } => label.clone(),
@@ -176,12 +171,7 @@ pub async fn connect(
     ApiPath(id): ApiPath<String>,
     ApiBytes(body): ApiBytes,
 ) -> R<Json<Value>> {
-    let b: ConnectBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ConnectBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
-    };
+    let b: ConnectBody = super::optional_json(&body)?;
     let email = people::email_of(&s.service, &caller.principal).await?;
     let started = s
         .service

@@ -433,17 +433,12 @@ pub async fn set_member(
 ) -> Result<(), AuthError> {
     may_grant(who, role)?;
     let ws = &who.workspace;
-    if svc.store.user(user).await?.is_none() {
-        return Err(ServiceError::NotFound(format!("no user {user:?}")).into());
-    }
+    self::user(svc, user).await?;
     let current = svc.store.role_of(ws, user).await?;
     if let Some(c) = &current {
         may_grant(who, c.parse()?)?;
-        if c == "owner" && role != Role::Owner && svc.store.count_owners(ws).await? <= 1 {
-            return Err(ServiceError::Conflict(
-                "this is the workspace's last owner; make someone else an owner first".into(),
-            )
-            .into());
+        if c == "owner" && role != Role::Owner {
+            ensure_other_owner(svc, ws).await?;
         }
     }
     svc.store.set_membership(ws, user, role.as_str()).await?;
@@ -468,11 +463,8 @@ pub async fn remove_member(svc: &Service, who: &Principal, user: &str) -> Result
         );
     };
     may_grant(who, current.parse()?)?;
-    if current == "owner" && svc.store.count_owners(ws).await? <= 1 {
-        return Err(ServiceError::Conflict(
-            "this is the workspace's last owner; make someone else an owner first".into(),
-        )
-        .into());
+    if current == "owner" {
+        ensure_other_owner(svc, ws).await?;
     }
     svc.store.remove_membership(ws, user).await?;
     svc.store
@@ -484,6 +476,17 @@ pub async fn remove_member(svc: &Service, who: &Principal, user: &str) -> Result
             &json!({"user_id": user, "role": current}),
         )
         .await?;
+    Ok(())
+}
+
+/// A workspace keeps at least one owner: refuses a change that would take away the last.
+async fn ensure_other_owner(svc: &Service, ws: &str) -> Result<(), AuthError> {
+    if svc.store.count_owners(ws).await? <= 1 {
+        return Err(ServiceError::Conflict(
+            "this is the workspace's last owner; make someone else an owner first".into(),
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -238,7 +238,7 @@ async fn get_json(svc: &Service, url: &str, what: &str) -> Result<Value, AuthErr
         .http
         .request_str(reqwest::Method::GET, url)
         .map_err(|d| fail(format!("the {what} address is refused: {d}")))?;
-    let mut resp = req
+    let resp = req
         .send()
         .await
         .map_err(|e| fail(format!("could not fetch the {what}: {}", e.without_url())))?;
@@ -248,21 +248,18 @@ async fn get_json(svc: &Service, url: &str, what: &str) -> Result<Value, AuthErr
             resp.status().as_u16()
         )));
     }
-    read_json(&mut resp, what).await.map_err(fail)
+    read_json(resp, what).await.map_err(fail)
 }
 
-async fn read_json(resp: &mut reqwest::Response, what: &str) -> Result<Value, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+async fn read_json(resp: reqwest::Response, what: &str) -> Result<Value, String> {
+    let body = crate::runtime::body_capped(resp, BODY_MAX)
         .await
-        .map_err(|e| format!("could not read the {what}: {}", e.without_url()))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > BODY_MAX {
-            return Err(format!("the {what} is larger than 256 KiB"));
-        }
-    }
+        .map_err(|e| match e {
+            crate::runtime::BodyError::TooLarge => format!("the {what} is larger than 256 KiB"),
+            crate::runtime::BodyError::Transport(e) => {
+                format!("could not read the {what}: {}", e.without_url())
+            }
+        })?;
     serde_json::from_slice(&body).map_err(|e| format!("the {what} is not JSON: {e}"))
 }
 
@@ -511,13 +508,13 @@ pub async fn callback(
         form.push(("client_id", c.client_id.clone()));
         form.push(("client_secret", secret.to_string()));
     }
-    let mut resp = req
+    let resp = req
         .form(&form)
         .send()
         .await
         .map_err(|e| SsoFailure(format!("The token request failed: {}", e.without_url())))?;
     let status = resp.status();
-    let body = read_json(&mut resp, "token response")
+    let body = read_json(resp, "token response")
         .await
         .map_err(|e| SsoFailure(format!("The token response: {e}")))?;
     if !status.is_success() {
@@ -583,7 +580,7 @@ async fn userinfo(svc: &Service, endpoint: &str, access_token: &str) -> Result<V
         .http
         .request_str(reqwest::Method::GET, endpoint)
         .map_err(|e| SsoFailure(format!("The userinfo endpoint is refused: {e}")))?;
-    let mut resp = req
+    let resp = req
         .bearer_auth(access_token)
         .send()
         .await
@@ -594,7 +591,7 @@ async fn userinfo(svc: &Service, endpoint: &str, access_token: &str) -> Result<V
             resp.status().as_u16()
         )));
     }
-    read_json(&mut resp, "userinfo")
+    read_json(resp, "userinfo")
         .await
         .map_err(|e| SsoFailure(format!("The userinfo: {e}")))
 }

@@ -3,18 +3,7 @@
 
 use super::*;
 
-/// The `default`s of a schema's top-level properties.
-pub fn schema_defaults(schema: &Value) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for (k, p) in props {
-            if let Some(d) = p.get("default") {
-                out.insert(k.clone(), d.clone());
-            }
-        }
-    }
-    out
-}
+pub use crate::runtime::schema_defaults;
 
 /// `base ⊕ over` for JSON objects (top level).
 pub(super) fn merge(base: &mut serde_json::Map<String, Value>, over: &Value) {

@@ -342,7 +342,7 @@ impl Service {
             } else {
                 "provider_error"
             };
-            return Ok(self.done(&flow, "error", Some((code, &reason))));
+            return Ok(self.done(&flow, "error", Some((code, &reason)), None));
         }
         let code = p.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
             Error::BadRequest(
@@ -382,25 +382,30 @@ impl Service {
                         .await?
                         .status_reason
                         .unwrap_or_default();
-                    return Ok(self.done(&flow, "revoked", Some(("account_mismatch", &reason))));
+                    return Ok(self.done(
+                        &flow,
+                        "revoked",
+                        Some(("account_mismatch", &reason)),
+                        None,
+                    ));
                 }
-                let mut out = self.done(&flow, status.as_str(), None);
-                // The platform's own page learns whose account it is ("Connected as …").
-                if flow.return_to.is_some()
-                    && let Some(name) = self.get(&flow.workspace_id, &conn.id).await?.account_name
-                    && let Ok(mut u) = url::Url::parse(&out.location)
-                {
-                    u.query_pairs_mut().append_pair("account", &name);
-                    out.location = u.to_string();
-                }
-                Ok(out)
+                let account = match &flow.return_to {
+                    Some(_) => self.get(&flow.workspace_id, &conn.id).await?.account_name,
+                    None => None,
+                };
+                Ok(self.done(&flow, status.as_str(), None, account.as_deref()))
             }
             Err(e) => {
                 let reason =
                     format!("Could not complete the authorization: {e}. Try connecting again.");
                 self.authorization_failed(&flow, &reason, &e.to_string())
                     .await?;
-                Ok(self.done(&flow, "error", Some(("token_exchange_failed", &reason))))
+                Ok(self.done(
+                    &flow,
+                    "error",
+                    Some(("token_exchange_failed", &reason)),
+                    None,
+                ))
             }
         }
     }
@@ -506,8 +511,15 @@ impl Service {
 
     /// Where the browser goes after a callback: the flow's `return_to` or keyport's done page,
     /// with the connection, the status and, on failure, a fixed error code (pages show fixed
-    /// texts for it) and the detail (for the platform's own `return_to` page only).
-    fn done(&self, flow: &FlowRow, status: &str, failure: Option<(&str, &str)>) -> CallbackOutcome {
+    /// texts for it) and the detail, or on success the account's name ("Connected as …"); the
+    /// detail and the name go to the platform's own `return_to` page only.
+    fn done(
+        &self,
+        flow: &FlowRow,
+        status: &str,
+        failure: Option<(&str, &str)>,
+        account: Option<&str>,
+    ) -> CallbackOutcome {
         let fallback = format!("{}/oauth/done", self.config.public_url);
         let base = flow.return_to.clone().unwrap_or_else(|| fallback.clone());
         let mut u = url::Url::parse(&base)
@@ -520,6 +532,9 @@ impl Service {
             if flow.return_to.is_some() {
                 u.query_pairs_mut().append_pair("message", msg);
             }
+        }
+        if let Some(name) = account.filter(|_| flow.return_to.is_some()) {
+            u.query_pairs_mut().append_pair("account", name);
         }
         CallbackOutcome {
             location: u.to_string(),

@@ -32,14 +32,19 @@ pub struct NewRequest {
     pub expires_in: Option<i64>,
 }
 
-/// The JSON view of a request (never its link).
-pub fn request_view(r: &RequestRow) -> Value {
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
-    let status = if r.status == "outstanding" && r.expires_at <= now_ms() {
+/// A request's status as shown: an outstanding request whose link lapsed is `expired`.
+fn status_of(r: &RequestRow) -> &str {
+    if r.status == "outstanding" && r.expires_at <= now_ms() {
         "expired"
     } else {
         r.status.as_str()
-    };
+    }
+}
+
+/// The JSON view of a request (never its link).
+pub fn request_view(r: &RequestRow) -> Value {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    let status = status_of(r);
     json!({
         "id": r.id,
         "client_email": r.client_email,
@@ -60,11 +65,7 @@ pub fn request_view(r: &RequestRow) -> Value {
 }
 
 fn request_event(kind: &str, r: &RequestRow) -> OutEvent {
-    let mut v = request_view(r);
-    if kind == "connection_request.expired" {
-        v["status"] = json!("expired");
-    }
-    events::request_event(kind, &r.workspace_id, v)
+    events::request_event(kind, &r.workspace_id, request_view(r))
 }
 
 impl Service {
@@ -214,12 +215,14 @@ impl Service {
     /// One request.
     pub async fn request(&self, who: &Principal, id: &str) -> Result<RequestRow> {
         self.may_request(who, "reading connection requests").await?;
-        self.store
-            .request(&who.workspace, id)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("no connection request {id:?} in this workspace"))
-            })
+        self.request_row(&who.workspace, id).await
+    }
+
+    /// A request of the workspace, read again after a change (the caller was checked).
+    async fn request_row(&self, ws: &str, id: &str) -> Result<RequestRow> {
+        self.store.request(ws, id).await?.ok_or_else(|| {
+            Error::NotFound(format!("no connection request {id:?} in this workspace"))
+        })
     }
 
     /// Cancels an outstanding request (the asking side only); its link stops working.
@@ -243,10 +246,10 @@ impl Service {
         {
             return Err(Error::Conflict(format!(
                 "this request is {} already; only an outstanding request can be cancelled",
-                request_view(&r)["status"].as_str().unwrap_or("closed")
+                status_of(&r)
             )));
         }
-        self.request(who, id).await
+        self.request_row(&who.workspace, id).await
     }
 
     /// Gives an outstanding request a new link (shown once); the old link stops working.
@@ -274,10 +277,10 @@ impl Service {
         if !relinked {
             return Err(Error::Conflict(format!(
                 "this request is {}; only an outstanding request can be sent again",
-                request_view(&r)["status"].as_str().unwrap_or("closed")
+                status_of(&r)
             )));
         }
-        Ok((self.request(who, id).await?, token))
+        Ok((self.request_row(&who.workspace, id).await?, token))
     }
 
     /// Closes outstanding requests whose link expired, each with its event. Returns how many.
@@ -356,12 +359,7 @@ impl Service {
             .store
             .connections(&who.workspace, &filter, None, 500)
             .await?;
-        let app = |id: &str| {
-            self.registry
-                .get(id)
-                .map(|e| e.connector.manifest().display_name.clone())
-                .unwrap_or_else(|| id.to_string())
-        };
+        let app = |id: &str| self.registry.display_name(id);
         Ok(json!({
             "workspace": who.workspace,
             "requests": requests.iter().map(|r| {
@@ -394,10 +392,10 @@ impl Service {
             .await?
             .filter(|r| r.client_email == email)
             .ok_or_else(hidden)?;
-        if r.status != "outstanding" || r.expires_at <= now_ms() {
+        if status_of(&r) != "outstanding" {
             return Err(Error::Conflict(format!(
                 "this request is {}; ask for a new one",
-                request_view(&r)["status"].as_str().unwrap_or("closed")
+                status_of(&r)
             )));
         }
         let browser = FlowBrowser {

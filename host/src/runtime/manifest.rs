@@ -209,6 +209,22 @@ pub fn validate_manifest(m: &Manifest) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// The `default`s of a schema's top-level properties.
+pub fn schema_defaults(schema: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    if let Some(props) = schema
+        .get("properties")
+        .and_then(serde_json::Value::as_object)
+    {
+        for (k, p) in props {
+            if let Some(d) = p.get("default") {
+                out.insert(k.clone(), d.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Parses and checks a config schema.
 pub fn config_schema(text: &str) -> Result<serde_json::Value, ManifestError> {
     let field = "config-schema";

@@ -41,7 +41,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use manifest::{ManifestError, config_schema, manifest_json, validate_manifest};
+pub use manifest::{
+    ManifestError, config_schema, manifest_json, schema_defaults, validate_manifest,
+};
 pub(crate) use template::sample as sample_placeholders;
 
 pub use self::bindings::keyport::connector::types::{

@@ -130,6 +130,14 @@ fn url_slot(template: &str, span: (usize, usize)) -> Slot {
     }
 }
 
+/// Whether a URL template's host (or its whole origin) comes from a placeholder.
+pub fn host_is_templated(template: &str) -> bool {
+    parse(template)
+        .unwrap_or_default()
+        .iter()
+        .any(|p| url_slot(template, p.span) != Slot::Path)
+}
+
 /// A template filled with sample values of the right shape, to check its syntax.
 pub fn sample(template: &str) -> String {
     let Ok(found) = parse(template) else {

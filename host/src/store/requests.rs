@@ -95,16 +95,6 @@ impl Store {
         .await?)
     }
 
-    /// The requests a link's token names.
-    pub async fn requests_by_token(&self, token_hash: &str) -> Result<Vec<RequestRow>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM connection_requests WHERE token_hash = $1 ORDER BY created_at, id",
-        )
-        .bind(token_hash)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// Moves an outstanding request to `to` (`cancelled` or `expired`) with its journal, in one
     /// transaction; false when it was not outstanding any more.
     pub async fn close_request(

@@ -70,6 +70,7 @@
     access_denied: "The provider denied access — try again and approve the permissions.",
     token_exchange_failed: "The provider did not complete the authorization. Try connecting again; if it keeps failing, check the provider app settings under Admin.",
     provider_error: "The provider returned an error. Try connecting again.",
+    account_mismatch: "This workspace requires the connected account to be your own (the one with your email address). Connect again with that account; the connection page says which one.",
   };
   function outcome(status, error) {
     if (status === "active") return ["Connected.", "ok"];
@@ -127,7 +128,7 @@
     }, (e) => {
       const reason = e && e.reason;
       if (reason === "not_started") return;
-      if (reason === "access_denied" || reason === "provider_error" || (reason && reason !== "popup_blocked" && reason !== "closed" && reason !== "timeout" && reason !== "invalid_redirect")) {
+      if (reason && !["popup_blocked", "closed", "timeout", "invalid_redirect"].includes(reason)) {
         const [m, k] = outcome("error", reason);
         flash(m, k);
         location.reload();

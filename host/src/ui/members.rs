@@ -61,10 +61,11 @@ pub async fn members(State(state): State<AppState>, SignedIn(s, w, p): SignedIn)
                     @let uid = m["user_id"].as_str().unwrap_or_default();
                     @let role = m["role"].as_str().unwrap_or_default();
                     @let label = m["email"].as_str().or(m["external_id"].as_str()).unwrap_or(uid);
+                    @let editable = admin && (owner || role != "owner") && Some(uid) != p.user_id();
                     tr data-member=(uid) {
                         td { (label) @if let Some(n) = m["display_name"].as_str().filter(|n| !n.is_empty()) { " " span class="muted" { "(" (n) ")" } } @if m["disabled"] == true { " " span class="badge badge-disabled" { "Disabled" } } }
                         td {
-                            @if admin && (owner || role != "owner") && Some(uid) != p.user_id() {
+                            @if editable {
                                 label class="visually-hidden" for={ "role-" (uid) } { "Role of " (label) }
                                 select id={ "role-" (uid) } data-member-role=(uid) data-workspace=(s.workspace_id) {
                                     @for r in &grantable { option value=(r) selected[*r == role] { (r) } }
@@ -73,7 +74,7 @@ pub async fn members(State(state): State<AppState>, SignedIn(s, w, p): SignedIn)
                         }
                         td { (super::pages::time(m["since"].as_str())) }
                         @if admin {
-                            td { @if (owner || role != "owner") && Some(uid) != p.user_id() {
+                            td { @if editable {
                                 button type="button" class="danger-outline" data-remove-member=(uid) data-workspace=(s.workspace_id) data-label=(label) { "Remove" }
                             } }
                         }

@@ -77,6 +77,15 @@ impl FromRequestParts<AppState> for SignedIn {
                 let principal = people::session_principal(&state.service, &s)
                     .await
                     .map_err(|e| ApiError::from(e).into_response())?;
+                // Clients have the portal, their connections' pages and their account.
+                let path = parts.uri.path();
+                if principal.role() == Some(crate::connections::Role::Client)
+                    && !(path.starts_with("/portal")
+                        || path.starts_with("/connections/")
+                        || path == "/account")
+                {
+                    return Err(Redirect::to("/portal").into_response());
+                }
                 let mine: Option<Vec<String>> = match &s.user_id {
                     Some(u) if !principal.installation_admin => Some(
                         state
@@ -100,15 +109,6 @@ impl FromRequestParts<AppState> for SignedIn {
                     .filter(|(id, _, _)| mine.as_ref().is_none_or(|m| m.contains(id)))
                     .map(|(id, name, _)| (id, name))
                     .collect();
-                // Clients have the portal, their connections' pages and their account.
-                let path = parts.uri.path();
-                if principal.role() == Some(crate::connections::Role::Client)
-                    && !(path.starts_with("/portal")
-                        || path.starts_with("/connections/")
-                        || path == "/account")
-                {
-                    return Err(Redirect::to("/portal").into_response());
-                }
                 Ok(SignedIn(s, workspaces, principal))
             }
             Ok(None) => {

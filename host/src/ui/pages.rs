@@ -1002,14 +1002,14 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
     };
     let loaded = state.service.loaded_connectors().await.unwrap_or_default();
     let providers = state.service.list_providers().await.unwrap_or_default();
-    let mut oauth_connectors: Vec<Manifest> = state
+    let mut connectors: Vec<Manifest> = state
         .registry
         .all()
         .iter()
         .map(|e| e.connector.manifest().clone())
         .filter(|m| !m.configurable)
         .collect();
-    oauth_connectors.sort_by(|a, b| {
+    connectors.sort_by(|a, b| {
         a.display_name
             .to_lowercase()
             .cmp(&b.display_name.to_lowercase())
@@ -1020,8 +1020,12 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
         .await
         .unwrap_or_default();
     let mut apps = Vec::new();
-    for m in &oauth_connectors {
-        apps.push(state.service.provider_app_view(ws, &m.id).await.ok());
+    for m in &connectors {
+        // Only OAuth integrations have a provider app to show.
+        apps.push(match m.auth {
+            AuthScheme::Oauth2(_) => state.service.provider_app_view(ws, &m.id).await.ok(),
+            AuthScheme::ApiKey(_) => None,
+        });
     }
     let empty = Vec::new();
     let body = html! {
@@ -1106,7 +1110,7 @@ pub async fn admin(State(state): State<AppState>, SignedIn(s, w, p): SignedIn) -
         section aria-labelledby="apps-title" {
             h2 id="apps-title" { "Integrations and provider apps" }
             p class="muted" { "Each OAuth integration needs an app registered at its provider, with keyport's redirect URI exactly as shown: " code data-redirect-uri { (state.service.redirect_uri()) } ". Hide the integrations this workspace does not use: they leave the Integrations page and cannot be connected; existing connections keep working." }
-            @for (m, app) in oauth_connectors.iter().zip(&apps) {
+            @for (m, app) in connectors.iter().zip(&apps) {
                 @let facts = crate::catalogue::facts_of(&m.id);
                 @let is_hidden = hidden.contains(&m.id);
                 @let oauth = matches!(m.auth, AuthScheme::Oauth2(_));

@@ -142,11 +142,7 @@ pub async fn connection(
         .await
         .unwrap_or(Value::Null);
     let c = view(&row);
-    let app = state
-        .registry
-        .get(&row.connector_id)
-        .map(|e| e.connector.manifest().display_name.clone())
-        .unwrap_or_else(|| row.connector_id.clone());
+    let app = state.registry.display_name(&row.connector_id);
     let (_, meaning) = portal_status(row.status.as_str());
     let revoked = row.status == Status::Revoked;
     let empty = Vec::new();
