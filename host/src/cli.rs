@@ -34,6 +34,8 @@ enum Command {
     /// Manage master keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the OpenAPI 3.1 document of `/api/v1` (what `GET /api/v1/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +255,10 @@ pub fn main() -> ExitCode {
                 once,
             })) => connector_dev(path, host, token, once).await,
             Some(Command::Migrate(storage)) => migrate(storage).await,
+            Some(Command::Openapi) => {
+                println!("{}", crate::api::document().to_pretty_json()?);
+                Ok(ExitCode::SUCCESS)
+            }
             Some(Command::Keys(KeysCommand::Rotate(storage))) => rotate(storage).await,
         }
     });

@@ -23,7 +23,8 @@ use std::str::FromStr;
 /// | any | revoke | `revoked` (secrets deleted) |
 ///
 /// `expired` and `revoked` leave only through a reconnect (a new grant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Status {
     /// Authorization started, or the account lookup is not finished.
     Pending,

@@ -114,7 +114,7 @@ pub fn verify(
 }
 
 /// `POST /api/v1/webhooks` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub url: String,

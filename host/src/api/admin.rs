@@ -1,5 +1,6 @@
 //! `/api/v1/admin` handlers (admin token only): custom OAuth providers.
 
+use super::schema;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,6 +23,19 @@ fn object(v: Value) -> R<serde_json::Map<String, Value>> {
 }
 
 /// `POST /api/v1/admin/providers`: import by definition or by issuer discovery.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/providers",
+    operation_id = "import_provider",
+    tag = "admin",
+    summary = "Imports a custom OAuth provider from a definition or an issuer to discover",
+    request_body = schema::ProviderDefinition,
+    responses(
+        (status = 201, description = "The provider", body = schema::Provider),
+        (status = 409, description = "The id is taken"),
+        (status = 502, description = "The issuer's discovery document could not be fetched")
+    ),
+)]
 pub async fn import(
     State(s): State<AppState>,
     caller: Caller,
@@ -36,12 +50,33 @@ pub async fn import(
 }
 
 /// `GET /api/v1/admin/providers`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/providers",
+    operation_id = "list_providers",
+    tag = "admin",
+    summary = "Every custom provider",
+    responses(
+        (status = 200, description = "The providers", body = schema::Providers)
+    ),
+)]
 pub async fn list(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     caller.require_admin()?;
     Ok(Json(s.service.list_providers().await?))
 }
 
 /// `GET /api/v1/admin/providers/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/providers/{id}",
+    operation_id = "get_provider",
+    tag = "admin",
+    summary = "One custom provider",
+    params(("id" = String, Path, description = "The provider's id.")),
+    responses(
+        (status = 200, description = "The provider", body = schema::Provider)
+    ),
+)]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -52,6 +87,19 @@ pub async fn get(
 }
 
 /// `PUT /api/v1/admin/providers/{id}`: replace the definition.
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/providers/{id}",
+    operation_id = "update_provider",
+    tag = "admin",
+    summary = "Replaces a custom provider's definition",
+    params(("id" = String, Path, description = "The provider's id.")),
+    request_body = schema::ProviderDefinition,
+    responses(
+        (status = 200, description = "The provider", body = schema::Provider),
+        (status = 502, description = "The issuer's discovery document could not be fetched")
+    ),
+)]
 pub async fn update(
     State(s): State<AppState>,
     caller: Caller,
@@ -66,7 +114,8 @@ pub async fn update(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Force {
     #[serde(default)]
@@ -74,6 +123,18 @@ pub struct Force {
 }
 
 /// `DELETE /api/v1/admin/providers/{id}?force=`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/providers/{id}",
+    operation_id = "delete_provider",
+    tag = "admin",
+    summary = "Removes a custom provider (refused while connections use it, unless `force`)",
+    params(("id" = String, Path, description = "The provider's id."), Force),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "Connections use it")
+    ),
+)]
 pub async fn delete(
     State(s): State<AppState>,
     caller: Caller,
@@ -88,6 +149,16 @@ pub async fn delete(
 }
 
 /// `GET /api/v1/admin/providers/export`: every definition, no client credentials.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/providers/export",
+    operation_id = "export_providers",
+    tag = "admin",
+    summary = "Every custom provider's definition, as one file",
+    responses(
+        (status = 200, description = "The file (no client credentials)", body = schema::ProviderFile)
+    ),
+)]
 pub async fn export(State(s): State<AppState>, caller: Caller) -> R<impl IntoResponse> {
     caller.require_admin()?;
     let v = s.service.export_providers().await?;
@@ -101,6 +172,17 @@ pub async fn export(State(s): State<AppState>, caller: Caller) -> R<impl IntoRes
 }
 
 /// `POST /api/v1/admin/providers/import`: an export document.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/providers/import",
+    operation_id = "import_provider_file",
+    tag = "admin",
+    summary = "Imports an export file (existing providers are updated)",
+    request_body = schema::ProviderFileInput,
+    responses(
+        (status = 200, description = "What happened to each definition", body = schema::ImportReport)
+    ),
+)]
 pub async fn import_file(
     State(s): State<AppState>,
     caller: Caller,
@@ -117,7 +199,8 @@ pub async fn import_file(
 /// Largest component an upload may carry.
 pub const UPLOAD_MAX: usize = 32 * 1024 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// Comma-separated egress hosts granted with the upload.
@@ -126,6 +209,20 @@ pub struct UploadQuery {
 }
 
 /// `POST /api/v1/admin/connectors?grant=host,…`: the body is the `.wasm` component.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/connectors",
+    tag = "admin",
+    summary = "Uploads a connector component (hot-loaded; new egress hosts wait for approval)",
+    params(UploadQuery),
+    request_body(content = schema::Wasm, content_type = "application/octet-stream", description = "The component (`.wasm`), at most 32 MiB (the content type is not checked)"),
+    responses(
+        (status = 201, description = "Loaded", body = schema::Uploaded),
+        (status = 202, description = "Waiting for an admin to grant its egress hosts", body = schema::Uploaded),
+        (status = 409, description = "It would replace a built-in connector"),
+        (status = 413, description = "Larger than 32 MiB")
+    ),
+)]
 pub async fn upload_connector(
     State(s): State<AppState>,
     caller: Caller,
@@ -166,12 +263,33 @@ pub async fn upload_connector(
 }
 
 /// `GET /api/v1/admin/connectors`: loaded connectors, waiting uploads, directory problems.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/connectors",
+    operation_id = "admin_list_connectors",
+    tag = "admin",
+    summary = "Every loaded connector, uploads waiting for approval, and directory errors",
+    responses(
+        (status = 200, description = "The connectors", body = schema::LoadedConnectors)
+    ),
+)]
 pub async fn list_connectors(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     caller.require_admin()?;
     Ok(Json(s.service.loaded_connectors().await?))
 }
 
 /// `DELETE /api/v1/admin/connectors/{id}?force=`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/connectors/{id}",
+    tag = "admin",
+    summary = "Unloads an uploaded connector (refused while connections use it, unless `force`)",
+    params(("id" = String, Path, description = "The connector's id."), Force),
+    responses(
+        (status = 204, description = "Unloaded"),
+        (status = 409, description = "Not uploaded, or connections use it")
+    ),
+)]
 pub async fn unload_connector(
     State(s): State<AppState>,
     caller: Caller,
@@ -186,6 +304,17 @@ pub async fn unload_connector(
 }
 
 /// `POST /api/v1/admin/connectors/{id}/rollback`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/connectors/{id}/rollback",
+    tag = "admin",
+    summary = "Makes the previous version of an uploaded connector active again",
+    params(("id" = String, Path, description = "The connector's id.")),
+    responses(
+        (status = 200, description = "The version active now", body = schema::RolledBack),
+        (status = 409, description = "No previous version")
+    ),
+)]
 pub async fn rollback_connector(
     State(s): State<AppState>,
     caller: Caller,
@@ -197,13 +326,24 @@ pub async fn rollback_connector(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approve {
     hosts: Vec<String>,
 }
 
 /// `POST /api/v1/admin/connectors/{id}/approve {hosts}`: grants egress hosts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/connectors/{id}/approve",
+    tag = "admin",
+    summary = "Grants egress hosts to an uploaded connector",
+    params(("id" = String, Path, description = "The connector's id.")),
+    request_body = Approve,
+    responses(
+        (status = 200, description = "The grant", body = schema::Approved)
+    ),
+)]
 pub async fn approve_connector(
     State(s): State<AppState>,
     caller: Caller,
@@ -220,6 +360,17 @@ pub async fn approve_connector(
 
 /// `PUT /api/v1/admin/sso {issuer, client_id, client_secret?, allow_signup?, signup_workspace?,
 /// signup_role?, token_auth?}`: single sign-on for the installation (installation admins).
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/sso",
+    tag = "admin",
+    summary = "Configures single sign-on (the issuer is discovered and checked first)",
+    request_body = crate::auth::sso::SsoInput,
+    responses(
+        (status = 200, description = "The configuration (never the secret)", body = schema::Sso),
+        (status = 502, description = "The issuer could not be discovered")
+    ),
+)]
 pub async fn put_sso(
     State(s): State<AppState>,
     caller: Caller,
@@ -231,6 +382,15 @@ pub async fn put_sso(
 }
 
 /// `GET /api/v1/admin/sso`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/sso",
+    tag = "admin",
+    summary = "The single sign-on configuration",
+    responses(
+        (status = 200, description = "The configuration (never the secret)", body = schema::Sso)
+    ),
+)]
 pub async fn get_sso(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     Ok(Json(
         crate::auth::sso::view(&s.service, &caller.principal).await?,
@@ -238,17 +398,36 @@ pub async fn get_sso(State(s): State<AppState>, caller: Caller) -> R<Json<Value>
 }
 
 /// `DELETE /api/v1/admin/sso`: password and admin-token sign-in only.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/sso",
+    tag = "admin",
+    summary = "Removes single sign-on",
+    responses(
+        (status = 204, description = "Removed")
+    ),
+)]
 pub async fn delete_sso(State(s): State<AppState>, caller: Caller) -> R<StatusCode> {
     crate::auth::sso::remove(&s.service, &caller.principal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/admin/catalogue`: the provider catalogue for this workspace (workspace admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/catalogue",
+    operation_id = "get_catalogue",
+    tag = "admin",
+    summary = "The provider catalogue as this workspace sees it",
+    responses(
+        (status = 200, description = "The catalogue", body = schema::Catalogue)
+    ),
+)]
 pub async fn catalogue(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     Ok(Json(s.service.catalogue_view(&caller.principal).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogueEntryPatch {
     hidden: bool,
@@ -256,6 +435,17 @@ pub struct CatalogueEntryPatch {
 
 /// `PUT /api/v1/admin/catalogue/{id}` `{"hidden": bool}`: hide an integration in this workspace
 /// (or show it again).
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/catalogue/{id}",
+    tag = "admin",
+    summary = "Hides or shows a catalogue entry in this workspace",
+    params(("id" = String, Path, description = "The catalogue entry's id.")),
+    request_body = CatalogueEntryPatch,
+    responses(
+        (status = 200, description = "The entry", body = schema::CatalogueEntry)
+    ),
+)]
 pub async fn put_catalogue_entry(
     State(s): State<AppState>,
     caller: Caller,

@@ -1,5 +1,6 @@
 //! `/api/v1` handlers for workspaces, API keys, provider apps and connections.
 
+use super::schema;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,18 +12,29 @@ use super::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Caller;
 use crate::connections::{
     ConnectionFilter, CreateApiKey, FlowBrowser, Need, Patch, ProviderAppInput, RefreshMode,
-    StartOAuth, Status, rfc3339, view,
+    StartOAuth, Status, connection_view, rfc3339, view,
 };
 
 type R<T> = Result<T, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkspace {
     id: String,
     name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces",
+    tag = "workspaces",
+    summary = "Creates a workspace (installation admins)",
+    request_body = NewWorkspace,
+    responses(
+        (status = 201, description = "Created", body = schema::Workspace),
+        (status = 409, description = "The id is taken")
+    ),
+)]
 pub async fn create_workspace(
     State(s): State<AppState>,
     caller: Caller,
@@ -34,6 +46,15 @@ pub async fn create_workspace(
     Ok((StatusCode::CREATED, Json(json!({"id": w.id, "name": name}))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces",
+    tag = "workspaces",
+    summary = "Every workspace (installation admins)",
+    responses(
+        (status = 200, description = "The workspaces", body = schema::Workspaces)
+    ),
+)]
 pub async fn list_workspaces(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     caller.require_admin()?;
     let list = s.service.workspaces().await?;
@@ -42,7 +63,7 @@ pub async fn list_workspaces(State(s): State<AppState>, caller: Caller) -> R<Jso
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     name: String,
@@ -52,6 +73,16 @@ pub struct NewApiKey {
     permissions: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    summary = "Issues a workspace API key (shown once)",
+    request_body = NewApiKey,
+    responses(
+        (status = 201, description = "The key, shown only in this answer", body = schema::ApiKeyCreated)
+    ),
+)]
 pub async fn create_api_key(
     State(s): State<AppState>,
     caller: Caller,
@@ -71,6 +102,17 @@ pub async fn create_api_key(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/provider-apps/{connector}",
+    tag = "provider-apps",
+    summary = "Saves the workspace's OAuth app (client id and secret) for a connector",
+    params(("connector" = String, Path, description = "The connector's id.")),
+    request_body = ProviderAppInput,
+    responses(
+        (status = 200, description = "The app (never its secret)", body = schema::ProviderApp)
+    ),
+)]
 pub async fn put_provider_app(
     State(s): State<AppState>,
     caller: Caller,
@@ -84,6 +126,16 @@ pub async fn put_provider_app(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/provider-apps/{connector}",
+    tag = "provider-apps",
+    summary = "The workspace's OAuth app for a connector",
+    params(("connector" = String, Path, description = "The connector's id.")),
+    responses(
+        (status = 200, description = "The app (never its secret)", body = schema::ProviderApp)
+    ),
+)]
 pub async fn get_provider_app(
     State(s): State<AppState>,
     caller: Caller,
@@ -96,6 +148,17 @@ pub async fn get_provider_app(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/oauth/start",
+    tag = "connections",
+    summary = "Starts an OAuth connection: open `authorize_url` in the user's browser",
+    request_body = StartOAuth,
+    responses(
+        (status = 201, description = "A pending connection and the link that continues the flow", body = schema::OAuthStarted),
+        (status = 409, description = "No provider app, or the integration is hidden")
+    ),
+)]
 pub async fn start_oauth(
     State(s): State<AppState>,
     caller: Caller,
@@ -106,6 +169,19 @@ pub async fn start_oauth(
     Ok((StatusCode::CREATED, Json(started)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections",
+    operation_id = "create_api_key_connection",
+    tag = "connections",
+    summary = "Connects with an API key (verified with the provider before it is stored)",
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "The new connection", body = schema::ConnectionView<'static>),
+        (status = 409, description = "The connector does not take API keys, or the integration is hidden"),
+        (status = 502, description = "The provider could not be reached or answered in a way keyport could not read")
+    ),
+)]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -115,7 +191,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&c))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     connector: Option<String>,
@@ -128,6 +205,17 @@ pub struct ListQuery {
     total: Option<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections",
+    operation_id = "list_connections",
+    tag = "connections",
+    summary = "Lists the connections the caller may see, a page at a time",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = schema::ConnectionPage)
+    ),
+)]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -169,6 +257,17 @@ pub async fn list(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}",
+    operation_id = "get_connection",
+    tag = "connections",
+    summary = "One connection",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    responses(
+        (status = 200, description = "The connection", body = schema::ConnectionView<'static>)
+    ),
+)]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -181,6 +280,19 @@ pub async fn get(
     )))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/connections/{id}",
+    operation_id = "update_connection",
+    tag = "connections",
+    summary = "Renames, reconfigures, switches on or off, or shares a connection",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    request_body = Patch,
+    responses(
+        (status = 200, description = "The connection", body = schema::ConnectionView<'static>),
+        (status = 409, description = "Not possible in its state")
+    ),
+)]
 pub async fn patch(
     State(s): State<AppState>,
     caller: Caller,
@@ -192,6 +304,18 @@ pub async fn patch(
     )))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connections/{id}",
+    operation_id = "delete_connection",
+    tag = "connections",
+    summary = "Deletes a connection and its stored credentials (its audit trail stays)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "Other things depend on it")
+    ),
+)]
 pub async fn delete(
     State(s): State<AppState>,
     caller: Caller,
@@ -202,6 +326,16 @@ pub async fn delete(
 }
 
 /// Query-string overrides are strings; a JSON body keeps types.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}/config",
+    tag = "connections",
+    summary = "The connection's config with query-string overrides applied (strings)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`)."), ("overrides" = Option<std::collections::HashMap<String, String>>, Query, style = Form, explode, description = "Settings to override for this read, as `key=value` pairs.")),
+    responses(
+        (status = 200, description = "The effective config", body = schema::EffectiveConfig)
+    ),
+)]
 pub async fn config_get(
     State(s): State<AppState>,
     caller: Caller,
@@ -215,6 +349,17 @@ pub async fn config_get(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/config",
+    tag = "connections",
+    summary = "The connection's config with JSON overrides applied (types kept)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    request_body = schema::ConfigOverrides,
+    responses(
+        (status = 200, description = "The effective config", body = schema::EffectiveConfig)
+    ),
+)]
 pub async fn config_post(
     State(s): State<AppState>,
     caller: Caller,
@@ -231,7 +376,8 @@ pub async fn config_post(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshQuery {
     /// Refresh only when the token expires within a minute (what automated callers want).
@@ -239,6 +385,19 @@ pub struct RefreshQuery {
     if_needed: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/refresh",
+    tag = "connections",
+    summary = "Refreshes the access token now (or only when it expires within a minute)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`)."), RefreshQuery),
+    responses(
+        (status = 200, description = "The connection", body = schema::ConnectionView<'static>),
+        (status = 409, description = "The connection cannot be refreshed (API key, revoked, expired)"),
+        (status = 502, description = "The provider refused or failed"),
+        (status = 503, description = "Another refresh of this connection is in flight; retry after `Retry-After`")
+    ),
+)]
 pub async fn refresh(
     State(s): State<AppState>,
     caller: Caller,
@@ -260,13 +419,25 @@ pub async fn refresh(
     Ok(Json(view(&c)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconnectBody {
     scopes: Option<Vec<String>>,
     return_to: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/reconnect",
+    tag = "connections",
+    summary = "Starts a new OAuth grant for an existing connection (it keeps its id)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    request_body = Option<ReconnectBody>,
+    responses(
+        (status = 200, description = "The link that continues the flow", body = schema::OAuthStarted),
+        (status = 409, description = "Not an OAuth connection, or no provider app")
+    ),
+)]
 pub async fn reconnect(
     State(s): State<AppState>,
     caller: Caller,
@@ -290,22 +461,42 @@ pub async fn reconnect(
     Ok(Json(serde_json::to_value(started).unwrap_or_default()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/revoke",
+    tag = "connections",
+    summary = "Revokes the grant at the provider and deletes the stored credentials",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    responses(
+        (status = 200, description = "The revoked connection and what the provider said", body = schema::RevokedConnection<'static>),
+        (status = 409, description = "Already revoked")
+    ),
+)]
 pub async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> R<Json<Value>> {
     let (c, provider_error) = s.service.revoke(&caller.principal, &id).await?;
-    let mut v = view(&c);
-    v["provider_revocation"] = match provider_error {
-        None => json!({"ok": true}),
-        Some(e) => {
-            json!({"ok": false, "message": format!("The provider's revocation failed ({e}); keyport deleted the stored credentials anyway.")})
-        }
-    };
-    Ok(Json(v))
+    Ok(Json(json!(schema::RevokedConnection {
+        connection: connection_view(&c),
+        provider_revocation: schema::ProviderRevocation {
+            ok: provider_error.is_none(),
+            message: provider_error.map(|e| format!("The provider's revocation failed ({e}); keyport deleted the stored credentials anyway.")),
+        },
+    })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}/dependents",
+    tag = "connections",
+    summary = "What the platform marked as depending on the connection",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    responses(
+        (status = 200, description = "The dependents", body = schema::Dependents)
+    ),
+)]
 pub async fn dependents(
     State(s): State<AppState>,
     caller: Caller,
@@ -317,6 +508,17 @@ pub async fn dependents(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/connections/{id}/dependents/{dep}",
+    tag = "connections",
+    summary = "Marks something as depending on the connection (deleting it is then refused)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`)."), ("dep" = String, Path, description = "The platform's name for what depends on it.")),
+    responses(
+        (status = 201, description = "Added"),
+        (status = 200, description = "Already there")
+    ),
+)]
 pub async fn add_dependent(
     State(s): State<AppState>,
     caller: Caller,
@@ -333,6 +535,16 @@ pub async fn add_dependent(
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connections/{id}/dependents/{dep}",
+    tag = "connections",
+    summary = "Removes a dependent",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`)."), ("dep" = String, Path, description = "The platform's name for what depended on it.")),
+    responses(
+        (status = 204, description = "Removed")
+    ),
+)]
 pub async fn remove_dependent(
     State(s): State<AppState>,
     caller: Caller,
@@ -345,6 +557,17 @@ pub async fn remove_dependent(
 }
 
 /// A connection's audit trail; it outlives the connection (deleted connections keep theirs).
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}/audit",
+    operation_id = "connection_audit",
+    tag = "audit",
+    summary = "A connection's audit trail (it outlives the connection)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    responses(
+        (status = 200, description = "The newest 500 events", body = schema::AuditPage)
+    ),
+)]
 pub async fn audit(
     State(s): State<AppState>,
     caller: Caller,
@@ -361,13 +584,26 @@ pub async fn audit(
     Ok(Json(json!({"events": events})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKeyValue {
     api_key: String,
 }
 
 /// `PUT /api/v1/connections/{id}/api-key {api_key}`: a rotated key, in place.
+#[utoipa::path(
+    put,
+    path = "/api/v1/connections/{id}/api-key",
+    tag = "connections",
+    summary = "Replaces an API-key connection's key (verified first)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    request_body = NewApiKeyValue,
+    responses(
+        (status = 200, description = "The connection", body = schema::ConnectionView<'static>),
+        (status = 409, description = "Not an API-key connection"),
+        (status = 502, description = "The provider could not be reached")
+    ),
+)]
 pub async fn replace_api_key(
     State(s): State<AppState>,
     caller: Caller,

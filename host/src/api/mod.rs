@@ -6,22 +6,27 @@
 mod admin;
 mod connections;
 mod oauth;
+pub mod openapi;
 mod people;
+mod reference;
 mod requests;
+pub mod schema;
 mod usage;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, patch, post, put};
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::runtime::manifest_json;
 use crate::web::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 
-/// The API's routes (mounted with the pages' by [`crate::web::app`]).
 /// A JSON body that may be left out: empty (or only whitespace) means the type's default.
 pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
@@ -33,181 +38,120 @@ pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// The API's routes (mounted with the pages' by [`crate::web::app`]).
 pub fn routes() -> Router<AppState> {
-    api_routes().layer(axum::middleware::from_fn(crate::web::json_errors))
-}
-
-fn api_routes() -> Router<AppState> {
+    let (api, _) = api_router().split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .route("/api/v1/connectors", get(list_connectors))
-        .route("/api/v1/connectors/{id}", get(get_connector))
-        .route(
-            "/api/v1/workspaces",
-            post(connections::create_workspace).get(connections::list_workspaces),
-        )
-        .route(
-            "/api/v1/api-keys",
-            post(connections::create_api_key).get(people::list_api_keys),
-        )
-        .route("/api/v1/api-keys/{id}", delete(people::delete_api_key))
-        .route(
-            "/api/v1/connection-requests",
-            post(requests::create).get(requests::list),
-        )
-        .route("/api/v1/connection-requests/join", post(requests::join))
-        .route("/api/v1/connection-requests/{id}", get(requests::get))
-        .route(
-            "/api/v1/connection-requests/{id}/cancel",
-            post(requests::cancel),
-        )
-        .route(
-            "/api/v1/connection-requests/{id}/resend",
-            post(requests::resend),
-        )
-        .route(
-            "/api/v1/connection-requests/{id}/connect",
-            post(requests::connect),
-        )
-        .route("/api/v1/portal", get(requests::portal))
-        .route("/api/v1/auth/password", post(people::password_sign_in))
-        .route("/api/v1/auth/email-link", post(people::email_link))
-        .route("/api/v1/auth/email-link/use", post(people::use_email_link))
-        .route("/api/v1/workspaces/{ws}", patch(people::patch_workspace))
-        .route(
-            "/api/v1/auth/password/change",
-            post(people::change_password),
-        )
-        .route(
-            "/api/v1/auth/sign-out-everywhere",
-            post(people::sign_out_everywhere),
-        )
-        .route("/api/v1/me", get(people::me))
-        .route(
-            "/api/v1/users",
-            post(people::create_user).get(people::list_users),
-        )
-        .route("/api/v1/users/{id}", patch(people::patch_user))
-        .route("/api/v1/workspaces/{ws}/members", get(people::members))
-        .route(
-            "/api/v1/workspaces/{ws}/members/{user}",
-            get(people::member)
-                .put(people::put_member)
-                .delete(people::delete_member),
-        )
-        .route(
-            "/api/v1/invitations",
-            post(people::invite).get(people::list_invitations),
-        )
-        .route(
-            "/api/v1/invitations/lookup",
-            post(people::lookup_invitation),
-        )
-        .route(
-            "/api/v1/invitations/accept",
-            post(people::accept_invitation),
-        )
-        .route(
-            "/api/v1/invitations/{id}",
-            delete(people::delete_invitation),
-        )
-        .route(
-            "/api/v1/provider-apps/{connector}",
-            put(connections::put_provider_app).get(connections::get_provider_app),
-        )
-        .route(
-            "/api/v1/connections",
-            get(connections::list).post(connections::create),
-        )
-        .route(
-            "/api/v1/connections/oauth/start",
-            post(connections::start_oauth),
-        )
-        .route(
-            "/api/v1/connections/{id}",
-            get(connections::get)
-                .patch(connections::patch)
-                .delete(connections::delete),
-        )
-        .route(
-            "/api/v1/connections/{id}/config",
-            get(connections::config_get).post(connections::config_post),
-        )
-        .route(
-            "/api/v1/connections/{id}/refresh",
-            post(connections::refresh),
-        )
-        .route(
-            "/api/v1/connections/{id}/reconnect",
-            post(connections::reconnect),
-        )
-        .route("/api/v1/connections/{id}/revoke", post(connections::revoke))
-        .route(
-            "/api/v1/connections/{id}/api-key",
-            put(connections::replace_api_key),
-        )
-        .route(
-            "/api/v1/connections/{id}/dependents",
-            get(connections::dependents),
-        )
-        .route(
-            "/api/v1/connections/{id}/dependents/{dep}",
-            put(connections::add_dependent).delete(connections::remove_dependent),
-        )
-        .route("/api/v1/connections/{id}/audit", get(connections::audit))
-        .route(
-            "/api/v1/connections/{id}/credentials",
-            get(usage::credentials),
-        )
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/reference", get(reference::page))
         .route("/api/v1/connections/{id}/proxy", any(usage::proxy))
         .route("/api/v1/connections/{id}/proxy/{*path}", any(usage::proxy))
-        .route("/api/v1/audit", get(usage::audit))
-        .route(
-            "/api/v1/admin/providers",
-            post(admin::import).get(admin::list),
-        )
-        .route(
-            "/api/v1/admin/connectors",
-            post(admin::upload_connector).get(admin::list_connectors),
-        )
-        .route(
-            "/api/v1/admin/connectors/{id}",
-            delete(admin::unload_connector),
-        )
-        .route(
-            "/api/v1/admin/connectors/{id}/rollback",
-            post(admin::rollback_connector),
-        )
-        .route(
-            "/api/v1/admin/connectors/{id}/approve",
-            post(admin::approve_connector),
-        )
-        .route(
-            "/api/v1/admin/sso",
-            put(admin::put_sso)
-                .get(admin::get_sso)
-                .delete(admin::delete_sso),
-        )
-        .route("/api/v1/admin/catalogue", get(admin::catalogue))
-        .route(
-            "/api/v1/admin/catalogue/{id}",
-            put(admin::put_catalogue_entry),
-        )
-        .route("/api/v1/admin/providers/export", get(admin::export))
-        .route("/api/v1/admin/providers/import", post(admin::import_file))
-        .route(
-            "/api/v1/admin/providers/{id}",
-            get(admin::get).put(admin::update).delete(admin::delete),
-        )
-        .route(
-            "/api/v1/webhooks",
-            post(usage::create_webhook).get(usage::list_webhooks),
-        )
-        .route("/api/v1/webhooks/{id}", delete(usage::delete_webhook))
-        .route("/api/v1/webhooks/{id}/deliveries", get(usage::deliveries))
         .route("/oauth/launch/{token}", get(oauth::launch))
         .route("/oauth/callback", get(oauth::callback))
+        .merge(api)
+        .layer(axum::middleware::from_fn(crate::web::json_errors))
+}
+
+/// The OpenAPI document of `/api/v1` ([`openapi`]), built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| openapi::finish(api_router().split_for_parts().1))
+}
+
+/// `GET /api/v1/openapi.json`: the document, for code generators, Schemathesis and the
+/// reference page (`/api/reference`). Public: it describes the API, never an installation.
+async fn openapi_json() -> Response {
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = JSON.get_or_init(|| document().to_json().unwrap_or_default());
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body.as_str(),
+    )
+        .into_response()
+}
+
+/// Every `/api/v1` operation, each registered from its `#[utoipa::path]` (the proxy, which takes
+/// any method, is routed by [`routes`] and described through [`openapi::ApiDoc`]).
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(list_connectors))
+        .routes(routes!(get_connector))
+        .routes(routes!(
+            connections::create_workspace,
+            connections::list_workspaces
+        ))
+        .routes(routes!(people::patch_workspace))
+        .routes(routes!(connections::create_api_key, people::list_api_keys))
+        .routes(routes!(people::delete_api_key))
+        .routes(routes!(requests::create, requests::list))
+        .routes(routes!(requests::join))
+        .routes(routes!(requests::get))
+        .routes(routes!(requests::cancel))
+        .routes(routes!(requests::resend))
+        .routes(routes!(requests::connect))
+        .routes(routes!(requests::portal))
+        .routes(routes!(people::password_sign_in))
+        .routes(routes!(people::email_link))
+        .routes(routes!(people::use_email_link))
+        .routes(routes!(people::change_password))
+        .routes(routes!(people::sign_out_everywhere))
+        .routes(routes!(people::me))
+        .routes(routes!(people::create_user, people::list_users))
+        .routes(routes!(people::patch_user))
+        .routes(routes!(people::members))
+        .routes(routes!(
+            people::member,
+            people::put_member,
+            people::delete_member
+        ))
+        .routes(routes!(people::invite, people::list_invitations))
+        .routes(routes!(people::lookup_invitation))
+        .routes(routes!(people::accept_invitation))
+        .routes(routes!(people::delete_invitation))
+        .routes(routes!(
+            connections::put_provider_app,
+            connections::get_provider_app
+        ))
+        .routes(routes!(connections::list, connections::create))
+        .routes(routes!(connections::start_oauth))
+        .routes(routes!(
+            connections::get,
+            connections::patch,
+            connections::delete
+        ))
+        .routes(routes!(connections::config_get, connections::config_post))
+        .routes(routes!(connections::refresh))
+        .routes(routes!(connections::reconnect))
+        .routes(routes!(connections::revoke))
+        .routes(routes!(connections::replace_api_key))
+        .routes(routes!(connections::dependents))
+        .routes(routes!(
+            connections::add_dependent,
+            connections::remove_dependent
+        ))
+        .routes(routes!(connections::audit))
+        .routes(routes!(usage::credentials))
+        .routes(routes!(usage::audit))
+        .routes(routes!(admin::import, admin::list))
+        .routes(routes!(admin::upload_connector, admin::list_connectors))
+        .routes(routes!(admin::unload_connector))
+        .routes(routes!(admin::rollback_connector))
+        .routes(routes!(admin::approve_connector))
+        .routes(routes!(admin::put_sso, admin::get_sso, admin::delete_sso))
+        .routes(routes!(admin::catalogue))
+        .routes(routes!(admin::put_catalogue_entry))
+        .routes(routes!(admin::export))
+        .routes(routes!(admin::import_file))
+        .routes(routes!(admin::get, admin::update, admin::delete))
+        .routes(routes!(usage::create_webhook, usage::list_webhooks))
+        .routes(routes!(usage::delete_webhook))
+        .routes(routes!(usage::deliveries))
 }
 
 /// `GET /metrics`, Prometheus text format: refreshes by outcome, refresh latency, the due
@@ -237,6 +181,16 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /api/v1/connectors`: any authenticated caller (manifests carry static headers and token
 /// parameters, which may be secret to the operator).
+#[utoipa::path(
+    get,
+    path = "/api/v1/connectors",
+    operation_id = "list_connectors",
+    tag = "connectors",
+    summary = "The loaded connectors and their manifests",
+    responses(
+        (status = 200, description = "The connectors", body = schema::Connectors)
+    ),
+)]
 async fn list_connectors(
     State(state): State<AppState>,
     caller: Caller,
@@ -265,6 +219,16 @@ async fn list_connectors(
     Ok(Json(json!({ "connectors": list })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connectors/{id}",
+    tag = "connectors",
+    summary = "One connector's manifest",
+    params(("id" = String, Path, description = "The connector's id (`slack`, `github`, …).")),
+    responses(
+        (status = 200, description = "The manifest", body = schema::Connector)
+    ),
+)]
 async fn get_connector(
     State(state): State<AppState>,
     _caller: Caller,

@@ -1,6 +1,7 @@
 //! `/api/v1` handlers for people: password sign-in, the signed-in user, users, workspace members,
 //! invitations and workspace API keys.
 
+use super::schema;
 use std::net::SocketAddr;
 
 use axum::Json;
@@ -31,7 +32,7 @@ pub(super) fn signed_in(state: &AppState, cookie: &str, s: &Session, user: Value
     r
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSignIn {
     email: String,
@@ -39,6 +40,17 @@ pub struct PasswordSignIn {
 }
 
 /// `POST /api/v1/auth/password {email, password}`: a new session (cookie) for the user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password",
+    tag = "auth",
+    summary = "Signs in with email and password (sets the session cookie)",
+    request_body = PasswordSignIn,
+    responses(
+        (status = 200, description = "Signed in", body = schema::SignedIn)
+    ),
+    security(()),
+)]
 pub async fn password_sign_in(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -74,6 +86,15 @@ fn session_user(caller: &Caller) -> R<&str> {
 }
 
 /// `GET /api/v1/me`: who the caller is, in which workspace, with which role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "auth",
+    summary = "Who the caller is, in which workspace, with which role",
+    responses(
+        (status = 200, description = "The caller", body = schema::Me)
+    ),
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
     let p = &caller.principal;
     let user = match p.user_id() {
@@ -100,13 +121,22 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> R<Json<Value>>
 }
 
 /// `POST /api/v1/auth/sign-out-everywhere`: ends every session of the signed-in user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/sign-out-everywhere",
+    tag = "auth",
+    summary = "Ends every session of the signed-in user",
+    responses(
+        (status = 200, description = "How many sessions ended", body = schema::EndedSessions)
+    ),
+)]
 pub async fn sign_out_everywhere(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
     let user = session_user(&caller)?;
     let n = people::sign_out_everywhere(&state.service, user).await?;
     Ok(Json(json!({"ended_sessions": n})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current_password: String,
@@ -115,6 +145,16 @@ pub struct PasswordChange {
 
 /// `POST /api/v1/auth/password/change {current_password, new_password}`: ends every session of
 /// the user (sign in again with the new password).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password/change",
+    tag = "auth",
+    summary = "Changes the signed-in user's password and ends all their sessions",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed")
+    ),
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,6 +167,17 @@ pub async fn change_password(
 
 /// `POST /api/v1/users`: creates a user with a role in the caller's workspace (owners and
 /// admins; with a password, or without and invite them).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "Creates a user with a role in the caller's workspace",
+    request_body = people::NewUser,
+    responses(
+        (status = 201, description = "The user", body = schema::UserView),
+        (status = 409, description = "The email has an account")
+    ),
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,6 +188,15 @@ pub async fn create_user(
 }
 
 /// `GET /api/v1/users`: every user of the installation (installation admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "Every user of the installation (installation admins)",
+    responses(
+        (status = 200, description = "The users", body = schema::Users)
+    ),
+)]
 pub async fn list_users(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
     let users = people::list_users(&state.service, &caller.principal).await?;
     Ok(Json(
@@ -144,7 +204,7 @@ pub async fn list_users(State(state): State<AppState>, caller: Caller) -> R<Json
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     disabled: Option<bool>,
@@ -152,6 +212,18 @@ pub struct UserPatch {
 }
 
 /// `PATCH /api/v1/users/{id} {disabled?, installation_admin?}`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    summary = "Disables or enables a user, or grants installation admin",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = UserPatch,
+    responses(
+        (status = 200, description = "The user", body = schema::UserView),
+        (status = 409, description = "Not possible (the last installation admin)")
+    ),
+)]
 pub async fn patch_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +242,16 @@ pub async fn patch_user(
 }
 
 /// `GET /api/v1/workspaces/{ws}/members`: anyone in the workspace but clients.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{ws}/members",
+    tag = "members",
+    summary = "A workspace's members",
+    params(("ws" = String, Path, description = "The workspace's id.")),
+    responses(
+        (status = 200, description = "The members", body = schema::Members)
+    ),
+)]
 pub async fn members(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,6 +262,16 @@ pub async fn members(
 }
 
 /// `GET /api/v1/workspaces/{ws}/members/{user}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{ws}/members/{user}",
+    tag = "members",
+    summary = "One member",
+    params(("ws" = String, Path, description = "The workspace's id."), ("user" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The member", body = schema::Member)
+    ),
+)]
 pub async fn member(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,13 +281,25 @@ pub async fn member(
     Ok(Json(people::member(&state.service, &p, &user).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberRole {
     role: String,
 }
 
 /// `PUT /api/v1/workspaces/{ws}/members/{user} {role}`: adds or changes a member.
+#[utoipa::path(
+    put,
+    path = "/api/v1/workspaces/{ws}/members/{user}",
+    tag = "members",
+    summary = "Adds a user to the workspace or changes their role",
+    params(("ws" = String, Path, description = "The workspace's id."), ("user" = String, Path, description = "The user's id.")),
+    request_body = MemberRole,
+    responses(
+        (status = 200, description = "The member", body = schema::Member),
+        (status = 409, description = "Not possible (the last owner)")
+    ),
+)]
 pub async fn put_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -209,6 +313,17 @@ pub async fn put_member(
 }
 
 /// `DELETE /api/v1/workspaces/{ws}/members/{user}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workspaces/{ws}/members/{user}",
+    tag = "members",
+    summary = "Removes a member",
+    params(("ws" = String, Path, description = "The workspace's id."), ("user" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "Not possible (the last owner, or connections they own)")
+    ),
+)]
 pub async fn delete_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -219,7 +334,7 @@ pub async fn delete_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvitation {
     email: String,
@@ -230,6 +345,17 @@ pub struct NewInvitation {
 
 /// `POST /api/v1/invitations {email, role?, expires_in_hours?}`: the link is shown once; it is
 /// also emailed when SMTP is configured.
+#[utoipa::path(
+    post,
+    path = "/api/v1/invitations",
+    tag = "invitations",
+    summary = "Invites someone by email (the link is shown once and emailed when SMTP is set up)",
+    request_body = NewInvitation,
+    responses(
+        (status = 201, description = "The invitation and its link", body = schema::InvitationCreated),
+        (status = 409, description = "Already a member, or already invited")
+    ),
+)]
 pub async fn invite(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,6 +405,15 @@ pub async fn invite(
 }
 
 /// `GET /api/v1/invitations`: the workspace's open invitations (never their links).
+#[utoipa::path(
+    get,
+    path = "/api/v1/invitations",
+    tag = "invitations",
+    summary = "The workspace's open invitations (never their links)",
+    responses(
+        (status = 200, description = "The invitations", body = schema::Invitations)
+    ),
+)]
 pub async fn list_invitations(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
     Ok(Json(
         people::invitations(&state.service, &caller.principal).await?,
@@ -286,6 +421,16 @@ pub async fn list_invitations(State(state): State<AppState>, caller: Caller) -> 
 }
 
 /// `DELETE /api/v1/invitations/{id}`: withdraws an open invitation.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/invitations/{id}",
+    tag = "invitations",
+    summary = "Withdraws an open invitation",
+    params(("id" = String, Path, description = "The invitation's id.")),
+    responses(
+        (status = 204, description = "Withdrawn")
+    ),
+)]
 pub async fn delete_invitation(
     State(state): State<AppState>,
     caller: Caller,
@@ -295,13 +440,24 @@ pub async fn delete_invitation(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationToken {
     token: String,
 }
 
 /// `POST /api/v1/invitations/lookup {token}`: what an invitation link offers (no sign-in).
+#[utoipa::path(
+    post,
+    path = "/api/v1/invitations/lookup",
+    tag = "invitations",
+    summary = "What an invitation link offers (no sign-in)",
+    request_body = InvitationToken,
+    responses(
+        (status = 200, description = "The offer", body = schema::InvitationOffer)
+    ),
+    security(()),
+)]
 pub async fn lookup_invitation(
     State(state): State<AppState>,
     ApiJson(b): ApiJson<InvitationToken>,
@@ -311,7 +467,7 @@ pub async fn lookup_invitation(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Acceptance {
     token: String,
@@ -321,6 +477,18 @@ pub struct Acceptance {
 
 /// `POST /api/v1/invitations/accept {token, password, display_name?}`: joins (creating the
 /// account when the email has none) and signs in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/invitations/accept",
+    tag = "invitations",
+    summary = "Accepts an invitation (creating the account when the email has none) and signs in",
+    request_body = Acceptance,
+    responses(
+        (status = 200, description = "Signed in", body = schema::SignedIn),
+        (status = 409, description = "Already used")
+    ),
+    security(()),
+)]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -338,6 +506,15 @@ pub async fn accept_invitation(
 }
 
 /// `GET /api/v1/api-keys`: the workspace's live keys (never the key itself).
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    summary = "The workspace's live keys (never the key itself)",
+    responses(
+        (status = 200, description = "The keys", body = schema::ApiKeys)
+    ),
+)]
 pub async fn list_api_keys(State(state): State<AppState>, caller: Caller) -> R<Json<Value>> {
     Ok(Json(
         people::api_keys(&state.service, &caller.principal).await?,
@@ -346,6 +523,16 @@ pub async fn list_api_keys(State(state): State<AppState>, caller: Caller) -> R<J
 
 /// `DELETE /api/v1/api-keys/{id}`: revokes a key, at once on this replica and within
 /// [`crate::auth::CACHE_TTL`] on every other.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/api-keys/{id}",
+    tag = "api-keys",
+    summary = "Revokes an API key",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses(
+        (status = 204, description = "Revoked")
+    ),
+)]
 pub async fn delete_api_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -356,7 +543,7 @@ pub async fn delete_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailLinkRequest {
     email: String,
@@ -364,6 +551,18 @@ pub struct EmailLinkRequest {
 
 /// `POST /api/v1/auth/email-link {email}`: emails a single-use sign-in link when there is an
 /// account for the email. The answer is the same either way.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/email-link",
+    tag = "auth",
+    summary = "Emails a single-use sign-in link when there is an account for the email",
+    request_body = EmailLinkRequest,
+    responses(
+        (status = 202, description = "The same answer whether or not there is an account", body = schema::Note),
+        (status = 409, description = "This installation has no SMTP server")
+    ),
+    security(()),
+)]
 pub async fn email_link(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -392,13 +591,24 @@ pub async fn email_link(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailLinkUse {
     token: String,
 }
 
 /// `POST /api/v1/auth/email-link/use {token}`: signs in with an emailed link, once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/email-link/use",
+    tag = "auth",
+    summary = "Signs in with an emailed link (once)",
+    request_body = EmailLinkUse,
+    responses(
+        (status = 200, description = "Signed in", body = schema::SignedIn)
+    ),
+    security(()),
+)]
 pub async fn use_email_link(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -413,12 +623,13 @@ pub async fn use_email_link(
     Ok(signed_in(&state, &cookie, &s, user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePatch {
     name: Option<String>,
     /// A `data:image/png|jpeg|gif|webp;base64,…` URL of at most 96 KiB, or `null` to remove it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     logo: Option<Value>,
     /// Whether members may send connection requests (owners and admins always may).
     members_may_request: Option<bool>,
@@ -431,6 +642,17 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 
 /// `PATCH /api/v1/workspaces/{ws} {name?, logo?}`: how the workspace presents itself (the
 /// client portal shows its name and logo). Owners and admins.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/workspaces/{ws}",
+    tag = "workspaces",
+    summary = "Changes a workspace's name, logo and whether members may send connection requests",
+    params(("ws" = String, Path, description = "The workspace's id.")),
+    request_body = WorkspacePatch,
+    responses(
+        (status = 200, description = "How the workspace presents itself now", body = schema::Branding)
+    ),
+)]
 pub async fn patch_workspace(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,6 +1,7 @@
 //! `/api/v1` handlers for connection requests: the asking side (create, list, cancel, resend)
 //! and the client's (open the link, see the portal, connect).
 
+use super::schema;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -53,6 +54,17 @@ async fn email(s: &AppState, caller: &Caller, rows: &[RequestRow], link: &str) -
 }
 
 /// `POST /api/v1/connection-requests`: the link is shown once (and emailed with SMTP).
+#[utoipa::path(
+    post,
+    path = "/api/v1/connection-requests",
+    operation_id = "create_connection_requests",
+    tag = "connection-requests",
+    summary = "Asks a client to connect one or more apps: one link, emailed when SMTP is set up",
+    request_body = NewRequest,
+    responses(
+        (status = 201, description = "The requests and their link (shown once)", body = schema::RequestsCreated)
+    ),
+)]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -72,13 +84,25 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
 }
 
 /// `GET /api/v1/connection-requests?status=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connection-requests",
+    operation_id = "list_connection_requests",
+    tag = "connection-requests",
+    summary = "The workspace's connection requests",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The requests", body = schema::Requests)
+    ),
+)]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -92,6 +116,17 @@ pub async fn list(
 }
 
 /// `GET /api/v1/connection-requests/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connection-requests/{id}",
+    operation_id = "get_connection_request",
+    tag = "connection-requests",
+    summary = "One connection request",
+    params(("id" = String, Path, description = "The request's id.")),
+    responses(
+        (status = 200, description = "The request", body = schema::RequestView<'static>)
+    ),
+)]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -103,6 +138,18 @@ pub async fn get(
 }
 
 /// `POST /api/v1/connection-requests/{id}/cancel` (the asking side only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/connection-requests/{id}/cancel",
+    operation_id = "cancel_connection_request",
+    tag = "connection-requests",
+    summary = "Cancels an outstanding request (its link stops working)",
+    params(("id" = String, Path, description = "The request's id.")),
+    responses(
+        (status = 200, description = "The request", body = schema::RequestView<'static>),
+        (status = 409, description = "No longer outstanding")
+    ),
+)]
 pub async fn cancel(
     State(s): State<AppState>,
     caller: Caller,
@@ -114,6 +161,18 @@ pub async fn cancel(
 }
 
 /// `POST /api/v1/connection-requests/{id}/resend`: a new link (shown once); the old one dies.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connection-requests/{id}/resend",
+    operation_id = "resend_connection_request",
+    tag = "connection-requests",
+    summary = "Issues a new link for an outstanding request (the old one stops working)",
+    params(("id" = String, Path, description = "The request's id.")),
+    responses(
+        (status = 200, description = "The request and its new link (shown once)", body = schema::RequestResent),
+        (status = 409, description = "No longer outstanding")
+    ),
+)]
 pub async fn resend(
     State(s): State<AppState>,
     caller: Caller,
@@ -129,7 +188,7 @@ pub async fn resend(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
     token: String,
@@ -137,6 +196,18 @@ pub struct JoinBody {
 
 /// `POST /api/v1/connection-requests/join {token}`: opens a request link once and signs the
 /// client in to the portal.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connection-requests/join",
+    operation_id = "join_with_request_link",
+    tag = "connection-requests",
+    summary = "Signs a client in with a request link's token (once)",
+    request_body = JoinBody,
+    responses(
+        (status = 200, description = "Signed in (the session cookie is set)", body = schema::SignedIn)
+    ),
+    security(()),
+)]
 pub async fn join(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -152,12 +223,22 @@ pub async fn join(
 }
 
 /// `GET /api/v1/portal`: the signed-in client's outstanding requests and connections.
+#[utoipa::path(
+    get,
+    path = "/api/v1/portal",
+    operation_id = "portal",
+    tag = "portal",
+    summary = "The signed-in client's open requests and connections",
+    responses(
+        (status = 200, description = "The portal", body = schema::Portal)
+    ),
+)]
 pub async fn portal(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     let email = people::email_of(&s.service, &caller.principal).await?;
     Ok(Json(s.service.portal(&caller.principal, &email).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectBody {
     return_to: Option<String>,
@@ -165,6 +246,19 @@ pub struct ConnectBody {
 
 /// `POST /api/v1/connection-requests/{id}/connect {return_to?}`: the client starts the
 /// authorization the request asks for.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connection-requests/{id}/connect",
+    operation_id = "connect_connection_request",
+    tag = "portal",
+    summary = "Starts the OAuth flow a request asks for (the client it was sent to)",
+    params(("id" = String, Path, description = "The request's id.")),
+    request_body = Option<ConnectBody>,
+    responses(
+        (status = 200, description = "The link that continues the flow", body = schema::OAuthStarted),
+        (status = 409, description = "No longer outstanding, or no provider app")
+    ),
+)]
 pub async fn connect(
     State(s): State<AppState>,
     caller: Caller,

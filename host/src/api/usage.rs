@@ -1,6 +1,7 @@
 //! `/api/v1` handlers for using connections (proxy, credentials) and watching them (audit log,
 //! webhooks).
 
+use super::schema;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -30,6 +31,27 @@ const PROXY_METHODS: [Method; 7] = [
 pub const PROXY_BODY_MAX: usize = 10 * 1024 * 1024;
 
 /// `ANY /api/v1/connections/{id}/proxy/{*path}`.
+/// The call is made with the connection's credential (refreshed first when needed), only to the
+/// connector's API base URL; the provider's status, headers and body come back as they are.
+/// `X-Keyport-Retries: N` retries idempotent calls the provider rate-limited or failed.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/api/v1/connections/{id}/proxy/{path}",
+    tag = "connections",
+    summary = "Calls the provider's API on the connection's behalf",
+    params(
+        ("id" = String, Path, description = "The connection's id (`conn_…`)."),
+        ("path" = String, Path, description = "The path under the connector's API base URL (it may contain `/`); the query string is passed on."),
+        ("X-Keyport-Retries" = Option<u32>, Header, description = "Retries for idempotent calls the provider answers 429 or 5xx (default 0)."),
+    ),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "Passed on to the provider (at most 10 MiB)."),
+    responses(
+        (status = 409, description = "The connection cannot be used (disabled, expired, revoked)"),
+        (status = 502, description = "The provider could not be reached"),
+        (status = 503, description = "A refresh of this connection is in flight; retry after `Retry-After`"),
+        (status = "default", description = "The provider's answer: its status, headers and body as they are", content_type = "*/*"),
+    ),
+)]
 pub async fn proxy(State(s): State<AppState>, caller: Caller, req: Request) -> R<Response> {
     let (parts, body) = req.into_parts();
     if !PROXY_METHODS.contains(&parts.method) {
@@ -84,6 +106,19 @@ pub async fn proxy(State(s): State<AppState>, caller: Caller, req: Request) -> R
 }
 
 /// `GET /api/v1/connections/{id}/credentials`: only for API keys with `credentials:read`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}/credentials",
+    tag = "connections",
+    summary = "The connection's current credential (API keys need `credentials:read`)",
+    params(("id" = String, Path, description = "The connection's id (`conn_…`).")),
+    responses(
+        (status = 200, description = "The credential; never cached", body = schema::Credentials),
+        (status = 409, description = "The connection is not usable (disabled, expired, revoked)"),
+        (status = 502, description = "The token needed a refresh and the provider failed"),
+        (status = 503, description = "A refresh is in flight; retry after `Retry-After`")
+    ),
+)]
 pub async fn credentials(
     State(s): State<AppState>,
     caller: Caller,
@@ -97,7 +132,8 @@ pub async fn credentials(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(v)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     connection_id: Option<String>,
@@ -109,6 +145,17 @@ pub struct AuditQuery {
 }
 
 /// `GET /api/v1/audit?connection_id=&action=&since=&limit=&cursor=`, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    operation_id = "audit_log",
+    tag = "audit",
+    summary = "The workspace's audit log, newest first",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page", body = schema::AuditPage)
+    ),
+)]
 pub async fn audit(
     State(s): State<AppState>,
     caller: Caller,
@@ -172,6 +219,16 @@ pub async fn audit(
 }
 
 /// `POST /api/v1/webhooks {url, events, description?}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    summary = "Subscribes a URL to events (signed with the secret in the answer, shown once)",
+    request_body = crate::webhooks::NewWebhook,
+    responses(
+        (status = 201, description = "The webhook and its signing secret", body = schema::Webhook)
+    ),
+)]
 pub async fn create_webhook(
     State(s): State<AppState>,
     caller: Caller,
@@ -182,11 +239,30 @@ pub async fn create_webhook(
 }
 
 /// `GET /api/v1/webhooks`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    summary = "The workspace's webhooks",
+    responses(
+        (status = 200, description = "The webhooks", body = schema::Webhooks)
+    ),
+)]
 pub async fn list_webhooks(State(s): State<AppState>, caller: Caller) -> R<Json<Value>> {
     Ok(Json(s.service.list_webhooks(&caller.principal).await?))
 }
 
 /// `DELETE /api/v1/webhooks/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Deletes a webhook",
+    params(("id" = String, Path, description = "The webhook's id.")),
+    responses(
+        (status = 204, description = "Deleted")
+    ),
+)]
 pub async fn delete_webhook(
     State(s): State<AppState>,
     caller: Caller,
@@ -196,13 +272,24 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/webhooks/{id}/deliveries?limit=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    summary = "A webhook's recent deliveries",
+    params(("id" = String, Path, description = "The webhook's id."), LimitQuery),
+    responses(
+        (status = 200, description = "The deliveries", body = schema::Deliveries)
+    ),
+)]
 pub async fn deliveries(
     State(s): State<AppState>,
     caller: Caller,

@@ -352,7 +352,7 @@ pub async fn change_password(
 }
 
 /// What `POST /api/v1/users` creates.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub email: String,
@@ -880,17 +880,38 @@ pub async fn branding(svc: &Service, ws: &str) -> (String, Option<String>) {
 
 /// A user's JSON view (never the password hash).
 pub fn user_view(u: &UserRow) -> serde_json::Value {
-    json!({
-        "id": u.id,
-        "email": u.email,
-        "display_name": u.display_name,
-        "external_id": u.external_id,
-        "installation_admin": u.installation_admin != 0,
-        "disabled": u.disabled_at.is_some(),
-        "sso": u.sso_subject.is_some(),
-        "created_at": crate::model::rfc3339(u.created_at),
-        "last_sign_in_at": u.last_sign_in_at.map(crate::model::rfc3339),
+    serde_json::to_value(UserView {
+        id: &u.id,
+        email: u.email.as_deref(),
+        display_name: &u.display_name,
+        external_id: u.external_id.as_deref(),
+        installation_admin: u.installation_admin != 0,
+        disabled: u.disabled_at.is_some(),
+        sso: u.sso_subject.is_some(),
+        created_at: crate::model::rfc3339(u.created_at),
+        last_sign_in_at: u.last_sign_in_at.map(crate::model::rfc3339),
     })
+    .unwrap_or_default()
+}
+
+/// A user as the API shows it (never a password hash).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
+pub struct UserView<'a> {
+    pub id: &'a str,
+    /// `null` for a platform's user known only by `external_id`.
+    pub email: Option<&'a str>,
+    pub display_name: &'a str,
+    /// The platform's own id for the user (API keys acting as users).
+    pub external_id: Option<&'a str>,
+    pub installation_admin: bool,
+    pub disabled: bool,
+    /// Signs in through single sign-on.
+    pub sso: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub last_sign_in_at: Option<String>,
 }
 
 /// Every user of the installation (installation admins).

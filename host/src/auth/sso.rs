@@ -65,7 +65,7 @@ fn default_role() -> String {
 }
 
 /// `PUT /api/v1/admin/sso` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsoInput {
     pub issuer: String,

@@ -3,7 +3,7 @@
 use super::*;
 
 /// `POST /connections` body (API key).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub connector: String,

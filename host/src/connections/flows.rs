@@ -6,7 +6,7 @@ use super::*;
 use crate::vault::constant_time_eq;
 
 /// `POST /connections/oauth/start` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartOAuth {
     pub connector: String,

@@ -4,7 +4,7 @@
 use super::*;
 
 /// `PATCH /connections/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Patch {
     pub name: Option<String>,

@@ -59,7 +59,7 @@ pub use flows::{CallbackOutcome, CallbackParams, FlowBrowser, StartOAuth, Starte
 pub use manage::Patch;
 pub use provider_apps::ProviderAppInput;
 pub use refresh::{RefreshMode, on_demand_margin};
-pub use requests::{NewRequest, REQUEST_TTL_MS, request_view};
+pub use requests::{NewRequest, REQUEST_TTL_MS, RequestView, request_view};
 
 use config::merge;
 use provider_apps::CachedApp;
@@ -231,41 +231,129 @@ pub struct Service {
     pub(crate) rejection_refreshes: Mutex<HashMap<String, std::time::Instant>>,
 }
 
-/// The JSON view of a connection.
-pub fn view(c: &ConnectionRow) -> Value {
+/// A connection as the API and webhooks show it (never a secret). [`view`] builds it; the
+/// OpenAPI document describes this very type.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Connection)]
+pub struct ConnectionView<'a> {
+    pub id: &'a str,
+    pub connector: &'a str,
+    pub name: &'a str,
+    /// `oauth2` or `api_key`.
+    pub auth_kind: &'a str,
+    pub status: Status,
+    /// Why the connection is not active, in words to show a person.
+    pub status_reason: Option<&'a str>,
+    /// The provider account, once known ("Connected as …").
+    pub account: Option<AccountView<'a>>,
+    #[schema(value_type = Vec<String>)]
+    pub requested_scopes: Value,
+    /// What the provider granted, when it says.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub granted_scopes: Option<Value>,
+    /// The provider granted fewer scopes than were requested.
+    pub scope_narrowed: bool,
+    /// The connection's settings, valid against its connector's config schema.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Values the provider's token response carried (`instance_url`, `api_domain`, …).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_refreshed_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub refresh_token_expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub next_refresh_at: Option<String>,
+    /// Set when the connection will break soon unless someone acts (a refresh token about to
+    /// expire, a provider warning).
+    pub expiring_soon: Option<ExpiringSoon<'a>>,
+    /// `false`: switched off (the proxy and credential reads refuse it; it keeps refreshing).
+    pub enabled: bool,
+    pub owner: Option<OwnerView<'a>>,
+    /// `personal` or `shared`.
+    pub visibility: &'a str,
+    /// For shared connections: what the workspace may do with it (`use` or `manage`).
+    pub permission: Option<&'a str>,
+    #[schema(format = DateTime)]
+    pub disabled_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// The provider account behind a connection.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountView<'a> {
+    pub id: &'a str,
+    pub display_name: Option<&'a str>,
+    pub email: Option<&'a str>,
+}
+
+/// Why a connection needs attention soon.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ExpiringSoon<'a> {
+    #[schema(format = DateTime)]
+    pub since: String,
+    pub reason: Option<&'a str>,
+}
+
+/// The user who owns a connection.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OwnerView<'a> {
+    pub user_id: &'a str,
+}
+
+/// The typed view of a connection.
+pub fn connection_view(c: &ConnectionRow) -> ConnectionView<'_> {
     let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
-    json!({
-        "id": c.id,
-        "connector": c.connector_id,
-        "name": c.name,
-        "auth_kind": c.auth_kind,
-        "status": c.status.as_str(),
-        "status_reason": c.status_reason,
-        "account": c.account_id.as_ref().map(|id| json!({
-            "id": id, "display_name": c.account_name, "email": c.account_email
-        })),
-        "requested_scopes": parse(&c.requested_scopes),
-        "granted_scopes": c.granted_scopes.as_deref().map(parse),
-        "scope_narrowed": c.scope_narrowed != 0,
-        "config": parse(&c.config),
-        "metadata": parse(&c.metadata),
-        "expires_at": c.expires_at.map(rfc3339),
-        "last_refreshed_at": c.last_refreshed_at.map(rfc3339),
-        "last_used_at": c.last_used_at.map(rfc3339),
-        "refresh_token_expires_at": c.refresh_token_expires_at.map(rfc3339),
-        "next_refresh_at": c.next_refresh_at.map(rfc3339),
-        "expiring_soon": c.expiring_soon_at.map(|at| json!({
-            "since": rfc3339(at),
-            "reason": c.expiring_soon_reason,
-        })),
-        "enabled": c.disabled_at.is_none(),
-        "owner": c.owner_user_id.as_ref().map(|u| json!({"user_id": u})),
-        "visibility": c.visibility,
-        "permission": (c.visibility == "shared").then_some(&c.share_permission),
-        "disabled_at": c.disabled_at.map(rfc3339),
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(c.updated_at),
-    })
+    ConnectionView {
+        id: &c.id,
+        connector: &c.connector_id,
+        name: &c.name,
+        auth_kind: &c.auth_kind,
+        status: c.status,
+        status_reason: c.status_reason.as_deref(),
+        account: c.account_id.as_deref().map(|id| AccountView {
+            id,
+            display_name: c.account_name.as_deref(),
+            email: c.account_email.as_deref(),
+        }),
+        requested_scopes: parse(&c.requested_scopes),
+        granted_scopes: c.granted_scopes.as_deref().map(parse),
+        scope_narrowed: c.scope_narrowed != 0,
+        config: parse(&c.config),
+        metadata: parse(&c.metadata),
+        expires_at: c.expires_at.map(rfc3339),
+        last_refreshed_at: c.last_refreshed_at.map(rfc3339),
+        last_used_at: c.last_used_at.map(rfc3339),
+        refresh_token_expires_at: c.refresh_token_expires_at.map(rfc3339),
+        next_refresh_at: c.next_refresh_at.map(rfc3339),
+        expiring_soon: c.expiring_soon_at.map(|at| ExpiringSoon {
+            since: rfc3339(at),
+            reason: c.expiring_soon_reason.as_deref(),
+        }),
+        enabled: c.disabled_at.is_none(),
+        owner: c
+            .owner_user_id
+            .as_deref()
+            .map(|user_id| OwnerView { user_id }),
+        visibility: &c.visibility,
+        permission: (c.visibility == "shared").then_some(c.share_permission.as_str()),
+        disabled_at: c.disabled_at.map(rfc3339),
+        created_at: rfc3339(c.created_at),
+        updated_at: rfc3339(c.updated_at),
+    }
+}
+
+/// The JSON view of a connection ([`ConnectionView`]).
+pub fn view(c: &ConnectionRow) -> Value {
+    serde_json::to_value(connection_view(c)).unwrap_or(Value::Null)
 }
 
 /// An email address lower-cased and checked (one `@`, a dotted domain, no spaces), or 422 on

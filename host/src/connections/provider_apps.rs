@@ -4,7 +4,7 @@
 use super::*;
 
 /// `PUT /provider-apps/{connector}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderAppInput {
     #[serde(default)]

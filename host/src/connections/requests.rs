@@ -14,7 +14,7 @@ const REQUEST_TTL_MAX_MS: i64 = 30 * 24 * 3600 * 1000;
 pub const REQUEST_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// `POST /api/v1/connection-requests` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     pub client_email: String,
@@ -41,27 +41,56 @@ fn status_of(r: &RequestRow) -> &str {
     }
 }
 
-/// The JSON view of a request (never its link).
+/// A connection request as the API shows it (never its link).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ConnectionRequest)]
+pub struct RequestView<'a> {
+    pub id: &'a str,
+    pub client_email: &'a str,
+    pub connector: &'a str,
+    /// The connection it created, or the one it reconnects.
+    pub connection_id: Option<&'a str>,
+    pub reconnect: bool,
+    pub label: Option<&'a str>,
+    pub message: Option<&'a str>,
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Value,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub requested_by: &'a str,
+    /// `outstanding`, `fulfilled`, `cancelled` or `expired`.
+    pub status: &'a str,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub fulfilled_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub cancelled_at: Option<String>,
+}
+
+/// The JSON view of a request ([`RequestView`]).
 pub fn request_view(r: &RequestRow) -> Value {
     let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
-    let status = status_of(r);
-    json!({
-        "id": r.id,
-        "client_email": r.client_email,
-        "connector": r.connector_id,
-        "connection_id": r.connection_id,
-        "reconnect": r.reconnect != 0,
-        "label": r.label,
-        "message": r.message,
-        "scopes": parse(&r.scopes),
-        "config": parse(&r.config),
-        "requested_by": r.requested_by,
-        "status": status,
-        "created_at": rfc3339(r.created_at),
-        "expires_at": rfc3339(r.expires_at),
-        "fulfilled_at": r.fulfilled_at.map(rfc3339),
-        "cancelled_at": r.cancelled_at.map(rfc3339),
+    serde_json::to_value(RequestView {
+        id: &r.id,
+        client_email: &r.client_email,
+        connector: &r.connector_id,
+        connection_id: r.connection_id.as_deref(),
+        reconnect: r.reconnect != 0,
+        label: r.label.as_deref(),
+        message: r.message.as_deref(),
+        scopes: parse(&r.scopes),
+        config: parse(&r.config),
+        requested_by: &r.requested_by,
+        status: status_of(r),
+        created_at: rfc3339(r.created_at),
+        expires_at: rfc3339(r.expires_at),
+        fulfilled_at: r.fulfilled_at.map(rfc3339),
+        cancelled_at: r.cancelled_at.map(rfc3339),
     })
+    .unwrap_or(Value::Null)
 }
 
 fn request_event(kind: &str, r: &RequestRow) -> OutEvent {

@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod fake_as;
+pub mod python;
 pub mod smtp;
 
 use std::net::SocketAddr;

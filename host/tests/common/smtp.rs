@@ -4,63 +4,12 @@
 //! server.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn python() -> PathBuf {
-    let dir = repo_root().join("tests/smtp");
-    let venv = dir.join(".venv");
-    let py = venv.join("bin/python");
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ready = Command::new(&py)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            return;
-        }
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("the mail tests need Python 3 with venv ({e}): apt-get install python3-venv")
-            });
-        assert!(
-            status.success(),
-            "python3 -m venv {} failed",
-            venv.display()
-        );
-        let status = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(dir.join("requirements.txt"))
-            .status()
-            .expect("pip");
-        assert!(
-            status.success(),
-            "installing aiosmtpd failed; run `{} -m pip install -r {}` and fix what it reports",
-            py.display(),
-            dir.join("requirements.txt").display()
-        );
-    });
-    py
+    super::python::venv("smtp", "aiosmtpd", "the mail tests")
 }
 
 /// A running SMTP server that keeps every message it receives.
