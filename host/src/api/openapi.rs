@@ -20,7 +20,7 @@ use super::schema;
     info(
         title = "keyport",
         description = "keyport owns a platform's connections to third-party accounts: OAuth flows, encrypted credentials, refresh, health and authenticated calls through a proxy.\n\nAuthenticate with the admin token or a workspace API key as a bearer token. The admin token acts in the workspace named by `X-Keyport-Workspace` (default `default`). The web UI's session cookie also works, with the page's `X-CSRF-Token` and a same-origin `Origin`.\n\nEvery error is `{\"error\": {\"code\", \"message\"}}`; the message says what to do.",
-        license(name = "Apache-2.0 OR MIT"),
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
         (name = "connections", description = "Connections to third-party accounts: OAuth and API-key, their health, refresh and revocation"),
