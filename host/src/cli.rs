@@ -360,14 +360,28 @@ async fn check_keys(store: &Store, ring: &KeyRing) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When each phase of `serve`'s start ended, since the start (logged once serving).
+#[derive(Default)]
+struct Phases {
+    storage: std::time::Duration,
+    admin_token: std::time::Duration,
+    builtins: std::time::Duration,
+    catalogue: std::time::Duration,
+    loaded: std::time::Duration,
+}
+
 /// Starts the service and runs until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let mut phases = Phases::default();
     let storage = &args.storage;
     let store = open_store(storage).await?;
     let ring = Arc::new(load_keys(storage)?);
     check_keys(&store, &ring).await?;
     store.ensure_workspace("default", "Default").await?;
+    phases.storage = started.elapsed();
     crate::auth::admin_token::set_up(&store, storage.embedded()).await?;
+    phases.admin_token = started.elapsed();
 
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(
@@ -383,6 +397,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .load_builtins(&runtime)
         .await
         .map_err(|(name, e)| anyhow::anyhow!("built-in connector {name} failed to load: {e}"))?;
+    phases.builtins = started.elapsed();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -410,6 +425,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for (id, why) in service.load_catalogue().await {
         tracing::error!(connector = %id, "catalogue entry not served: {why}");
     }
+    phases.catalogue = started.elapsed();
     let mut dir_state = crate::hotload::DirState::default();
     if let Some(dir) = &args.connectors_dir {
         if !dir.is_dir() {
@@ -433,6 +449,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .sync_custom_providers(&mut providers_seen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the imported providers: {e}"))?;
+    phases.loaded = started.elapsed();
     let loops = spawn_loops(
         &service,
         args.connectors_dir.clone(),
@@ -459,6 +476,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         state.mailer = Some(Arc::new(crate::mail::Mailer::new(url, &args.mail_from)?));
     }
     let app = crate::web::app(crate::api::routes().merge(crate::ui::routes()), state);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    tracing::info!(
+        storage_ms = ms(phases.storage),
+        admin_token_ms = ms(phases.admin_token - phases.storage),
+        builtins_ms = ms(phases.builtins - phases.admin_token),
+        catalogue_ms = ms(phases.catalogue - phases.builtins),
+        uploads_and_providers_ms = ms(phases.loaded - phases.catalogue),
+        routes_ms = ms(started.elapsed() - phases.loaded),
+        total_ms = ms(started.elapsed()),
+        "keyport started"
+    );
     tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
     eprintln!(
         "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
