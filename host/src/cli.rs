@@ -380,8 +380,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     check_keys(&store, &ring).await?;
     store.ensure_workspace("default", "Default").await?;
     phases.storage = started.elapsed();
-    crate::auth::admin_token::set_up(&store, storage.embedded()).await?;
-    phases.admin_token = started.elapsed();
+    // The admin token's Argon2id check is the slowest step of a start: it runs beside loading
+    // the connectors, and serving waits for it.
+    let admin_token = tokio::spawn({
+        let store = store.clone();
+        let embedded = storage.embedded();
+        async move { crate::auth::admin_token::set_up(&store, embedded).await }
+    });
 
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(
@@ -426,6 +431,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::error!(connector = %id, "catalogue entry not served: {why}");
     }
     phases.catalogue = started.elapsed();
+    admin_token
+        .await
+        .map_err(|e| anyhow::anyhow!("setting up the admin token failed: {e}"))??;
+    phases.admin_token = started.elapsed();
     let mut dir_state = crate::hotload::DirState::default();
     if let Some(dir) = &args.connectors_dir {
         if !dir.is_dir() {
@@ -479,10 +488,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
         storage_ms = ms(phases.storage),
-        admin_token_ms = ms(phases.admin_token - phases.storage),
-        builtins_ms = ms(phases.builtins - phases.admin_token),
+        builtins_ms = ms(phases.builtins - phases.storage),
         catalogue_ms = ms(phases.catalogue - phases.builtins),
-        uploads_and_providers_ms = ms(phases.loaded - phases.catalogue),
+        admin_token_wait_ms = ms(phases.admin_token - phases.catalogue),
+        uploads_and_providers_ms = ms(phases.loaded - phases.admin_token),
         routes_ms = ms(started.elapsed() - phases.loaded),
         total_ms = ms(started.elapsed()),
         "keyport started"

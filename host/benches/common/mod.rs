@@ -1,4 +1,5 @@
 //! What the benchmarks share: a release `keyport serve` child process with the test connectors.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

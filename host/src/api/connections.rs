@@ -213,14 +213,14 @@ pub struct ListQuery {
     summary = "Lists the connections the caller may see, a page at a time",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page", body = schema::ConnectionPage)
+        (status = 200, description = "One page", body = schema::ConnectionPage<'static>)
     ),
 )]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> R<Json<Value>> {
+) -> R<axum::response::Response> {
     let status = match q.status.as_deref().map(str::parse::<Status>) {
         None => None,
         Some(Ok(st)) => Some(st),
@@ -243,18 +243,21 @@ pub async fn list(
         .service
         .list_connections(&caller.principal, &filter, q.cursor.as_deref(), limit)
         .await?;
-    let mut out = json!({
-        "connections": rows.iter().map(view).collect::<Vec<_>>(),
-        "next_cursor": next,
-    });
-    if q.total == Some(true) {
-        out["total"] = json!(
+    let total = match q.total {
+        Some(true) => Some(
             s.service
                 .count_connections(&caller.principal, &filter)
-                .await?
-        );
-    }
-    Ok(Json(out))
+                .await?,
+        ),
+        _ => None,
+    };
+    // Written straight from the typed views: no JSON tree in between.
+    let page = schema::ConnectionPage {
+        connections: rows.iter().map(connection_view).collect(),
+        next_cursor: next,
+        total,
+    };
+    Ok(Json(page).into_response())
 }
 
 #[utoipa::path(

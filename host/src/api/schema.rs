@@ -39,12 +39,13 @@ pub struct FieldError {
 }
 
 /// `GET /api/v1/connections`: one page.
-#[derive(ToSchema)]
-pub struct ConnectionPage {
-    pub connections: Vec<ConnectionView<'static>>,
+#[derive(serde::Serialize, ToSchema)]
+pub struct ConnectionPage<'a> {
+    pub connections: Vec<ConnectionView<'a>>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
     /// Every match, with `total=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<i64>,
 }
 

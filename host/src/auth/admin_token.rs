@@ -37,10 +37,38 @@ fn verifies(phc: &str, token: &str) -> bool {
     })
 }
 
+/// The last token this process checked successfully against a stored hash: that hash, and the
+/// token's SHA-256. The same token against the same hash is not checked again (Argon2id costs
+/// tens of milliseconds, and under load every caller-cache expiry made every concurrent request
+/// pay it). Another hash (the token was changed) or another token is checked in full. Only a
+/// digest is kept, and only in memory.
+type Verified = std::sync::Mutex<Option<(String, String)>>;
+
+fn verified() -> &'static Verified {
+    static VERIFIED: std::sync::OnceLock<Verified> = std::sync::OnceLock::new();
+    VERIFIED.get_or_init(Default::default)
+}
+
+/// [`verifies`], remembering a success.
+fn verifies_remembered(phc: &str, token: &str) -> bool {
+    let digest = hash(token);
+    if let Some((known_phc, known)) = &*verified().lock().unwrap_or_else(|p| p.into_inner())
+        && known_phc == phc
+        && constant_time_eq(known.as_bytes(), digest.as_bytes())
+    {
+        return true;
+    }
+    let ok = verifies(phc, token);
+    if ok {
+        *verified().lock().unwrap_or_else(|p| p.into_inner()) = Some((phc.to_string(), digest));
+    }
+    ok
+}
+
 /// Whether `token` is the admin token (upgrading a legacy SHA-256 record when it matches).
 pub async fn matches(store: &Store, token: &str) -> Result<bool, StoreError> {
     if let Some(phc) = store.setting(ADMIN_TOKEN_ARGON2).await? {
-        return Ok(verifies(&phc, token));
+        return Ok(verifies_remembered(&phc, token));
     }
     let legacy = store.setting(LEGACY_ADMIN_TOKEN_SHA256).await?;
     if legacy.is_some_and(|h| constant_time_eq(h.as_bytes(), hash(token).as_bytes())) {
@@ -117,5 +145,24 @@ mod tests {
         assert!(verifies(&a, token));
         assert!(!verifies(&a, "kpa_wrong"));
         assert!(!verifies("not a hash", token));
+    }
+
+    #[test]
+    fn a_remembered_success_holds_only_for_the_same_token_and_the_same_hash() {
+        let token = "kpa_remembered_0123456789abcdef";
+        let phc = hash_token(token);
+        assert!(verifies_remembered(&phc, token));
+        let (remembered, _) = verified().lock().unwrap().clone().unwrap();
+        assert_eq!(remembered, phc, "the success is remembered");
+        assert!(verifies_remembered(&phc, token), "and holds");
+        assert!(!verifies_remembered(&phc, "kpa_another_token_0123456789"));
+        // A changed admin token (a new hash) is checked in full: the old token no longer passes.
+        let other = hash_token("kpa_the_new_token_0123456789abc");
+        assert!(!verifies_remembered(&other, token));
+        assert!(verifies_remembered(
+            &other,
+            "kpa_the_new_token_0123456789abc"
+        ));
+        assert!(!verifies_remembered(&other, token));
     }
 }

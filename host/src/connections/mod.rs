@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::events;
@@ -247,18 +248,18 @@ pub struct ConnectionView<'a> {
     /// The provider account, once known ("Connected as …").
     pub account: Option<AccountView<'a>>,
     #[schema(value_type = Vec<String>)]
-    pub requested_scopes: Value,
+    pub requested_scopes: &'a RawValue,
     /// What the provider granted, when it says.
     #[schema(value_type = Option<Vec<String>>)]
-    pub granted_scopes: Option<Value>,
+    pub granted_scopes: Option<&'a RawValue>,
     /// The provider granted fewer scopes than were requested.
     pub scope_narrowed: bool,
     /// The connection's settings, valid against its connector's config schema.
     #[schema(value_type = Object)]
-    pub config: Value,
+    pub config: &'a RawValue,
     /// Values the provider's token response carried (`instance_url`, `api_domain`, …).
     #[schema(value_type = Object)]
-    pub metadata: Value,
+    pub metadata: &'a RawValue,
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     #[schema(format = DateTime)]
@@ -311,7 +312,11 @@ pub struct OwnerView<'a> {
 
 /// The typed view of a connection.
 pub fn connection_view(c: &ConnectionRow) -> ConnectionView<'_> {
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    // The stored JSON goes out as it is (checked, not parsed into a tree and written again).
+    fn parse(s: &str) -> &RawValue {
+        serde_json::from_str::<&RawValue>(s)
+            .unwrap_or_else(|_| serde_json::from_str::<&RawValue>("null").expect("null is JSON"))
+    }
     ConnectionView {
         id: &c.id,
         connector: &c.connector_id,

@@ -54,17 +54,25 @@ impl Store {
                 "INSERT INTO audit_events (workspace_id, connection_id, action, actor, detail, created_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 6;
-                sql.push_str(&format!(
-                    "{}(${}, ${}, ${}, ${}, ${}, ${})",
-                    if i == 0 { "" } else { ", " },
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                if self.kind == DbKind::Sqlite {
+                    // Positional: SQLite looks numbered parameters up by name one at a time,
+                    // which made a batch's binding quadratic in its size.
+                    sql.push_str("(?, ?, ?, ?, ?, ?)");
+                } else {
+                    let b = i * 6;
+                    sql.push_str(&format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6
+                    ));
+                }
             }
             let mut q = sqlx::query(&sql);
             for r in chunk {
