@@ -39,6 +39,14 @@ bench-refresh N="1000,10000":
 bench-proxy:
     cargo bench -p keyport --bench proxy_overhead
 
+# A page of 500 connections through the API, per connection, on SQLite and PostgreSQL
+bench-listing N="1000":
+    KEYPORT_BENCH_N={{N}} cargo bench -p keyport --bench listing
+
+# Start-up to healthy: warm start against an empty start and the process floor
+bench-startup:
+    cargo bench -p keyport --bench startup
+
 # Web UI page latency against the JSON API with the same data (N=... just bench-ui 1000)
 bench-ui N="100,1000":
     KEYPORT_BENCH_N={{N}} cargo bench -p keyport --bench ui_pages
