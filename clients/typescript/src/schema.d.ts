@@ -1024,8 +1024,9 @@ export interface components {
         Approved: {
             id: string;
             granted_hosts: string[];
-            /** @description Whether the waiting version became active. */
-            activated: boolean;
+            /** @description The hash of the waiting version this grant made active, if it did. */
+            activated?: string | null;
+            /** @description The hash of a version still waiting for hosts, if any. */
             pending?: string | null;
         };
         /** @description One audit event. `detail` never holds a secret. */

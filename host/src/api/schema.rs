@@ -433,8 +433,9 @@ pub struct Uploaded {
 pub struct Approved {
     pub id: String,
     pub granted_hosts: Vec<String>,
-    /// Whether the waiting version became active.
-    pub activated: bool,
+    /// The hash of the waiting version this grant made active, if it did.
+    pub activated: Option<String>,
+    /// The hash of a version still waiting for hosts, if any.
     pub pending: Option<String>,
 }
 

@@ -256,7 +256,7 @@ impl Keyport {
     ) -> (u16, Value) {
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.url))
+            .request(method.clone(), format!("{}{path}", self.url))
             .bearer_auth(ADMIN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -264,10 +264,9 @@ impl Keyport {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        super::conformance::check(method.as_str(), path, status, &body);
+        (status, body)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

@@ -1,6 +1,7 @@
 //! Shared helpers for the host's integration tests: a fake Slack and runtime set-up.
 #![allow(dead_code)]
 
+pub mod conformance;
 pub mod e2e;
 pub mod fake_as;
 pub mod python;
