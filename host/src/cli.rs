@@ -500,6 +500,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
     );
+    // Answers go out as soon as they are written (no Nagle delay on a streamed proxy body).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
