@@ -231,6 +231,20 @@ fn main() {
             .unwrap();
         let key_conn = r["id"].as_str().expect("an API-key connection").to_string();
         common::seed_oidc_test(data.path(), 1, "bench-proxy-").await;
+        // Slack, built as the built-in connectors are (opt-level "s", LTO), classifies every
+        // 200 JSON answer (`{"ok": …}`) in its component.
+        let r = client
+            .put(format!("{kp_url}/api/v1/provider-apps/slack"))
+            .bearer_auth(ADMIN)
+            .json(&serde_json::json!({
+                "client_id": "bench", "client_secret": "bench-secret",
+                "endpoint_overrides": {"https://slack.com": up}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        common::seed_oauth(data.path(), "slack", 1, "bench-slack-").await;
         let nginx_dir = tempfile::tempdir().unwrap();
         let nginx = start_nginx(nginx_dir.path(), &up);
         let path = "api/v1/items?limit=3";
@@ -244,6 +258,13 @@ fn main() {
             };
             let via_kp = load(
                 &format!("{kp_url}/api/v1/connections/bench-proxy-0/proxy/{path}"),
+                true,
+                c,
+                secs,
+            )
+            .await;
+            let via_slack = load(
+                &format!("{kp_url}/api/v1/connections/bench-slack-0/proxy/users.list?limit=3"),
                 true,
                 c,
                 secs,
@@ -273,7 +294,8 @@ fn main() {
             if let Some(n) = &via_nginx {
                 row("nginx proxy_pass", n);
             }
-            row("keyport proxy, OAuth, answer classified by the connector", &via_kp);
+            row("keyport proxy, OAuth, answer classified by the test guest (opt-level 1)", &via_kp);
+            row("keyport proxy, Slack (built-in), answer classified", &via_slack);
             row("keyport proxy, API key, no classification", &via_kp_key);
         }
     });

@@ -85,8 +85,12 @@ pub fn start_host(data: &Path, connectors: &[&str], env: &[(&str, String)]) -> H
 
 /// Seeds `count` active `oidc-test` connections (ids `{prefix}0`, `{prefix}1`, …, tokens far from
 /// expiry) straight into the SQLite database of a host whose data directory is `data`.
-#[allow(dead_code)]
 pub async fn seed_oidc_test(data: &Path, count: usize, prefix: &str) {
+    seed_oauth(data, "oidc-test", count, prefix).await
+}
+
+/// [`seed_oidc_test`] for any OAuth connector.
+pub async fn seed_oauth(data: &Path, connector: &str, count: usize, prefix: &str) {
     let store =
         keyport::store::Store::connect(&format!("sqlite:{}", data.join("keyport.db").display()))
             .await
@@ -98,7 +102,7 @@ pub async fn seed_oidc_test(data: &Path, count: usize, prefix: &str) {
         &ring,
         &keyport::seed::Spec {
             workspace: "default",
-            connector: "oidc-test",
+            connector,
             start: 0,
             count,
             prefix,
