@@ -17,13 +17,12 @@
 
 use std::time::Instant;
 
-use common::{ADMIN, master_keys, start_host};
+use common::{ADMIN, start_host};
 use keyport::store::{ConnectionFilter, Store};
 
 mod common;
 
 const PAGE: i64 = 500;
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 fn p50(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -48,25 +47,7 @@ async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: us
     let store = Store::connect(url).await.unwrap();
     store.migrate().await.unwrap();
     store.ensure_workspace("default", "Default").await.unwrap();
-    let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
-    let far = keyport::store::now_ms() + 365 * 24 * 3600 * 1000;
-    keyport::seed::oauth_connections(
-        &store,
-        &ring,
-        &keyport::seed::Spec {
-            workspace: "default",
-            connector: "oidc-test",
-            start: 0,
-            count: n,
-            prefix: "bench-list-",
-            expires_at: far,
-            next_refresh_at: far,
-            tokens: &|_| ("bench-at".into(), "bench-rt".into()),
-        },
-        |_| {},
-    )
-    .await
-    .unwrap();
+    common::seed_into(&store, "oidc-test", n, "bench-list-").await;
     let env = if db == "postgres" {
         vec![("KEYPORT_DATABASE_URL", url.to_string())]
     } else {
@@ -114,62 +95,37 @@ async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: us
     // The same rows through sqlx's typed driver for the backend, for comparison with `Any`.
     let sql =
         "SELECT * FROM connections WHERE workspace_id = $1 ORDER BY created_at DESC, id LIMIT $2";
-    let mut typed = Vec::new();
-    let mut any = Vec::new();
-    if db == "postgres" {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        for i in 0..requests + 10 {
-            let t = Instant::now();
-            let rows: Vec<keyport::store::ConnectionRow> = sqlx::query_as(sql)
-                .bind("default")
-                .bind(PAGE)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            assert_eq!(rows.len() as i64, PAGE);
-            if i >= 10 {
-                typed.push(t.elapsed().as_secs_f64() * 1e6);
+    macro_rules! plain_p50 {
+        ($pool:expr) => {{
+            let mut times = Vec::new();
+            for i in 0..requests + 10 {
+                let t = Instant::now();
+                let rows: Vec<keyport::store::ConnectionRow> = sqlx::query_as(sql)
+                    .bind("default")
+                    .bind(PAGE)
+                    .fetch_all($pool)
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len() as i64, PAGE);
+                if i >= 10 {
+                    times.push(t.elapsed().as_secs_f64() * 1e6);
+                }
             }
-        }
+            p50(times)
+        }};
+    }
+    let typed = if db == "postgres" {
+        plain_p50!(&sqlx::PgPool::connect(url).await.unwrap())
     } else {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        for i in 0..requests + 10 {
-            let t = Instant::now();
-            let rows: Vec<keyport::store::ConnectionRow> = sqlx::query_as(sql)
-                .bind("default")
-                .bind(PAGE)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            assert_eq!(rows.len() as i64, PAGE);
-            if i >= 10 {
-                typed.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-        }
+        plain_p50!(&sqlx::SqlitePool::connect(url).await.unwrap())
+    };
+    let any = plain_p50!(store.pool());
+    for (driver, us) in [("`Any` driver", any), ("typed driver", typed)] {
+        println!(
+            "| {db} | {n} | diagnostic: plain query, {driver} | {us:.0} | {:.2} |",
+            us / PAGE as f64
+        );
     }
-    for i in 0..requests + 10 {
-        let t = Instant::now();
-        let rows: Vec<keyport::store::ConnectionRow> = sqlx::query_as(sql)
-            .bind("default")
-            .bind(PAGE)
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(rows.len() as i64, PAGE);
-        if i >= 10 {
-            any.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    println!(
-        "| {db} | {n} | diagnostic: plain query, `Any` driver | {:.0} | {:.2} |",
-        p50(any.clone()),
-        p50(any) / PAGE as f64
-    );
-    println!(
-        "| {db} | {n} | diagnostic: plain query, typed driver | {:.0} | {:.2} |",
-        p50(typed.clone()),
-        p50(typed) / PAGE as f64
-    );
     let per = (api - floor) / PAGE as f64;
     let row = |what: &str, us: f64| {
         println!(
@@ -215,21 +171,10 @@ fn main() {
                     run(db, dir.path(), &url, n, requests).await;
                 }
                 "postgres" => {
-                    use sqlx::Connection;
-                    let name = format!("keyport_bench_{}", uuid::Uuid::new_v4().simple());
-                    let mut c = sqlx::PgConnection::connect(PG_ADMIN)
-                        .await
-                        .expect("PostgreSQL at 127.0.0.1:5432");
-                    sqlx::query(&format!("CREATE DATABASE {name}"))
-                        .execute(&mut c)
-                        .await
-                        .unwrap();
-                    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                    let (url, name) = common::scratch_pg().await;
                     let dir = tempfile::tempdir().unwrap();
                     run(db, dir.path(), &url, n, requests).await;
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
+                    common::drop_scratch_pg(&name).await;
                 }
                 other => panic!("KEYPORT_BENCH_DBS: unknown database {other:?}"),
             }

@@ -19,8 +19,6 @@ use keyport::store::{Store, now_ms};
 
 mod common;
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 /// The token endpoint: answers every refresh grant with a new token pair.
 async fn token_endpoint() -> (String, Arc<AtomicU64>) {
     use axum::routing::post;
@@ -216,19 +214,8 @@ fn main() {
                         )
                     }
                     "postgres" => {
-                        let name = format!("keyport_bench_{}", uuid::Uuid::new_v4().simple());
-                        use sqlx::Connection;
-                        let mut c = sqlx::PgConnection::connect(PG_ADMIN)
-                            .await
-                            .expect("PostgreSQL at 127.0.0.1:5432");
-                        sqlx::query(&format!("CREATE DATABASE {name}"))
-                            .execute(&mut c)
-                            .await
-                            .unwrap();
-                        (
-                            format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                            Guard::Pg(name),
-                        )
+                        let (url, name) = common::scratch_pg().await;
+                        (url, Guard::Pg(name))
                     }
                     other => panic!("KEYPORT_BENCH_DBS: unknown database {other:?}"),
                 };
@@ -245,13 +232,7 @@ fn main() {
                     r.peak_mib
                 );
                 if let Guard::Pg(name) = _guard {
-                    use sqlx::Connection;
-                    if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut c)
-                                .await;
-                    }
+                    common::drop_scratch_pg(&name).await;
                 }
             }
         }

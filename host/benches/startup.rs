@@ -129,33 +129,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(async {
-            let store = keyport::store::Store::connect(&format!(
-                "sqlite:{}",
-                data.path().join("keyport.db").display()
-            ))
-            .await
-            .unwrap();
-            let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
-            let far = keyport::store::now_ms() + 365 * 24 * 3600 * 1000;
-            keyport::seed::oauth_connections(
-                &store,
-                &ring,
-                &keyport::seed::Spec {
-                    workspace: "default",
-                    connector: "slack",
-                    start: 0,
-                    count: n,
-                    prefix: "bench-start-",
-                    expires_at: far,
-                    next_refresh_at: far,
-                    tokens: &|_| ("bench-at".into(), "bench-rt".into()),
-                },
-                |_| {},
-            )
-            .await
-            .unwrap();
-        });
+        .block_on(common::seed_oauth(data.path(), "slack", n, "bench-start-"));
     let warm: Vec<f64> = (0..runs)
         .map(|_| start(data.path(), cache.path()))
         .collect();

@@ -95,10 +95,15 @@ pub async fn seed_oauth(data: &Path, connector: &str, count: usize, prefix: &str
         keyport::store::Store::connect(&format!("sqlite:{}", data.join("keyport.db").display()))
             .await
             .unwrap();
+    seed_into(&store, connector, count, prefix).await
+}
+
+/// [`seed_oauth`] into any database.
+pub async fn seed_into(store: &keyport::store::Store, connector: &str, count: usize, prefix: &str) {
     let ring = keyport::vault::KeyRing::parse(&master_keys(), None).unwrap();
     let far = keyport::store::now_ms() + 365 * 24 * 3600 * 1000;
     keyport::seed::oauth_connections(
-        &store,
+        store,
         &ring,
         &keyport::seed::Spec {
             workspace: "default",
@@ -114,4 +119,31 @@ pub async fn seed_oauth(data: &Path, connector: &str, count: usize, prefix: &str
     )
     .await
     .unwrap();
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A scratch database on the PostgreSQL at 127.0.0.1:5432: its URL and its name (for
+/// [`drop_scratch_pg`]).
+pub async fn scratch_pg() -> (String, String) {
+    use sqlx::Connection;
+    let name = format!("keyport_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(PG_ADMIN)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    (format!("postgres://postgres@127.0.0.1:5432/{name}"), name)
+}
+
+/// Drops a database made by [`scratch_pg`] (best effort).
+pub async fn drop_scratch_pg(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut c) = sqlx::PgConnection::connect(PG_ADMIN).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
 }

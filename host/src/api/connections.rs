@@ -479,15 +479,16 @@ pub async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> R<Json<Value>> {
+) -> R<axum::response::Response> {
     let (c, provider_error) = s.service.revoke(&caller.principal, &id).await?;
-    Ok(Json(json!(schema::RevokedConnection {
+    Ok(Json(schema::RevokedConnection {
         connection: connection_view(&c),
         provider_revocation: schema::ProviderRevocation {
             ok: provider_error.is_none(),
             message: provider_error.map(|e| format!("The provider's revocation failed ({e}); keyport deleted the stored credentials anyway.")),
         },
-    })))
+    })
+    .into_response())
 }
 
 #[utoipa::path(

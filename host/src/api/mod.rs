@@ -40,7 +40,10 @@ pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
 
 /// The API's routes (mounted with the pages' by [`crate::web::app`]).
 pub fn routes() -> Router<AppState> {
-    let (api, _) = api_router().split_for_parts();
+    let (api, doc) = api_router().split_for_parts();
+    // The router describes itself as it is built: keep that description rather than build it
+    // again for `/api/v1/openapi.json`.
+    DOC.get_or_init(|| openapi::finish(doc));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -56,9 +59,10 @@ pub fn routes() -> Router<AppState> {
 
 /// The OpenAPI document of `/api/v1` ([`openapi`]), built once.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
-    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
     DOC.get_or_init(|| openapi::finish(api_router().split_for_parts().1))
 }
+
+static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
 
 /// `GET /api/v1/openapi.json`: the document, for code generators, Schemathesis and the
 /// reference page (`/api/reference`). Public: it describes the API, never an installation.

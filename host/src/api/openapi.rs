@@ -175,16 +175,18 @@ fn error_response(status: u16, what: &str) -> utoipa::openapi::Response {
             .schema(Some(Ref::from_schema_name("Error")))
             .build(),
     );
-    if status == 429 || status == 503 {
-        b = b.header(
-            "Retry-After",
-            HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("Seconds to wait before trying again."))
-                .build(),
-        );
+    if status == 429 {
+        b = b.header("Retry-After", retry_after());
     }
     b.build()
+}
+
+/// The `Retry-After` header of 429 and 503 answers.
+fn retry_after() -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some("Seconds to wait before trying again."))
+        .build()
 }
 
 fn error_ref(op: &mut Operation, status: u16) {
@@ -261,18 +263,12 @@ fn shared(op: &mut Operation) {
         error_ref(op, s);
     }
     for (status, r) in op.responses.responses.iter_mut() {
-        if status.as_str() >= "500"
+        if status == "503"
             && let RefOr::T(r) = r
-            && status == "503"
-            && !r.headers.contains_key("Retry-After")
         {
-            r.headers.insert(
-                "Retry-After".into(),
-                HeaderBuilder::new()
-                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                    .description(Some("Seconds to wait before trying again."))
-                    .build(),
-            );
+            r.headers
+                .entry("Retry-After".into())
+                .or_insert_with(retry_after);
         }
     }
 }

@@ -232,12 +232,9 @@ impl Store {
         cursor: Option<(i64, &str)>,
         limit: i64,
     ) -> Result<Vec<ConnectionRow>> {
-        macro_rules! listing {
-            ($select:literal, $close:literal) => {
+        macro_rules! from_where_order {
+            () => {
                 concat!(
-                    $select,
-                    row_as_json!(),
-                    $close,
                     " FROM connections ",
                     connection_filter!(),
                     " AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id > $7))",
@@ -245,38 +242,36 @@ impl Store {
                 )
             };
         }
+        macro_rules! bound {
+            ($query:expr) => {
+                $query
+                    .bind(workspace)
+                    .bind(f.connector.as_deref())
+                    .bind(f.status.map(Status::as_str))
+                    .bind(f.visible.sql().0)
+                    .bind(f.visible.sql().1)
+                    .bind(cursor.map(|c| c.0))
+                    .bind(cursor.map(|c| c.1).unwrap_or_default())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            };
+        }
         if self.kind == DbKind::Postgres {
             // PostgreSQL's driver decodes columns quickly enough; building the JSON there was not
             // faster (BENCHMARKS.md, "Listing").
-            return Ok(sqlx::query_as(concat!(
-                "SELECT * FROM connections ",
-                connection_filter!(),
-                " AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id > $7))",
-                " ORDER BY created_at DESC, id LIMIT $8"
-            ))
-            .bind(workspace)
-            .bind(f.connector.as_deref())
-            .bind(f.status.map(Status::as_str))
-            .bind(f.visible.sql().0)
-            .bind(f.visible.sql().1)
-            .bind(cursor.map(|c| c.0))
-            .bind(cursor.map(|c| c.1).unwrap_or_default())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?);
+            return Ok(bound!(sqlx::query_as(concat!(
+                "SELECT *",
+                from_where_order!()
+            ))));
         }
         // SQLite: each row as one JSON array built by SQLite, read as one text column.
-        let rows: Vec<String> = sqlx::query_scalar(listing!("SELECT json_array(", ")"))
-            .bind(workspace)
-            .bind(f.connector.as_deref())
-            .bind(f.status.map(Status::as_str))
-            .bind(f.visible.sql().0)
-            .bind(f.visible.sql().1)
-            .bind(cursor.map(|c| c.0))
-            .bind(cursor.map(|c| c.1).unwrap_or_default())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<String> = bound!(sqlx::query_scalar(concat!(
+            "SELECT json_array(",
+            row_as_json!(),
+            ")",
+            from_where_order!()
+        )));
         rows.iter()
             .map(|r| {
                 serde_json::from_str(r)

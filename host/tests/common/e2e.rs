@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,12 +23,7 @@ pub enum Db {
     Postgres,
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use super::python::repo_root;
 
 /// A fresh PostgreSQL database on 127.0.0.1:5432, dropped on drop. Fails loudly when PostgreSQL
 /// is unreachable: the PostgreSQL suite never skips silently.
@@ -322,18 +317,34 @@ pub struct Oidc {
 /// Installs the OAuth server's npm packages when missing, or says exactly what to run.
 fn ensure_npm_packages() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = repo_root().join("tests/oidc");
-        if dir.join("node_modules/oidc-provider/package.json").exists() {
-            return;
-        }
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .unwrap_or_else(|e| panic!("the OAuth tests need Node.js and npm ({e}); install them, then run `npm ci` in {}", dir.display()));
-        assert!(status.success(), "`npm ci` failed in {}; run it there and fix what it reports", dir.display());
-    });
+    ONCE.call_once(|| npm_ci("tests/oidc", "oidc-provider", "the OAuth tests"));
+}
+
+/// `npm ci` in `dir` (relative to the repository) unless the package `probe` is installed there;
+/// `what` names the tests that need it in the message that says what to run.
+pub fn npm_ci(dir: &str, probe: &str, what: &str) {
+    let dir = repo_root().join(dir);
+    if dir
+        .join(format!("node_modules/{probe}/package.json"))
+        .exists()
+    {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{what} need Node.js and npm ({e}); install them, then run `npm ci` in {}",
+                dir.display()
+            )
+        });
+    assert!(
+        status.success(),
+        "`npm ci` failed in {}; run it there and fix what it reports",
+        dir.display()
+    );
 }
 
 fn free_port() -> u16 {
