@@ -9,7 +9,9 @@
 //!   not commit was audited or announced: a connection that exists has exactly one `created`
 //!   audit row and one `connection.created` and `connection.active` event; one that is gone has
 //!   exactly one `deleted` row and one `connection.deleted` event; every acknowledged change is
-//!   among them. No event arrives twice, except one the kill cut off between the receiver's
+//!   among them. Shortly before the kill the provider starts giving refresh tokens an expiry
+//!   inside the expiring-soon window, so the scheduler flags the 200 connections while the kill
+//!   lands: each ends with exactly one `connection.expiring_soon` row and event. No event arrives twice, except one the kill cut off between the receiver's
 //!   answer and keyport's record of it: that one is sent again after the restart with the same
 //!   `Keyport-Event-Id` (receivers dedupe on it), at most one claim batch (4) of them.
 
@@ -31,6 +33,9 @@ const PROXY_CALLERS: usize = 16;
 const WRITERS: usize = 4;
 /// Load before the kill, and after the restart.
 const PHASE: Duration = Duration::from_secs(8);
+/// The expiring-soon window; refresh tokens issued from `PHASE - 5 s` on expire 2 s past it, so
+/// each connection is flagged about 2 s after its next refresh.
+const EXPIRING_SOON_SECS: u64 = 3600;
 
 /// One delivery: (event id, type, connection id, when it arrived).
 type Delivery = (String, String, String, Instant);
@@ -225,6 +230,10 @@ fn opts(db: Db) -> KeyportOpts {
             ("KEYPORT_REFRESH_RATE_LIMIT".into(), "0".into()),
             ("KEYPORT_REFRESH_LEASE_MS".into(), "3000".into()),
             ("KEYPORT_WEBHOOK_BACKOFF_MS".into(), "200".into()),
+            (
+                "KEYPORT_EXPIRING_SOON".into(),
+                format!("{EXPIRING_SOON_SECS}s"),
+            ),
         ],
         ..Default::default()
     }
@@ -281,7 +290,10 @@ async fn mixed_load_with_a_kill(db: Db) {
     }
     tasks.push(tokio::spawn(load.clone().subscription_churn(ignored)));
 
-    tokio::time::sleep(PHASE).await;
+    tokio::time::sleep(PHASE - Duration::from_secs(5)).await;
+    fake.script.lock().unwrap().refresh_token_expires_in = Some(EXPIRING_SOON_SECS + 2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let killed_at = keyport::store::now_ms();
     let (data, pg) = kp.stop(); // kill -9 under load
     // Let the receiver read what the killed process had already written to its sockets, then
     // draw the line: the new process does not exist before it, so nothing it sends arrives
@@ -298,8 +310,29 @@ async fn mixed_load_with_a_kill(db: Db) {
         t.await.unwrap();
     }
 
-    // Quiet: every queued event delivered.
     let store = keyport::store::Store::connect(&kp.db_url()).await.unwrap();
+    // Every seeded connection flagged as expiring soon (each is flagged about 2 s after its
+    // first refresh with the new refresh-token expiry).
+    let t = Instant::now();
+    loop {
+        let unflagged: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM connections WHERE id LIKE 'load-%' AND expiring_soon_at IS NULL",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+        if unflagged == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{unflagged} connections never flagged as expiring soon:\n{}",
+            kp.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Quiet: every queued event delivered.
     let t = Instant::now();
     loop {
         let pending: i64 = sqlx::query(
@@ -482,6 +515,41 @@ async fn mixed_load_with_a_kill(db: Db) {
     }
     for id in &seen.created {
         assert!(ever.contains(id), "{id}: its create was acknowledged");
+    }
+
+    // Every seeded connection was flagged as expiring soon exactly once, with its row and its
+    // event, whether the flag was written before the kill or after the restart.
+    let mut flagged: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT connection_id, created_at FROM audit_events WHERE action = 'connection.expiring_soon'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    {
+        flagged.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let before_kill = flagged
+        .values()
+        .flatten()
+        .filter(|at| **at < killed_at)
+        .count();
+    eprintln!(
+        "{db:?}: {} connections flagged as expiring soon, {before_kill} of them before the kill",
+        flagged.len()
+    );
+    for i in 0..SEEDED {
+        let id = format!("load-{i}");
+        assert_eq!(
+            flagged.get(&id).map(Vec::len),
+            Some(1),
+            "{id}: one expiring-soon row"
+        );
+        assert_eq!(
+            count(&events, &id, "connection.expiring_soon"),
+            1,
+            "{id}: one expiring-soon event"
+        );
     }
 }
 

@@ -362,6 +362,39 @@ async fn huge_lifetimes_from_a_provider_are_clamped_and_listings_keep_working() 
         let (s, c) = kp.get(&format!("/api/v1/connections/{id}")).await;
         assert_eq!(s, 200, "{c}");
     }
+    // A row already stored with times no clock can show (written before the clamp, or by
+    // hand): the listings, the connection and its page still answer.
+    kp.sql(&format!(
+        "UPDATE connections SET expires_at = {}, refresh_token_expires_at = {}, last_refreshed_at = {}, next_refresh_at = {} WHERE id = '{}'",
+        i64::MAX,
+        i64::MIN,
+        i64::MAX - 1,
+        i64::MAX,
+        ids[0]
+    ))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await; // the connection cache lapses
+    let (s, list) = kp.get("/api/v1/connections").await;
+    assert_eq!(s, 200, "the listing answers: {list}");
+    assert_eq!(list["connections"].as_array().unwrap().len(), 3, "{list}");
+    let (s, c) = kp.get(&format!("/api/v1/connections/{}", ids[0])).await;
+    assert_eq!(s, 200, "{c}");
+    assert!(
+        c["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("9999-")),
+        "{c}"
+    );
+    for page in [
+        "/connections".to_string(),
+        format!("/connections/{}", ids[0]),
+    ] {
+        let html = common::signed_in_page(&kp, &page).await;
+        assert!(
+            html.contains(&ids[0]),
+            "{page} shows the connection:\n{html}"
+        );
+    }
 }
 
 /// This year, from the system clock (no date crate needed for a bound).
@@ -566,6 +599,42 @@ async fn a_discovery_document_is_read_against_its_cap_as_it_streams() {
 }
 
 #[tokio::test]
+async fn a_token_answer_is_read_against_its_cap_as_it_streams() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = common::fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
+    kp.wait_for(&id, |c| c["status"] == "active").await;
+    // The token endpoint now answers with an endless body and no length.
+    fake.script.lock().unwrap().token_endless = true;
+    let (s, b) = kp
+        .post(&format!("/api/v1/connections/{id}/refresh"), json!({}))
+        .await;
+    assert!(s >= 400, "{s} {b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("larger than 1 MiB")),
+        "{b}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = fake
+        .seen
+        .lock()
+        .unwrap()
+        .token_bytes_sent
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent > 0 && sent < 16 << 20,
+        "keyport stopped reading soon after the cap ({sent} bytes produced)"
+    );
+}
+
+#[tokio::test]
 async fn a_hook_that_sees_tokens_cannot_leak_them_into_metadata_errors_or_the_log() {
     let kp = Keyport::start(KeyportOpts {
         master_keys: Some(master_keys()),
@@ -720,5 +789,40 @@ async fn an_upload_cannot_send_secrets_to_a_host_nobody_granted() {
     assert!(
         !list.to_string().contains("stray-token"),
         "nothing stored or waiting: {list}"
+    );
+    // An upload whose OAuth endpoints are on a declared host waits for approval, and both the
+    // API and the approval screen name the hosts that would receive the secrets.
+    let r = kp
+        .http
+        .post(format!("{}/api/v1/admin/connectors", kp.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(keyport_test_artifacts::LEAKY_HOOK).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let b: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status} {b}");
+    let (_, list) = kp.get("/api/v1/admin/connectors").await;
+    let waiting = list["pending_approval"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "leaky-hook")
+        .unwrap_or_else(|| panic!("the upload waits for approval: {list}"));
+    assert_eq!(
+        waiting["oauth_hosts"],
+        json!(["leaky.keyport.test"]),
+        "{waiting}"
+    );
+    let page = common::signed_in_page(&kp, "/admin").await;
+    let shown = page
+        .split("its OAuth endpoints send codes, refresh tokens and the client secret to:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the approval screen names the OAuth hosts:\n{page}"));
+    assert!(
+        shown[..shown.len().min(200)].contains("<code>leaky.keyport.test</code>"),
+        "{shown}"
     );
 }

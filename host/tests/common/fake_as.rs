@@ -24,8 +24,13 @@ pub struct Script {
     pub token_body: Option<Value>,
     /// Userinfo answers 503 this many times first.
     pub userinfo_failures: usize,
-    /// Refresh grants answer 503 this many times first.
+    /// Refresh grants answer 503 this many times first ...
     pub refresh_failures: usize,
+    /// ... or 429 with this `Retry-After` (seconds), when set.
+    pub refresh_retry_after: Option<u64>,
+    /// The token endpoint answers 200 with an endless body (no length; stops at 64 MiB so a
+    /// test ends whatever happens), counting what it sent in `Seen::token_bytes_sent`.
+    pub token_endless: bool,
     /// Refresh grants answer `invalid_grant`.
     pub refresh_invalid_grant: bool,
     /// `expires_in` of issued tokens (default "3600").
@@ -59,6 +64,8 @@ pub struct Seen {
     pub valid_tokens: std::collections::HashSet<String>,
     /// API requests: (method, path, status answered).
     pub api_requests: Vec<(String, String, u16)>,
+    /// Bytes of endless token answers produced so far (`Script::token_endless`).
+    pub token_bytes_sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -162,8 +169,30 @@ async fn token(State(f): State<FakeAs>, Form(form): Form<HashMap<String, String>
         }
         if script.refresh_failures > 0 {
             script.refresh_failures -= 1;
+            if let Some(secs) = script.refresh_retry_after {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", secs.to_string())],
+                    Json(json!({"error": "rate_limited"})),
+                )
+                    .into_response();
+            }
             return (StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable").into_response();
         }
+    }
+    if script.token_endless {
+        use futures::StreamExt;
+        let counter = f.seen.lock().unwrap().token_bytes_sent.clone();
+        let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+        let stream = futures::stream::iter(0..1024).map(move |_| {
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::io::Error>(chunk.clone())
+        });
+        return (
+            [("content-type", "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response();
     }
     if script.token_redirect {
         return (

@@ -195,3 +195,33 @@ pub async fn fake_key_provider() -> SocketAddr {
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     addr
 }
+
+/// A page as the web UI shows it after signing in with the admin token.
+pub async fn signed_in_page(kp: &e2e::Keyport, path: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("{}/login", kp.url))
+        .form(&[("token", e2e::ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    browser
+        .get(format!("{}{path}", kp.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
