@@ -196,6 +196,10 @@ pub struct ServeArgs {
     /// failed sign-ins and tokens). Empty: the header is never believed.
     #[arg(long, env = "KEYPORT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Threads that serve HTTP, each with its own event loop (0: one per CPU core). A request,
+    /// and the proxied call it makes, run on one thread from start to end.
+    #[arg(long, env = "KEYPORT_SERVE_THREADS", default_value = "0")]
+    pub serve_threads: usize,
     /// SMTP server for invitation mail: `smtp://host:port`, `smtp://host:587?tls=required` or
     /// `smtps://user:password@host:465`. Unset: the inviter is shown the link to pass on.
     #[arg(long, env = "KEYPORT_SMTP_URL", hide_env_values = true)]
@@ -496,27 +500,134 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         total_ms = ms(started.elapsed()),
         "keyport started"
     );
-    tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), "keyport is serving");
+    let threads = match args.serve_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    tracing::info!(%addr, connectors = registry.all().len(), pooling = runtime.pooling(), http_threads = threads, "keyport is serving");
     eprintln!(
         "\n  keyport is running. Open {public_url}/ in a browser and sign in with the admin token.\n"
     );
-    // Answers go out as soon as they are written (no Nagle delay on a streamed proxy body).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let mut serving = ServingThreads::start(listener.into_std()?, app, threads)?;
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        e = serving.stopped() => Some(e),
+    };
+    serving.drain().await;
     for task in loops {
         task.abort();
     }
     if let Err(e) = flush.flush_usage().await {
         tracing::warn!(error = %e, "could not write proxy usage at shutdown");
     }
-    Ok(ExitCode::SUCCESS)
+    serving.exit();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The threads that serve HTTP. Each runs its own single-threaded event loop and accepts from
+/// the one listening socket, so a request, the handler's tasks and the proxied call's upstream
+/// connection all stay on one thread: no hand-offs between threads on the hot path (the
+/// background loops run on the main runtime).
+struct ServingThreads {
+    /// Asks every thread to stop accepting and finish what it serves.
+    drain: tokio::sync::watch::Sender<bool>,
+    /// Each thread's serving ended (with its result).
+    drained: Vec<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+    /// Lets the threads end their event loops. Until then they keep driving the sockets and
+    /// timers created on them (pooled database and HTTP connections), which the final flush
+    /// may still use.
+    exit: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ServingThreads {
+    fn start(
+        listener: std::net::TcpListener,
+        app: axum::Router,
+        threads: usize,
+    ) -> anyhow::Result<Self> {
+        let (drain, drain_rx) = tokio::sync::watch::channel(false);
+        let (exit, exit_rx) = tokio::sync::watch::channel(false);
+        let mut out = ServingThreads {
+            drain,
+            drained: Vec::new(),
+            exit,
+            threads: Vec::new(),
+        };
+        for i in 0..threads.max(1) {
+            let listener = listener.try_clone()?;
+            let app = app.clone();
+            let (mut drain_rx, mut exit_rx) = (drain_rx.clone(), exit_rx.clone());
+            let (done, drained) = tokio::sync::oneshot::channel();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("keyport-http-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let served = async {
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            // Answers go out as soon as they are written (no Nagle delay on a
+                            // streamed proxy body).
+                            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            });
+                            axum::serve(
+                                listener,
+                                app.into_make_service_with_connect_info::<SocketAddr>(),
+                            )
+                            .with_graceful_shutdown(async move {
+                                let _ = drain_rx.wait_for(|d| *d).await;
+                            })
+                            .await
+                        };
+                        let _ = done.send(served.await);
+                        let _ = exit_rx.wait_for(|e| *e).await;
+                    });
+                })?;
+            out.drained.push(drained);
+            out.threads.push(thread);
+        }
+        Ok(out)
+    }
+
+    /// Resolves only if a thread stopped serving by itself (its listener failed).
+    async fn stopped(&mut self) -> anyhow::Error {
+        if self.drained.is_empty() {
+            return std::future::pending().await;
+        }
+        let (result, i) = {
+            let (result, i, _) = futures::future::select_all(self.drained.iter_mut()).await;
+            (result, i)
+        };
+        self.drained.remove(i);
+        match result {
+            Ok(Err(e)) => anyhow::anyhow!("serving HTTP failed: {e}"),
+            _ => anyhow::anyhow!("an HTTP serving thread stopped"),
+        }
+    }
+
+    /// Stops accepting and waits until every thread finished the requests it was serving.
+    async fn drain(&mut self) {
+        let _ = self.drain.send(true);
+        for done in self.drained.drain(..) {
+            if let Ok(Err(e)) = done.await {
+                tracing::error!(error = %e, "serving HTTP failed");
+            }
+        }
+    }
+
+    /// Ends the threads' event loops and waits for them.
+    fn exit(self) {
+        let _ = self.exit.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The lifecycle's settings from `keyport serve`'s arguments.

@@ -260,6 +260,7 @@ impl Service {
         crate::runtime::add_credential(&m.credential, credential, env, &mut headers, &mut url)
             .map_err(Error::Internal)?;
         self.proxy_http
+            .get()
             .request(req.method.clone(), url)
             .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?
             .headers(headers)

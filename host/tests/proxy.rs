@@ -396,3 +396,67 @@ async fn api_key_connections_are_proxied_with_their_key_and_overrides() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["path"], "/v1/reports/7");
 }
+
+#[tokio::test]
+async fn sigterm_lets_calls_in_flight_finish_and_writes_their_usage_before_exiting() {
+    let kp = Keyport::start(KeyportOpts {
+        master_keys: Some(master_keys()),
+        ..Default::default()
+    })
+    .await;
+    // A provider whose API answers after a second (the account lookup at once).
+    let app = axum::Router::new().fallback(|uri: Uri| async move {
+        if uri.path().contains("slow") {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        axum::Json(json!({"id": "acct-1", "name": "Key Co"}))
+    });
+    let base = common::serve_fake(app).await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "apikey-test", "api_key": "key-123"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    let db = kp.db_url();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let req = kp
+                .http
+                .get(format!("{}/api/v1/connections/{id}/proxy/slow/{i}", kp.url))
+                .bearer_auth(ADMIN);
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The calls are at the provider: stop the host meanwhile.
+    let (status, _data, _pg) = tokio::task::spawn_blocking(move || kp.terminate())
+        .await
+        .unwrap();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().ok(),
+            Some(200),
+            "a call in flight was answered"
+        );
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "keyport exited cleanly: {status:?}"
+    );
+    // Their usage was written before the process ended.
+    let store = keyport::store::Store::connect(&db).await.unwrap();
+    let rows = store.audit_events("default", Some(&id), 100).await.unwrap();
+    let used = rows.iter().filter(|r| r.action == "proxy.request").count();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(used, 8, "one usage row per call: {actions:?}");
+}

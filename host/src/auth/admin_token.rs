@@ -68,7 +68,8 @@ fn verifies_remembered(phc: &str, token: &str) -> bool {
 /// Whether `token` is the admin token (upgrading a legacy SHA-256 record when it matches).
 pub async fn matches(store: &Store, token: &str) -> Result<bool, StoreError> {
     if let Some(phc) = store.setting(ADMIN_TOKEN_ARGON2).await? {
-        return Ok(verifies_remembered(&phc, token));
+        let token = token.to_string();
+        return Ok(super::off_loop(move || verifies_remembered(&phc, &token)).await);
     }
     let legacy = store.setting(LEGACY_ADMIN_TOKEN_SHA256).await?;
     if legacy.is_some_and(|h| constant_time_eq(h.as_bytes(), hash(token).as_bytes())) {

@@ -31,6 +31,14 @@ use crate::store::{ApiKeyRow, Store, now_ms};
 
 pub use sessions::Session;
 
+/// Runs CPU-heavy work (an Argon2id hash or check, tens of milliseconds) on the blocking pool, so
+/// the HTTP thread that asked keeps serving its other connections meanwhile.
+pub(crate) async fn off_loop<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// Permission an API key needs for `GET …/credentials`.
 pub const CREDENTIALS_READ: &str = "credentials:read";
 /// Permission an API key needs to act for one of its platform's users (`X-Keyport-User`).

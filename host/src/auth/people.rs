@@ -286,11 +286,12 @@ pub async fn sign_in_with_password(
         .user_by_email(&email)
         .await
         .map_err(AuthError::from)?;
-    let stored = user
-        .as_ref()
-        .and_then(|u| u.password_hash.as_deref())
-        .unwrap_or(dummy_hash());
-    let matches = password_matches(stored, password);
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let given = password.to_string();
+    let matches = super::off_loop(move || {
+        password_matches(stored.as_deref().unwrap_or(dummy_hash()), &given)
+    })
+    .await;
     let user = match user {
         Some(u) if matches && u.password_hash.is_some() => u,
         _ => {
@@ -338,16 +339,18 @@ pub async fn change_password(
         .user(user)
         .await?
         .ok_or_else(|| AuthError::Unauthorized("this account no longer exists".into()))?;
-    if u.password_hash
-        .as_deref()
-        .is_some_and(|h| !password_matches(h, current))
+    let (stored, given) = (u.password_hash.clone(), current.to_string());
+    if let Some(stored) = stored
+        && !super::off_loop(move || password_matches(&stored, &given)).await
     {
         return Err(AuthError::Forbidden(
             "the current password is not right".into(),
         ));
     }
     check_password_rules(new)?;
-    svc.store.set_password(user, &hash_password(new)).await?;
+    let new = new.to_string();
+    let hashed = super::off_loop(move || hash_password(&new)).await;
+    svc.store.set_password(user, &hashed).await?;
     Ok(())
 }
 
@@ -387,7 +390,8 @@ pub async fn create_user(svc: &Service, who: &Principal, n: NewUser) -> Result<U
     );
     if let Some(p) = &n.password {
         check_password_rules(p)?;
-        u.password_hash = Some(hash_password(p));
+        let p = p.clone();
+        u.password_hash = Some(super::off_loop(move || hash_password(&p)).await);
     }
     u.installation_admin = i64::from(n.installation_admin);
     if !svc.store.insert_user(&u).await? {
@@ -601,10 +605,12 @@ pub async fn accept_invitation(
     let user = match svc.store.user_by_email(&inv.email).await? {
         Some(u) => {
             // An existing account joins by proving it is theirs.
-            if !password
-                .zip(u.password_hash.as_deref())
-                .is_some_and(|(p, h)| password_matches(h, p))
-            {
+            let pair = password.map(str::to_string).zip(u.password_hash.clone());
+            let proven = match pair {
+                Some((p, h)) => super::off_loop(move || password_matches(&h, &p)).await,
+                None => false,
+            };
+            if !proven {
                 return Err(AuthError::Forbidden(format!(
                     "{} already has an account: enter its password to join",
                     inv.email

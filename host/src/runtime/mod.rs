@@ -22,8 +22,8 @@ mod http;
 mod legacy;
 
 pub use http::{
-    BodyError, Outbound, add_credential, api_headers, body_capped, check_literal, checked_target,
-    outbound_client,
+    BodyError, LocalOutbound, Outbound, add_credential, api_headers, body_capped, check_literal,
+    checked_target, outbound_client,
 };
 mod manifest;
 mod stdio;

@@ -239,6 +239,31 @@ impl Keyport {
         (data, pg)
     }
 
+    /// Stops the host as a service manager would (SIGTERM) and waits up to 30 s for it to exit;
+    /// its exit status (`None`: it did not exit and was killed), and its data as [`Keyport::stop`]
+    /// returns them.
+    pub fn terminate(
+        mut self,
+    ) -> (
+        Option<std::process::ExitStatus>,
+        tempfile::TempDir,
+        Option<PgDb>,
+    ) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let (data, pg) = self.stop();
+                return (Some(status), data, pg);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (data, pg) = self.stop();
+        (None, data, pg)
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
