@@ -31,12 +31,28 @@ use crate::store::{ApiKeyRow, Store, now_ms};
 
 pub use sessions::Session;
 
-/// Runs CPU-heavy work (an Argon2id hash or check, tens of milliseconds) on the blocking pool, so
-/// the HTTP thread that asked keeps serving its other connections meanwhile.
+/// Runs CPU-heavy work (an Argon2id hash or check: tens of milliseconds and about 19 MiB) on the
+/// blocking pool, so the HTTP thread that asked keeps serving its other connections meanwhile.
+/// At most one piece per CPU core runs at once, process-wide; the rest wait their turn without
+/// holding a thread, so a burst of guesses costs what it did when the checks ran inline.
 pub(crate) async fn off_loop<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+    });
+    let slot = slots
+        .clone()
+        .acquire_owned()
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .expect("the semaphore is never closed");
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Permission an API key needs for `GET …/credentials`.
@@ -327,4 +343,33 @@ pub async fn issue_api_key(
         )
         .await?;
     Ok((row.id, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heavy_work_runs_at_most_one_piece_per_core_at_once() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let pieces = (0..cores * 4).map(|_| {
+            let (running, peak) = (running.clone(), peak.clone());
+            tokio::spawn(super::off_loop(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+            }))
+        });
+        for p in futures::future::join_all(pieces).await {
+            p.unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(
+            (1..=cores).contains(&peak),
+            "{peak} pieces ran at once on {cores} cores"
+        );
+    }
 }

@@ -417,8 +417,19 @@ impl Runtime {
         if bytes[6..8] == [0, 0] {
             return Err(LoadError::CoreModule);
         }
-        let hash = hex::encode(Sha256::digest(bytes));
-        let component = self.compile(bytes, &hash)?;
+        // Hashing and compiling take up to seconds for a large upload: on the blocking pool, so
+        // the HTTP thread that received it keeps serving its other connections.
+        let (engine, cache_dir, owned) = (
+            self.inner.engine.clone(),
+            self.inner.config.cache_dir.clone(),
+            bytes.to_vec(),
+        );
+        let (hash, component) = tokio::task::spawn_blocking(move || {
+            let hash = hex::encode(Sha256::digest(&owned));
+            compile(&engine, cache_dir.as_deref(), &owned, &hash).map(|c| (hash, c))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
             LoadError::WrongWorld(format!(
                 "{} (connectors may import only keyport:connector/http, keyport:connector/log and WASI p2)",
@@ -453,43 +464,47 @@ impl Runtime {
         connector.set_manifest(manifest);
         Ok(connector)
     }
+}
 
-    fn compile(&self, bytes: &[u8], hash: &str) -> Result<Component, LoadError> {
-        let engine = &self.inner.engine;
-        let Some(dir) = &self.inner.config.cache_dir else {
-            return Component::new(engine, bytes).map_err(|e| LoadError::Invalid(flatten(&e)));
-        };
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
-        let path = dir.join(format!(
-            "{hash}-{:016x}.cwasm",
-            std::hash::Hasher::finish(&h)
-        ));
-        if path.exists() {
-            // SAFETY: files in the cache directory are written only by `Component::serialize`
-            // below, named by the source's hash and this engine's compatibility hash.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
-                }
+/// Compiles a component, or reads it from the compile cache (`cache_dir`) by its hash.
+fn compile(
+    engine: &Engine,
+    cache_dir: Option<&std::path::Path>,
+    bytes: &[u8],
+    hash: &str,
+) -> Result<Component, LoadError> {
+    let Some(dir) = cache_dir else {
+        return Component::new(engine, bytes).map_err(|e| LoadError::Invalid(flatten(&e)));
+    };
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+    let path = dir.join(format!(
+        "{hash}-{:016x}.cwasm",
+        std::hash::Hasher::finish(&h)
+    ));
+    if path.exists() {
+        // SAFETY: files in the cache directory are written only by `Component::serialize`
+        // below, named by the source's hash and this engine's compatibility hash.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
             }
         }
-        let component =
-            Component::new(engine, bytes).map_err(|e| LoadError::Invalid(flatten(&e)))?;
-        match component.serialize() {
-            Ok(compiled) => {
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                if let Err(e) =
-                    std::fs::write(&tmp, compiled).and_then(|_| std::fs::rename(&tmp, &path))
-                {
-                    tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not serialize the compiled component"),
-        }
-        Ok(component)
     }
+    let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid(flatten(&e)))?;
+    match component.serialize() {
+        Ok(compiled) => {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if let Err(e) =
+                std::fs::write(&tmp, compiled).and_then(|_| std::fs::rename(&tmp, &path))
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not serialize the compiled component"),
+    }
+    Ok(component)
 }
 
 fn engine_config(limits: &Limits, pooling: bool) -> Config {
