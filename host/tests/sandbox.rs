@@ -79,6 +79,32 @@ async fn infinite_loop_fails_its_call_within_the_deadline() {
     still_serving(&rt, &c).await;
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_yields_its_thread_to_other_tasks_until_its_deadline() {
+    let rt = runtime(false);
+    let c = hostile(&rt).await;
+    // On this one thread: a task that needs to run once, 50 ms in, while the guest spins for
+    // its 500 ms. It can run only if the guest gives the thread back.
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = tokio::spawn({
+        let ran = ran.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let err = run(&c, json!({"mode": "loop"}))
+        .await
+        .expect_err("a spinning guest is stopped");
+    let ran_meanwhile = ran.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(err, CallError::Deadline(_)), "{err:?}");
+    assert!(
+        ran_meanwhile,
+        "the other task ran while the guest spun, not only after its deadline"
+    );
+    other.await.unwrap();
+}
+
 #[tokio::test]
 async fn unbounded_allocation_fails_its_call() {
     let rt = runtime(false);

@@ -6,7 +6,7 @@
 //!
 //! | limit | how | on breach |
 //! |---|---|---|
-//! | time | epoch interruption, deadline per call ([`Limits::call_timeout`]) | the call fails with [`CallError::Deadline`] |
+//! | time | epoch interruption, deadline per call ([`Limits::call_timeout`]); the guest yields its thread at every tick until then | the call fails with [`CallError::Deadline`] |
 //! | memory | a per-store limiter ([`Limits::memory_bytes`]) | the call fails with [`CallError::MemoryLimit`] |
 //! | egress | the single `http.send` implementation ([`egress`]) | the guest gets `http-error.denied` |
 //! | output | stdout/stderr captured, capped, sent to the host log | excess bytes are dropped |
@@ -781,9 +781,18 @@ impl Connector {
         };
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = (limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // At every tick the guest yields to the event loop (a spinning guest shares its thread
+        // with the connections served there); once its ticks are used up, it traps.
+        let mut ticks_left = (limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            Ok(if ticks_left == 0 {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
 
         let timeout = limits.call_timeout;
         let run = async {
