@@ -557,7 +557,7 @@ impl ServingThreads {
             exit,
             threads: Vec::new(),
         };
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let listener = listener.try_clone()?;
             let app = app.clone();
             let (mut drain_rx, mut exit_rx) = (drain_rx.clone(), exit_rx.clone());

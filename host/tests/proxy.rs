@@ -374,22 +374,7 @@ async fn api_key_connections_are_proxied_with_their_key_and_overrides() {
             )
         }),
     );
-    let base = common::serve_fake(app).await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let (s, c) = kp
-        .post(
-            "/api/v1/connections",
-            json!({"connector": "apikey-test", "api_key": "key-123"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    let id = c["id"].as_str().unwrap();
+    let id = common::apikey_connection(&kp, app).await;
     let (s, b) = kp
         .get(&format!("/api/v1/connections/{id}/proxy/reports/7"))
         .await;
@@ -411,22 +396,7 @@ async fn sigterm_lets_calls_in_flight_finish_and_writes_their_usage_before_exiti
         }
         axum::Json(json!({"id": "acct-1", "name": "Key Co"}))
     });
-    let base = common::serve_fake(app).await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let (s, c) = kp
-        .post(
-            "/api/v1/connections",
-            json!({"connector": "apikey-test", "api_key": "key-123"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    let id = c["id"].as_str().unwrap().to_string();
+    let id = common::apikey_connection(&kp, app).await;
     let db = kp.db_url();
     let calls: Vec<_> = (0..8)
         .map(|i| {

@@ -73,18 +73,6 @@ async fn revoking_deletes_the_secrets_whatever_the_provider_or_the_vault_says() 
     }
 }
 
-/// A host whose `oidc-test` connector talks to a scriptable fake authorization server.
-async fn keyport_with_fake_as() -> (Keyport, fake_as::FakeAs) {
-    let kp = Keyport::start(KeyportOpts {
-        master_keys: Some(master_keys()),
-        ..Default::default()
-    })
-    .await;
-    let fake = fake_as::start().await;
-    kp.point_oidc_test_at(&fake.issuer()).await;
-    (kp, fake)
-}
-
 /// Token refreshes recorded for a connection: (on demand, by the scheduler).
 async fn refreshes(kp: &Keyport, id: &str) -> (usize, usize) {
     // Only the refreshes: the proxied calls' own rows would push them out of a page.
@@ -282,7 +270,7 @@ async fn connection_listings_are_paginated_with_a_cursor_on_postgres() {
 
 #[tokio::test]
 async fn abandoned_authorizations_are_removed_after_their_link_expired() {
-    let (kp, _fake) = keyport_with_fake_as().await;
+    let (kp, _fake) = common::keyport_with_fake_as().await;
     let start = async || {
         let (s, started) = kp
             .post(
@@ -364,7 +352,7 @@ async fn abandoned_authorizations_are_removed_after_their_link_expired() {
 
 #[tokio::test]
 async fn a_disabled_connection_refuses_use_keeps_refreshing_and_says_so() {
-    let (kp, _fake) = keyport_with_fake_as().await;
+    let (kp, _fake) = common::keyport_with_fake_as().await;
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     let proxy = format!("/api/v1/connections/{id}/proxy/api/items");
@@ -550,7 +538,7 @@ async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
 
 #[tokio::test]
 async fn during_a_token_endpoint_outage_calls_wait_out_the_backoff_instead_of_refreshing() {
-    let (kp, fake) = keyport_with_fake_as().await;
+    let (kp, fake) = common::keyport_with_fake_as().await;
     fake.script.lock().unwrap().expires_in = Some(json!(2));
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
@@ -593,7 +581,16 @@ async fn during_a_token_endpoint_outage_calls_wait_out_the_backoff_instead_of_re
     );
 }
 
-/// A proxied call on `id`: (status, Retry-After, error code).
+/// Sets when `id`'s token expires, and waits until the proxy's connection cache (2 s) sees it.
+async fn expire_at(kp: &Keyport, id: &str, at: i64) {
+    kp.sql(&format!(
+        "UPDATE connections SET expires_at = {at} WHERE id = '{id}'"
+    ))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+}
+
+/// A proxied call on `id`: (status, Retry-After, body).
 async fn proxied(kp: &Keyport, id: &str) -> (u16, Option<u64>, serde_json::Value) {
     let r = kp
         .http
@@ -616,7 +613,7 @@ async fn proxied(kp: &Keyport, id: &str) -> (u16, Option<u64>, serde_json::Value
 #[tokio::test]
 async fn a_rate_limited_token_endpoint_is_waited_out_for_its_retry_after_and_a_working_token_is_still_used()
  {
-    let (kp, fake) = keyport_with_fake_as().await;
+    let (kp, fake) = common::keyport_with_fake_as().await;
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     let store = keyport::store::Store::connect(&kp.db_url()).await.unwrap();
@@ -650,26 +647,15 @@ async fn a_rate_limited_token_endpoint_is_waited_out_for_its_retry_after_and_a_w
     );
     let after_scheduler = fake.token_requests();
     assert_eq!(after_scheduler, before + 1, "one refresh by the scheduler");
-    // The token is due for an on-demand refresh but still works: calls use it as it is. (The
-    // connection cache holds a row for up to 2 s, so each change below waits that out.)
+    // The token is due for an on-demand refresh but still works: calls use it as it is.
     let now = keyport::store::now_ms();
-    kp.sql(&format!(
-        "UPDATE connections SET expires_at = {} WHERE id = '{id}'",
-        now + 20_000
-    ))
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    expire_at(&kp, &id, now + 20_000).await;
     for _ in 0..10 {
         let (s, _, b) = proxied(&kp, &id).await;
         assert_eq!(s, 200, "{b}");
     }
     // Expired: calls are told when to come back, at once, and send no token request.
-    kp.sql(&format!(
-        "UPDATE connections SET expires_at = {} WHERE id = '{id}'",
-        keyport::store::now_ms() - 1_000
-    ))
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    expire_at(&kp, &id, keyport::store::now_ms() - 1_000).await;
     let calls = futures::future::join_all((0..20).map(|_| proxied(&kp, &id))).await;
     for (s, retry, b) in calls {
         assert_eq!(s, 503, "{b}");
@@ -829,14 +815,8 @@ async fn a_refresh_lease_is_renewed_while_its_holder_works_and_lapses_within_sec
         .await;
     assert_eq!(s, 200, "{b}");
     // A proxied call whose token has expired waits its bound for the refresh in progress, then
-    // is told to come back (503, Retry-After), instead of hanging on the slow provider. (The
-    // connection cache holds a row for up to 2 s.)
-    kp.sql(&format!(
-        "UPDATE connections SET expires_at = {} WHERE id = '{id}'",
-        keyport::store::now_ms() - 1_000
-    ))
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    // is told to come back (503, Retry-After), instead of hanging on the slow provider.
+    expire_at(&kp, &id, keyport::store::now_ms() - 1_000).await;
     let t = std::time::Instant::now();
     let (s, retry, b) = proxied(&kp, &id).await;
     assert_eq!(s, 503, "{b}");

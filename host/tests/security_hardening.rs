@@ -600,13 +600,7 @@ async fn a_discovery_document_is_read_against_its_cap_as_it_streams() {
 
 #[tokio::test]
 async fn a_token_answer_is_read_against_its_cap_as_it_streams() {
-    let kp = Keyport::start(KeyportOpts {
-        master_keys: Some(master_keys()),
-        ..Default::default()
-    })
-    .await;
-    let fake = common::fake_as::start().await;
-    kp.point_oidc_test_at(&fake.issuer()).await;
+    let (kp, fake) = common::keyport_with_fake_as().await;
     let (id, _) = common::oauth_connect(&kp, "oidc-test", json!({})).await;
     kp.wait_for(&id, |c| c["status"] == "active").await;
     // The token endpoint now answers with an endless body and no length.

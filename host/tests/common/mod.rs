@@ -225,3 +225,35 @@ pub async fn signed_in_page(kp: &e2e::Keyport, path: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A host whose `oidc-test` connector talks to a scriptable fake authorization server.
+pub async fn keyport_with_fake_as() -> (e2e::Keyport, fake_as::FakeAs) {
+    let kp = e2e::Keyport::start(e2e::KeyportOpts {
+        master_keys: Some(e2e::master_keys()),
+        ..Default::default()
+    })
+    .await;
+    let fake = fake_as::start().await;
+    kp.point_oidc_test_at(&fake.issuer()).await;
+    (kp, fake)
+}
+
+/// An `apikey-test` connection (key `key-123`) whose provider is `app`, served on loopback; its id.
+pub async fn apikey_connection(kp: &e2e::Keyport, app: axum::Router) -> String {
+    let base = serve_fake(app).await;
+    let (s, b) = kp
+        .put(
+            "/api/v1/provider-apps/apikey-test",
+            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, c) = kp
+        .post(
+            "/api/v1/connections",
+            json!({"connector": "apikey-test", "api_key": "key-123"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    c["id"].as_str().unwrap().to_string()
+}
