@@ -896,10 +896,14 @@ async fn a_database_from_before_people_upgrades_in_place() {
     {
         use sqlx::Connection;
         let mut db = sqlx::PgConnection::connect(&db_url).await.unwrap();
-        // Undoes migrations/postgres/0013_connection_listing_index.sql,
-        // 0012_hidden_connectors.sql, 0011_connection_requests.sql and 0010_people.sql (keep
-        // them in step).
+        // Undoes migrations/postgres/0014_background_sweep_indexes.sql,
+        // 0013_connection_listing_index.sql, 0012_hidden_connectors.sql,
+        // 0011_connection_requests.sql and 0010_people.sql (keep them in step).
         for stmt in [
+            "DROP INDEX connections_abandoned",
+            "DROP INDEX oauth_flows_by_connection",
+            "DROP INDEX oauth_flows_by_expiry",
+            "DELETE FROM _sqlx_migrations WHERE version = 14",
             "DROP INDEX connections_listing",
             "DELETE FROM _sqlx_migrations WHERE version = 13",
             "DROP TABLE hidden_connectors",

@@ -121,14 +121,12 @@ impl Store {
 
     /// Deletes up to `limit` audit events older than `before`; returns how many.
     pub async fn purge_audit(&self, before: i64, limit: i64) -> Result<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY id LIMIT $2)",
-        )
-        .bind(before)
-        .bind(limit)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        Ok(sqlx::query(PURGE_AUDIT)
+            .bind(before)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// A connection's audit events, oldest first.
@@ -170,3 +168,8 @@ impl Store {
         .collect())
     }
 }
+
+/// The retention sweep, oldest first by time so it walks `audit_by_time` and stops: ordered by
+/// id, SQLite read the whole table every second to find nothing.
+pub(super) const PURGE_AUDIT: &str = "DELETE FROM audit_events WHERE id IN
+    (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY created_at LIMIT $2)";

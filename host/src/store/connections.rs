@@ -563,14 +563,11 @@ impl Store {
 
     /// Pending connections whose account lookup is due.
     pub async fn due_lookups(&self, now: i64, limit: i64) -> Result<Vec<ConnectionRow>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM connections WHERE status = 'pending' AND next_lookup_at IS NOT NULL AND next_lookup_at <= $1
-             ORDER BY next_lookup_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(DUE_LOOKUPS)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Sets requested scopes (reconnect with more scopes).
@@ -642,11 +639,7 @@ impl Store {
         cutoff: i64,
         limit: i64,
     ) -> Result<Vec<ConnectionRow>> {
-        let sql = format!(
-            "SELECT * FROM connections c WHERE {} ORDER BY created_at LIMIT $2",
-            abandoned("$1")
-        );
-        Ok(sqlx::query_as(&sql)
+        Ok(sqlx::query_as(&abandoned_connections_sql())
             .bind(cutoff)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -772,6 +765,21 @@ async fn lock_connection(
     .fetch_optional(&mut **tx)
     .await?;
     Ok(row.and_then(|r| r.get::<String, _>(0).parse().ok()))
+}
+
+/// Pending connections whose account lookup is due before `$1`, first due first.
+pub(super) const DUE_LOOKUPS: &str = "SELECT * FROM connections
+    WHERE status = 'pending' AND next_lookup_at IS NOT NULL AND next_lookup_at <= $1
+    ORDER BY next_lookup_at LIMIT $2";
+
+/// The sweep of abandoned authorizations (before `$1`, at most `$2`, oldest first). Its
+/// `status = 'pending' AND token_version = 0` is the predicate of the partial index
+/// `connections_abandoned`, which lets it read only pending rows.
+pub(super) fn abandoned_connections_sql() -> String {
+    format!(
+        "SELECT * FROM connections c WHERE {} ORDER BY created_at LIMIT $2",
+        abandoned("$1")
+    )
 }
 
 /// The condition on a connection `c` whose authorization was abandoned before the time in

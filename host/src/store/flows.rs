@@ -111,14 +111,19 @@ impl Store {
 
     /// Removes flows that expired before `before`, with their secrets.
     pub async fn purge_flows(&self, before: i64) -> Result<u64> {
-        sqlx::query("DELETE FROM secrets WHERE owner_id IN (SELECT id FROM oauth_flows WHERE expires_at < $1)")
+        sqlx::query(PURGE_FLOW_SECRETS)
             .bind(before)
             .execute(&self.pool)
             .await?;
-        Ok(sqlx::query("DELETE FROM oauth_flows WHERE expires_at < $1")
+        Ok(sqlx::query(PURGE_FLOWS)
             .bind(before)
             .execute(&self.pool)
             .await?
             .rows_affected())
     }
 }
+
+/// The flow sweep's two statements: the expired flows' secrets, then the flows.
+pub(super) const PURGE_FLOW_SECRETS: &str =
+    "DELETE FROM secrets WHERE owner_id IN (SELECT id FROM oauth_flows WHERE expires_at < $1)";
+pub(super) const PURGE_FLOWS: &str = "DELETE FROM oauth_flows WHERE expires_at < $1";

@@ -103,21 +103,7 @@ impl Store {
         ttl_ms: i64,
         skip: &[String],
     ) -> Result<Vec<Claimed>> {
-        let skip_clause = if skip.is_empty() {
-            String::new()
-        } else {
-            let marks: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 5)).collect();
-            format!(" AND connector_id NOT IN ({})", marks.join(", "))
-        };
-        let lock = self.skip_locked();
-        let sql = format!(
-            "UPDATE connections SET lease_owner = $3, lease_until = $4
-             WHERE id IN (SELECT id FROM connections
-               WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')
-                 AND (lease_until IS NULL OR lease_until < $1){skip_clause}
-               ORDER BY next_refresh_at LIMIT $2{lock})
-             RETURNING workspace_id, id, connector_id, token_version"
-        );
+        let sql = claim_due_refreshes_sql(self.skip_locked(), skip.len());
         let mut q = sqlx::query(&sql)
             .bind(now)
             .bind(limit)
@@ -212,15 +198,7 @@ impl Store {
         limit: i64,
         next: i64,
     ) -> Result<Vec<(String, String)>> {
-        let lock = self.skip_locked();
-        let sql = format!(
-            "UPDATE connections SET next_probe_at = $3
-             WHERE id IN (SELECT id FROM connections
-               WHERE next_probe_at IS NOT NULL AND next_probe_at <= $1 AND status IN ('active', 'error')
-                 AND next_lookup_at IS NULL
-               ORDER BY next_probe_at LIMIT $2{lock})
-             RETURNING workspace_id, id"
-        );
+        let sql = claim_due_probes_sql(self.skip_locked());
         Ok(sqlx::query(&sql)
             .bind(now)
             .bind(limit)
@@ -253,15 +231,7 @@ impl Store {
         limit: i64,
         journal: impl Fn(&ConnectionRow) -> Journal,
     ) -> Result<usize> {
-        let lock = self.skip_locked();
-        let sql = format!(
-            "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = 'refresh_token_expiring'
-             WHERE id IN (SELECT id FROM connections
-               WHERE refresh_token_expires_at IS NOT NULL AND refresh_token_expires_at <= $1
-                 AND expiring_soon_at IS NULL AND status IN ('active', 'error')
-               LIMIT $2{lock})
-             RETURNING *"
-        );
+        let sql = flag_expiring_sql(self.skip_locked());
         let mut tx = self.write_tx().await?;
         let rows: Vec<ConnectionRow> = sqlx::query_as(&sql)
             .bind(horizon)
@@ -325,4 +295,47 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// The scheduler's claim: due, live, unleased rows, oldest due first, minus `skip` connectors
+/// (parameters `$5`…), locked with `lock`.
+pub(super) fn claim_due_refreshes_sql(lock: &str, skip: usize) -> String {
+    let skip_clause = if skip == 0 {
+        String::new()
+    } else {
+        let marks: Vec<String> = (0..skip).map(|i| format!("${}", i + 5)).collect();
+        format!(" AND connector_id NOT IN ({})", marks.join(", "))
+    };
+    format!(
+        "UPDATE connections SET lease_owner = $3, lease_until = $4
+         WHERE id IN (SELECT id FROM connections
+           WHERE next_refresh_at IS NOT NULL AND next_refresh_at <= $1 AND status IN ('active', 'error')
+             AND (lease_until IS NULL OR lease_until < $1){skip_clause}
+           ORDER BY next_refresh_at LIMIT $2{lock})
+         RETURNING workspace_id, id, connector_id, token_version"
+    )
+}
+
+/// The probe loop's claim, moving each claimed row's next probe in the same statement.
+pub(super) fn claim_due_probes_sql(lock: &str) -> String {
+    format!(
+        "UPDATE connections SET next_probe_at = $3
+         WHERE id IN (SELECT id FROM connections
+           WHERE next_probe_at IS NOT NULL AND next_probe_at <= $1 AND status IN ('active', 'error')
+             AND next_lookup_at IS NULL
+           ORDER BY next_probe_at LIMIT $2{lock})
+         RETURNING workspace_id, id"
+    )
+}
+
+/// The expiring-soon sweep: live rows whose refresh token expires before `$1`, not yet flagged.
+pub(super) fn flag_expiring_sql(lock: &str) -> String {
+    format!(
+        "UPDATE connections SET expiring_soon_at = $3, expiring_soon_reason = 'refresh_token_expiring'
+         WHERE id IN (SELECT id FROM connections
+           WHERE refresh_token_expires_at IS NOT NULL AND refresh_token_expires_at <= $1
+             AND expiring_soon_at IS NULL AND status IN ('active', 'error')
+           LIMIT $2{lock})
+         RETURNING *"
+    )
 }

@@ -244,3 +244,82 @@ impl Store {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// The statements the background loops run every second or so (SQLite's form): each must
+    /// read an index range, so its cost does not grow with the number of connections, audit
+    /// rows or flows.
+    fn background_statements() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "claim due refreshes",
+                leases::claim_due_refreshes_sql("", 0),
+            ),
+            (
+                "claim due refreshes, skipping rate-limited connectors",
+                leases::claim_due_refreshes_sql("", 2),
+            ),
+            ("claim due probes", leases::claim_due_probes_sql("")),
+            (
+                "flag expiring refresh tokens",
+                leases::flag_expiring_sql(""),
+            ),
+            ("due account lookups", connections::DUE_LOOKUPS.into()),
+            (
+                "abandoned authorizations",
+                connections::abandoned_connections_sql(),
+            ),
+            (
+                "expired connection requests",
+                requests::EXPIRED_REQUESTS.into(),
+            ),
+            ("expired flows' secrets", flows::PURGE_FLOW_SECRETS.into()),
+            ("expired flows", flows::PURGE_FLOWS.into()),
+            ("audit retention", audit::PURGE_AUDIT.into()),
+            (
+                "claim webhook deliveries",
+                webhooks::claim_deliveries_sql(""),
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn background_sweeps_read_an_index_range_never_a_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let store = Store::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        for (what, sql) in background_statements() {
+            let params = (1..=9).filter(|n| sql.contains(&format!("${n}"))).count();
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut q = sqlx::query(&explain);
+            for _ in 0..params {
+                q = q.bind(0i64);
+            }
+            let plan: Vec<String> = q
+                .fetch_all(&mut db)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+                .iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect();
+            assert!(
+                plan.iter().any(|l| l.starts_with("SEARCH ")),
+                "{what}: no index search in the plan {plan:#?}"
+            );
+            assert!(
+                !plan.iter().any(|l| l.starts_with("SCAN ")),
+                "{what}: reads a whole table, so it costs more with every row: {plan:#?}"
+            );
+        }
+    }
+}

@@ -145,14 +145,11 @@ impl Store {
 
     /// Outstanding requests whose link has expired, oldest first.
     pub async fn expired_requests(&self, now: i64, limit: i64) -> Result<Vec<RequestRow>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM connection_requests WHERE status = 'outstanding' AND expires_at <= $1
-             ORDER BY expires_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(EXPIRED_REQUESTS)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Uses a request link once: marks its requests joined and returns them, when the link is
@@ -214,3 +211,8 @@ impl Store {
         .await
     }
 }
+
+/// Outstanding requests whose link expired before `$1`, oldest first.
+pub(super) const EXPIRED_REQUESTS: &str =
+    "SELECT * FROM connection_requests WHERE status = 'outstanding' AND expires_at <= $1
+     ORDER BY expires_at LIMIT $2";

@@ -151,15 +151,8 @@ impl Store {
     /// Claims up to `limit` due deliveries, pushing their next attempt `lease_ms` ahead so no
     /// other replica sends them meanwhile.
     pub async fn claim_deliveries(&self, limit: i64, lease_ms: i64) -> Result<Vec<DeliveryRow>> {
-        let lock = self.skip_locked();
         let now = now_ms();
-        let sql = format!(
-            "UPDATE webhook_outbox SET next_attempt_at = $2
-             WHERE id IN (SELECT id FROM webhook_outbox
-               WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1
-               ORDER BY created_at, id LIMIT $3{lock})
-             RETURNING *"
-        );
+        let sql = claim_deliveries_sql(self.skip_locked());
         let mut rows: Vec<DeliveryRow> = sqlx::query_as(&sql)
             .bind(now)
             .bind(now + lease_ms)
@@ -236,4 +229,15 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// The delivery loop's claim: due deliveries, oldest first, their next attempt moved to `$2`.
+pub(super) fn claim_deliveries_sql(lock: &str) -> String {
+    format!(
+        "UPDATE webhook_outbox SET next_attempt_at = $2
+         WHERE id IN (SELECT id FROM webhook_outbox
+           WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1
+           ORDER BY created_at, id LIMIT $3{lock})
+         RETURNING *"
+    )
 }
