@@ -8,14 +8,22 @@ impl Service {
     /// connections under a lease (disjoint across replicas), only as many as it can start at once
     /// (`refresh_concurrency`), so no claimed row waits unrenewed; it honours the per-connector
     /// rate limit by not claiming a limited connector's rows.
+    ///
+    /// While every slot is busy it claims again once a quarter of them are free (or after
+    /// `GATHER` at most), not after each refresh that ends: each claim walks the due-time index
+    /// past the rows already leased, so claiming one row per finished refresh made the claim
+    /// query the scheduler's limit (one claim of a few milliseconds per refresh, in series).
     pub async fn run_refresh_scheduler(self: Arc<Self>) {
+        const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
         let concurrency = self.config.refresh_concurrency.max(1);
+        let batch = (concurrency / 4).max(1);
         let mut tasks = tokio::task::JoinSet::new();
         let mut limited: HashMap<String, std::time::Instant> = HashMap::new();
         let idle = std::time::Duration::from_millis(500);
         loop {
             let mut claimed = 0;
-            if tasks.len() < concurrency {
+            let tried = tasks.len() < concurrency;
+            if tried {
                 let now = std::time::Instant::now();
                 limited.retain(|_, until| *until > now);
                 let skip: Vec<String> = limited.keys().cloned().collect();
@@ -57,13 +65,21 @@ impl Service {
             }
             if tasks.is_empty() {
                 tokio::time::sleep(idle).await;
-            } else if claimed == 0 {
+            } else if tried && claimed == 0 {
+                // Nothing due (or only rate-limited connectors): wait for a slot or a while.
                 tokio::select! {
                     _ = tasks.join_next() => {}
                     _ = tokio::time::sleep(idle) => {}
                 }
             } else {
-                tasks.join_next().await;
+                // Every slot is busy: gather a batch of free ones before the next claim.
+                let until = tokio::time::Instant::now() + GATHER;
+                while concurrency - tasks.len() < batch {
+                    tokio::select! {
+                        done = tasks.join_next() => if done.is_none() { break },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
             }
         }
     }
