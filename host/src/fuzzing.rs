@@ -23,7 +23,7 @@ pub fn proxy_path(data: &[u8]) {
     let placement = CredentialPlacement::Query("api_key".into());
     match crate::proxy::target(base, raw, None, &placement) {
         Ok(url) => assert!(
-            url.starts_with("https://api.example.com/v1/") || url == base,
+            url.as_str().starts_with("https://api.example.com/v1/") || url.as_str() == base,
             "{raw:?} passed the check and became {url}"
         ),
         Err(e) => assert!(

@@ -17,7 +17,6 @@
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use http::{HeaderMap, Method};
 use serde_json::{Value, json};
 
@@ -176,18 +175,22 @@ impl Service {
                 tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
                 continue;
             }
-            let mut headers = resp.headers().clone();
-            for h in DROPPED_RESPONSE_HEADERS {
-                headers.remove(*h);
-            }
             let classify = m.classifies_responses
                 && status == http::StatusCode::OK
-                && !headers.contains_key(http::header::CONTENT_ENCODING)
-                && headers
+                && !resp.headers().contains_key(http::header::CONTENT_ENCODING)
+                && resp
+                    .headers()
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|t| t.contains("json"))
                 && resp.content_length().is_some_and(|n| n <= CLASSIFY_MAX);
+            // The answer's headers are moved out, not copied; its body is read (to classify it)
+            // or streamed as it is, keeping its length.
+            let mut resp = resp;
+            let mut headers = std::mem::take(resp.headers_mut());
+            for h in DROPPED_RESPONSE_HEADERS {
+                headers.remove(*h);
+            }
             let body = if classify {
                 let bytes = resp.bytes().await.map_err(|e| {
                     Error::Upstream(format!(
@@ -210,9 +213,9 @@ impl Service {
                 Body::from(bytes)
             } else {
                 // Errors without the URL: it may carry a credential as a query parameter.
-                Body::from_stream(
-                    resp.bytes_stream()
-                        .map_err(|e| std::io::Error::other(e.without_url())),
+                use http_body_util::BodyExt;
+                Body::new(
+                    reqwest::Body::from(resp).map_err(|e| std::io::Error::other(e.without_url())),
                 )
             };
             if status.is_success() && c.status == Status::Error {
@@ -241,9 +244,9 @@ impl Service {
                 m.id
             ))
         })?;
-        let raw = target(&base, &req.raw_path, req.query.as_deref(), &m.credential)?;
+        let url = target(&base, &req.raw_path, req.query.as_deref(), &m.credential)?;
         let mut url =
-            crate::runtime::checked_target(&m.egress_hosts, env, &raw, self.config.allow_loopback)
+            crate::runtime::checked_url(&m.egress_hosts, env, url, self.config.allow_loopback)
                 .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?;
         let mut headers = forwardable(&req.headers);
         for (name, value) in
@@ -448,20 +451,10 @@ pub(crate) fn target(
     raw_path: &str,
     query: Option<&str>,
     placement: &CredentialPlacement,
-) -> Result<String> {
+) -> Result<url::Url> {
     let base_url = url::Url::parse(base)
         .map_err(|e| Error::Internal(format!("the API base URL is not a URL: {e}")))?;
     let mut s = format!("{}/{}", base.trim_end_matches('/'), raw_path);
-    let url =
-        url::Url::parse(&s).map_err(|e| Error::BadRequest(format!("refused proxy path: {e}")))?;
-    let base_path = base_url.path().trim_end_matches('/');
-    if url.origin() != base_url.origin()
-        || !(url.path() == base_path || url.path().starts_with(&format!("{base_path}/")))
-    {
-        return Err(Error::BadRequest(
-            "refused proxy path: it leaves the connector's API base URL".into(),
-        ));
-    }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         let kept: Vec<&str> = match placement {
             CredentialPlacement::Query(param) => q
@@ -475,7 +468,20 @@ pub(crate) fn target(
             s.push_str(&kept.join("&"));
         }
     }
-    Ok(s)
+    // Parsed once, here: the egress check and the client take this URL as it is.
+    let url =
+        url::Url::parse(&s).map_err(|e| Error::BadRequest(format!("refused proxy path: {e}")))?;
+    let base_path = base_url.path().trim_end_matches('/');
+    let path = url.path();
+    let under = path
+        .strip_prefix(base_path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if url.origin() != base_url.origin() || !under {
+        return Err(Error::BadRequest(
+            "refused proxy path: it leaves the connector's API base URL".into(),
+        ));
+    }
+    Ok(url)
 }
 
 fn forwardable(inbound: &HeaderMap) -> HeaderMap {
@@ -579,12 +585,17 @@ mod tests {
                 Some("a=1&key=x&b=2"),
                 &q
             )
-            .unwrap(),
+            .unwrap()
+            .as_str(),
             "https://api.example.com/v1/users/me?a=1&b=2"
         );
         assert!(
             target("https://api.example.com/v1", "@evil.example", None, &q)
-                .is_ok_and(|u| u.starts_with("https://api.example.com/v1/"))
+                .is_ok_and(|u| u.as_str().starts_with("https://api.example.com/v1/"))
+        );
+        assert!(
+            target("https://api.example.com/v1", "", None, &q)
+                .is_ok_and(|u| u.as_str() == "https://api.example.com/v1/")
         );
     }
 

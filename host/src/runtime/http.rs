@@ -404,7 +404,21 @@ pub fn checked_target(
     raw: &str,
     allow_loopback: bool,
 ) -> Result<url::Url, String> {
-    let url = resolve_url(raw, env.api_base_url.as_deref())?;
+    checked_url(
+        egress_hosts,
+        env,
+        resolve_url(raw, env.api_base_url.as_deref())?,
+        allow_loopback,
+    )
+}
+
+/// [`checked_target`] for a URL already parsed (the proxy's, which it built under the base).
+pub fn checked_url(
+    egress_hosts: &[String],
+    env: &CallEnv,
+    url: url::Url,
+    allow_loopback: bool,
+) -> Result<url::Url, String> {
     // Patterns with placeholders count as the hosts they filled to for this connection
     // (`resolved_hosts`, already limited to what the admin granted).
     let fixed = egress_hosts.iter().filter(|h| !h.contains('{'));

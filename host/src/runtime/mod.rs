@@ -23,7 +23,7 @@ mod legacy;
 
 pub use http::{
     BodyError, LocalOutbound, Outbound, add_credential, api_headers, body_capped, check_literal,
-    checked_target, outbound_client,
+    checked_target, checked_url, outbound_client,
 };
 mod manifest;
 mod stdio;
