@@ -530,7 +530,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// The threads that serve HTTP. Each runs its own single-threaded event loop and accepts from
 /// the one listening socket, so a request, the handler's tasks and the proxied call's upstream
 /// connection all stay on one thread: no hand-offs between threads on the hot path (the
-/// background loops run on the main runtime).
+/// background loops run on the main runtime). New connections are spread evenly over the
+/// threads ([`crate::web::balanced`]).
 struct ServingThreads {
     /// Asks every thread to stop accepting and finish what it serves.
     drain: tokio::sync::watch::Sender<bool>,
@@ -557,8 +558,10 @@ impl ServingThreads {
             exit,
             threads: Vec::new(),
         };
-        for i in 0..threads {
+        let (shared, inboxes) = crate::web::balanced::Threads::new(threads);
+        for (i, inbox) in inboxes.into_iter().enumerate() {
             let listener = listener.try_clone()?;
+            let shared = shared.clone();
             let app = app.clone();
             let (mut drain_rx, mut exit_rx) = (drain_rx.clone(), exit_rx.clone());
             let (done, drained) = tokio::sync::oneshot::channel();
@@ -570,12 +573,13 @@ impl ServingThreads {
                 .spawn(move || {
                     rt.block_on(async move {
                         let served = async {
-                            let listener = tokio::net::TcpListener::from_std(listener)?;
-                            // Answers go out as soon as they are written (no Nagle delay on a
+                            // Connections are spread evenly over the threads, and answers go
+                            // out as soon as they are written (TCP_NODELAY: no Nagle delay on a
                             // streamed proxy body).
-                            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                                let _ = tcp.set_nodelay(true);
-                            });
+                            let listener =
+                                crate::web::balanced::Balanced::new(listener, i, shared, inbox)?;
+                            // (`tap_io` gives handlers the peer's address as `ConnectInfo`.)
+                            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
                             axum::serve(
                                 listener,
                                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -6,6 +6,8 @@
 //! Errors are `{"error": {"code", "message"}}` with a message that says what to do. Request bodies
 //! are capped at 256 KiB.
 
+pub mod balanced;
+
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
