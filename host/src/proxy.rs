@@ -152,7 +152,7 @@ impl Service {
             let current = cached.clone();
             let c = &current.0;
             let sent_at = now_ms();
-            let resp = self.send_upstream(m, &cached.1, &req).await?;
+            let mut resp = self.send_upstream(m, &cached.1, &req).await?;
             let status = resp.status();
             // 401: refresh once (single flight) and retry once.
             if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
@@ -186,7 +186,6 @@ impl Service {
                 && resp.content_length().is_some_and(|n| n <= CLASSIFY_MAX);
             // The answer's headers are moved out, not copied; its body is read (to classify it)
             // or streamed as it is, keeping its length.
-            let mut resp = resp;
             let mut headers = std::mem::take(resp.headers_mut());
             for h in DROPPED_RESPONSE_HEADERS {
                 headers.remove(*h);

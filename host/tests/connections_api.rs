@@ -14,10 +14,7 @@ async fn keyport_with_key_provider() -> Keyport {
     })
     .await;
     let addr = fake_key_provider().await;
-    let (s, b) = kp
-        .put("/api/v1/provider-apps/apikey-test", json!({"endpoint_overrides": {"https://api.keytest.example": format!("http://{addr}")}}))
-        .await;
-    assert_eq!(s, 200, "{b}");
+    kp.point_apikey_test_at(&format!("http://{addr}")).await;
     kp
 }
 

@@ -244,13 +244,7 @@ async fn mixed_load_with_a_kill(db: Db) {
     let fake = fake_as::start().await;
     kp.point_oidc_test_at(&fake.issuer()).await;
     let keys = common::fake_key_provider().await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": format!("http://{keys}")}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    kp.point_apikey_test_at(&format!("http://{keys}")).await;
     // 200 connections whose 5-second tokens the scheduler keeps fresh.
     fake.script.lock().unwrap().expires_in = Some(json!(5));
     let now = keyport::store::now_ms();

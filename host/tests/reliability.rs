@@ -191,13 +191,7 @@ async fn listing_pages(db: Db) {
     })
     .await;
     let addr = common::fake_key_provider().await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": format!("http://{addr}")}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    kp.point_apikey_test_at(&format!("http://{addr}")).await;
     let mut created = Vec::new();
     for i in 0..7 {
         let (s, c) = kp
@@ -461,14 +455,8 @@ async fn an_api_key_is_replaced_in_place_after_the_provider_checks_it() {
             }
         }
     });
-    let base = common::serve_fake(app).await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
-        )
+    kp.point_apikey_test_at(&common::serve_fake(app).await)
         .await;
-    assert_eq!(s, 200, "{b}");
     let (s, c) = kp
         .post(
             "/api/v1/connections",

@@ -38,21 +38,8 @@ async fn keyport_with_connection() -> (Keyport, String, Arc<Mutex<Vec<(String, S
     })
     .await;
     let (base, seen) = recording_provider().await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let (s, c) = kp
-        .post(
-            "/api/v1/connections",
-            json!({"connector": "apikey-test", "api_key": "key-123"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    (kp, c["id"].as_str().unwrap().to_string(), seen)
+    let id = common::apikey_connection_at(&kp, &base).await;
+    (kp, id, seen)
 }
 
 async fn workspace_key(kp: &Keyport) -> String {

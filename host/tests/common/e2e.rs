@@ -690,6 +690,17 @@ impl Keyport {
         assert_eq!(s, 200, "{b}");
     }
 
+    /// Points the `apikey-test` provider app's API at `base` (a fake provider on loopback).
+    pub async fn point_apikey_test_at(&self, base: &str) {
+        let (s, b) = self
+            .put(
+                "/api/v1/provider-apps/apikey-test",
+                serde_json::json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// Seeds `n` active `oidc-test` connections `{prefix}{i}` straight into the database, with
     /// tokens `fake-at-{i}-0` / `fake-rt-{i}-0` that expire at `expires_at` and a refresh due at
     /// `due` (Unix ms).

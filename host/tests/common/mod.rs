@@ -240,14 +240,12 @@ pub async fn keyport_with_fake_as() -> (e2e::Keyport, fake_as::FakeAs) {
 
 /// An `apikey-test` connection (key `key-123`) whose provider is `app`, served on loopback; its id.
 pub async fn apikey_connection(kp: &e2e::Keyport, app: axum::Router) -> String {
-    let base = serve_fake(app).await;
-    let (s, b) = kp
-        .put(
-            "/api/v1/provider-apps/apikey-test",
-            json!({"endpoint_overrides": {"https://api.keytest.example": base}}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    apikey_connection_at(kp, &serve_fake(app).await).await
+}
+
+/// An `apikey-test` connection (key `key-123`) whose provider runs at `base`; its id.
+pub async fn apikey_connection_at(kp: &e2e::Keyport, base: &str) -> String {
+    kp.point_apikey_test_at(base).await;
     let (s, c) = kp
         .post(
             "/api/v1/connections",
