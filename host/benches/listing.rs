@@ -18,9 +18,13 @@
 use std::time::Instant;
 
 use common::{ADMIN, start_host};
-use keyport::store::{ConnectionFilter, Store};
+use keyport::store::{ConnectionFilter, ConnectionRow, Store};
 
 mod common;
+
+/// The host's allocator, so that the in-process rows measure what the host pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PAGE: i64 = 500;
 
@@ -120,6 +124,79 @@ async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: us
         plain_p50!(&sqlx::SqlitePool::connect(url).await.unwrap())
     };
     let any = plain_p50!(store.pool());
+    // Other shapes of the same page through the `Any` driver, each read into rows.
+    let columns = keyport::store::ROW_COLUMNS;
+    let order = "FROM connections WHERE workspace_id = $1 ORDER BY created_at DESC, id LIMIT $2";
+    let variants: Vec<(&str, String, bool)> = if db == "postgres" {
+        vec![
+            (
+                "one `json_build_array` per row",
+                format!("SELECT json_build_array({columns})::text {order}"),
+                false,
+            ),
+            (
+                "the page as one text (`string_agg` of `json_build_array`)",
+                format!(
+                    "SELECT '[' || string_agg(r, ',' ORDER BY created_at DESC, id) || ']' FROM \
+                     (SELECT json_build_array({columns})::text AS r, created_at, id {order}) p"
+                ),
+                true,
+            ),
+        ]
+    } else {
+        vec![
+            (
+                "one `json_array` per row",
+                format!("SELECT json_array({columns}) {order}"),
+                false,
+            ),
+            (
+                "the page as one text (`json_group_array`, ordered)",
+                format!(
+                    "SELECT json_group_array(json_array({columns}) ORDER BY created_at DESC, id) \
+                     FROM (SELECT * {order})"
+                ),
+                true,
+            ),
+            (
+                "the page as one text (`group_concat` of `json_array`, unordered)",
+                format!(
+                    "SELECT '[' || group_concat(json_array({columns}), ',') || ']' \
+                     FROM (SELECT * {order})"
+                ),
+                true,
+            ),
+        ]
+    };
+    for (what, sql, whole) in variants {
+        let mut times = Vec::new();
+        for i in 0..requests + 10 {
+            let t = Instant::now();
+            let texts: Vec<String> = sqlx::query_scalar(&sql)
+                .bind("default")
+                .bind(PAGE)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+            let rows: Vec<ConnectionRow> = if whole {
+                serde_json::from_str(&texts[0]).unwrap()
+            } else {
+                texts
+                    .iter()
+                    .map(|t| serde_json::from_str(t).unwrap())
+                    .collect()
+            };
+            assert_eq!(rows.len() as i64, PAGE);
+            if i >= 10 {
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let us = p50(times);
+        println!(
+            "| {db} | {n} | diagnostic: {what} | {us:.0} | {:.2} |",
+            us / PAGE as f64
+        );
+    }
     for (driver, us) in [("`Any` driver", any), ("typed driver", typed)] {
         println!(
             "| {db} | {n} | diagnostic: plain query, {driver} | {us:.0} | {:.2} |",

@@ -3,8 +3,14 @@
 //! (Debian's package), all measured in the same run, at concurrency 1 and 64.
 //!
 //! Run: `cargo bench -p keyport --bench proxy_overhead` (or `just bench-proxy`).
-//! - `KEYPORT_BENCH_SECS`: seconds per measurement (default 5).
+//! - `KEYPORT_BENCH_SECS`: seconds per target and concurrency (default 5).
+//! - `KEYPORT_BENCH_ROUNDS`: slices those seconds are measured in (default 5). The targets take
+//!   turns, one slice each per round, in an order that rotates from round to round, so a slow
+//!   spell of the machine falls on all of them alike rather than on whichever ran then.
 //! - `KEYPORT_BENCH_CONCURRENCY`: comma-separated levels (default `1,64`).
+//!
+//! Each row sums its target's slices; the last column gives, besides the ratio of the sums, the
+//! lowest and highest ratio of single rounds.
 //!
 //! nginx must be installed (`apt-get install nginx-light`); without it that column is skipped
 //! with a message.
@@ -126,54 +132,87 @@ struct Stats {
     p99_us: f64,
 }
 
-async fn load(url: &str, auth: bool, concurrency: usize, secs: u64) -> Stats {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
-    // Warm up connections and caches.
-    for _ in 0..200 {
-        let mut r = client.get(url);
-        if auth {
-            r = r.bearer_auth(ADMIN);
-        }
-        let resp = r.send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{url}: {}", resp.text().await.unwrap());
-        resp.bytes().await.unwrap();
-    }
-    let until = Instant::now() + Duration::from_secs(secs);
-    let url = Arc::new(url.to_string());
-    let started = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            while Instant::now() < until {
-                let t = Instant::now();
-                let mut r = client.get(url.as_str());
-                if auth {
-                    r = r.bearer_auth(ADMIN);
-                }
-                let resp = r.send().await.unwrap();
-                assert_eq!(resp.status(), 200);
-                resp.bytes().await.unwrap();
-                samples.push(t.elapsed());
+/// One target of a concurrency level: its clients (kept from slice to slice, so their
+/// connections stay open), its latencies and its requests per round.
+struct Target {
+    name: &'static str,
+    url: Arc<String>,
+    auth: bool,
+    client: reqwest::Client,
+    samples: Vec<Duration>,
+    elapsed: Duration,
+    per_round: Vec<f64>,
+}
+
+impl Target {
+    async fn new(name: &'static str, url: String, auth: bool, concurrency: usize) -> Target {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .unwrap();
+        // Warm up connections and caches.
+        for _ in 0..200 {
+            let mut r = client.get(&url);
+            if auth {
+                r = r.bearer_auth(ADMIN);
             }
-            samples
-        })
-    });
-    let mut all: Vec<Duration> = futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flat_map(|r| r.unwrap())
-        .collect();
-    let elapsed = started.elapsed();
-    all.sort();
-    let at = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    Stats {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50_us: at(0.5),
-        p99_us: at(0.99),
+            let resp = r.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{url}: {}", resp.text().await.unwrap());
+            resp.bytes().await.unwrap();
+        }
+        Target {
+            name,
+            url: Arc::new(url),
+            auth,
+            client,
+            samples: Vec::new(),
+            elapsed: Duration::ZERO,
+            per_round: Vec::new(),
+        }
+    }
+
+    /// One slice: `concurrency` callers for `slice`.
+    async fn slice(&mut self, concurrency: usize, slice: Duration) {
+        let started = Instant::now();
+        let until = started + slice;
+        let workers = (0..concurrency).map(|_| {
+            let (client, url, auth) = (self.client.clone(), self.url.clone(), self.auth);
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    let mut r = client.get(url.as_str());
+                    if auth {
+                        r = r.bearer_auth(ADMIN);
+                    }
+                    let resp = r.send().await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    resp.bytes().await.unwrap();
+                    samples.push(t.elapsed());
+                }
+                samples
+            })
+        });
+        let mut n = 0;
+        for s in futures::future::join_all(workers).await {
+            let s = s.unwrap();
+            n += s.len();
+            self.samples.extend(s);
+        }
+        let took = started.elapsed();
+        self.elapsed += took;
+        self.per_round.push(n as f64 / took.as_secs_f64());
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.samples.sort();
+        let all = &self.samples;
+        let at = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+        Stats {
+            rps: all.len() as f64 / self.elapsed.as_secs_f64(),
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+        }
     }
 }
 
@@ -181,6 +220,11 @@ fn main() {
     let secs: u64 = std::env::var("KEYPORT_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rounds: usize = std::env::var("KEYPORT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r| *r > 0)
         .unwrap_or(5);
     let levels: Vec<usize> = std::env::var("KEYPORT_BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,64".into())
@@ -251,52 +295,73 @@ fn main() {
         println!("| concurrency | target | requests/s | p50 (µs) | p99 (µs) | added p50 vs direct (µs) | throughput vs nginx |");
         println!("|---|---|---|---|---|---|---|");
         for &c in &levels {
-            let direct = load(&format!("{up}/{path}"), false, c, secs).await;
-            let via_nginx = match &nginx {
-                Some((_, n)) => Some(load(&format!("{n}/{path}"), false, c, secs).await),
-                None => None,
-            };
-            let via_kp = load(
-                &format!("{kp_url}/api/v1/connections/bench-proxy-0/proxy/{path}"),
-                true,
-                c,
-                secs,
-            )
-            .await;
-            let via_slack = load(
-                &format!("{kp_url}/api/v1/connections/bench-slack-0/proxy/users.list?limit=3"),
-                true,
-                c,
-                secs,
-            )
-            .await;
-            let via_kp_key = load(
-                &format!("{kp_url}/api/v1/connections/{key_conn}/proxy/items?limit=3"),
-                true,
-                c,
-                secs,
-            )
-            .await;
-            let row = |name: &str, s: &Stats| {
+            let mut targets = vec![
+                Target::new("direct", format!("{up}/{path}"), false, c).await,
+                Target::new(
+                    "keyport proxy, OAuth, answer classified by the test guest (opt-level 1)",
+                    format!("{kp_url}/api/v1/connections/bench-proxy-0/proxy/{path}"),
+                    true,
+                    c,
+                )
+                .await,
+                Target::new(
+                    "keyport proxy, Slack (built-in), answer classified",
+                    format!("{kp_url}/api/v1/connections/bench-slack-0/proxy/users.list?limit=3"),
+                    true,
+                    c,
+                )
+                .await,
+                Target::new(
+                    "keyport proxy, API key, no classification",
+                    format!("{kp_url}/api/v1/connections/{key_conn}/proxy/items?limit=3"),
+                    true,
+                    c,
+                )
+                .await,
+            ];
+            if let Some((_, n)) = &nginx {
+                targets.insert(
+                    1,
+                    Target::new("nginx proxy_pass", format!("{n}/{path}"), false, c).await,
+                );
+            }
+            let slice = Duration::from_secs_f64(secs as f64 / rounds as f64);
+            for round in 0..rounds {
+                let k = targets.len();
+                for i in 0..k {
+                    targets[(i + round) % k].slice(c, slice).await;
+                }
+            }
+            let stats: Vec<Stats> = targets.iter_mut().map(Target::stats).collect();
+            let direct = &stats[0];
+            let nginx_at = targets.iter().position(|t| t.name == "nginx proxy_pass");
+            for (t, s) in targets.iter().zip(&stats) {
+                let vs_nginx = match nginx_at {
+                    Some(n) => {
+                        let ratios: Vec<f64> = t
+                            .per_round
+                            .iter()
+                            .zip(&targets[n].per_round)
+                            .map(|(a, b)| a / b)
+                            .collect();
+                        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                        let hi = ratios.iter().copied().fold(0.0, f64::max);
+                        format!(
+                            "{:.2}× (rounds {lo:.2}–{hi:.2})",
+                            s.rps / stats[n].rps
+                        )
+                    }
+                    None => "–".into(),
+                };
                 println!(
-                    "| {c} | {name} | {:.0} | {:.0} | {:.0} | {:+.0} | {} |",
+                    "| {c} | {} | {:.0} | {:.0} | {:.0} | {:+.0} | {vs_nginx} |",
+                    t.name,
                     s.rps,
                     s.p50_us,
                     s.p99_us,
                     s.p50_us - direct.p50_us,
-                    via_nginx
-                        .as_ref()
-                        .map(|n| format!("{:.2}×", s.rps / n.rps))
-                        .unwrap_or_else(|| "–".into())
                 );
-            };
-            row("direct", &direct);
-            if let Some(n) = &via_nginx {
-                row("nginx proxy_pass", n);
             }
-            row("keyport proxy, OAuth, answer classified by the test guest (opt-level 1)", &via_kp);
-            row("keyport proxy, Slack (built-in), answer classified", &via_slack);
-            row("keyport proxy, API key, no classification", &via_kp_key);
         }
     });
 }

@@ -124,9 +124,9 @@ macro_rules! row_as_json {
     };
 }
 
-/// [`row_as_json!`], for the test that keeps it in step with the struct.
-#[cfg(test)]
-const ROW_AS_JSON: &str = row_as_json!();
+/// [`row_as_json!`]: the columns of [`ConnectionRow`] in its fields' order (the test
+/// `the_json_row_columns_are_the_struct_fields_in_order_and_read_back` keeps them in step).
+pub const ROW_COLUMNS: &str = row_as_json!();
 
 macro_rules! connection_filter {
     () => {
@@ -265,7 +265,8 @@ impl Store {
                 from_where_order!()
             ))));
         }
-        // SQLite: each row as one JSON array built by SQLite, read as one text column.
+        // SQLite: each row as one JSON array built by SQLite, read as one text column. (The whole
+        // page as one aggregate text measured no faster: BENCHMARKS.md, "Listing".)
         let rows: Vec<String> = bound!(sqlx::query_scalar(concat!(
             "SELECT json_array(",
             row_as_json!(),
@@ -811,7 +812,7 @@ mod tests {
         row.expires_at = Some(1_700_000_000_000);
         row.owner_user_id = Some("usr_1".into());
         let value = serde_json::to_value(&row).unwrap();
-        let columns: Vec<&str> = ROW_AS_JSON.split(',').map(str::trim).collect();
+        let columns: Vec<&str> = ROW_COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(
             columns.len(),
             value.as_object().unwrap().len(),

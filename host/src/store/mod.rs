@@ -33,7 +33,7 @@ pub use crate::model::{Status, now_ms};
 
 pub use api_keys::ApiKeyRow;
 pub use audit::{AuditFilter, AuditRow};
-pub use connections::{ConnectionFilter, ConnectionRow, Visible};
+pub use connections::{ConnectionFilter, ConnectionRow, ROW_COLUMNS, Visible};
 pub use flows::FlowRow;
 pub use journal::Journal;
 pub use leases::{Claimed, Heartbeat};
