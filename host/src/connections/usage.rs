@@ -18,7 +18,13 @@ pub struct Usage {
 impl Service {
     /// Records one use of `c`'s credential: an audit row `action` with `detail`, and the
     /// connection's last use, written by the next [`Service::flush_usage`].
-    pub(crate) fn record_use(&self, c: &ConnectionRow, actor: &Actor, action: &str, detail: Value) {
+    pub(crate) fn record_use(
+        &self,
+        c: &ConnectionRow,
+        actor: &Actor,
+        action: &str,
+        detail: impl Serialize,
+    ) {
         let now = now_ms();
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         usage.audit.push(AuditRow {
@@ -27,7 +33,7 @@ impl Service {
             connection_id: Some(c.id.clone()),
             action: action.into(),
             actor: actor.0.clone(),
-            detail: detail.to_string(),
+            detail: serde_json::to_string(&detail).unwrap_or_else(|_| "{}".into()),
             created_at: now,
         });
         usage
