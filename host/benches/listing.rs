@@ -33,18 +33,26 @@ fn p50(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn http_p50(client: &reqwest::Client, url: &str, n: usize) -> f64 {
+/// The p50 in µs of `n` calls of `once`, after 10 not counted.
+async fn p50_of(n: usize, mut once: impl AsyncFnMut()) -> f64 {
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 10 {
         let t = Instant::now();
-        let r = client.get(url).bearer_auth(ADMIN).send().await.unwrap();
-        assert!(r.status().is_success(), "{url}: {}", r.status());
-        let _ = r.bytes().await.unwrap();
+        once().await;
         if i >= 10 {
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
     p50(times)
+}
+
+async fn http_p50(client: &reqwest::Client, url: &str, n: usize) -> f64 {
+    p50_of(n, async || {
+        let r = client.get(url).bearer_auth(ADMIN).send().await.unwrap();
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        let _ = r.bytes().await.unwrap();
+    })
+    .await
 }
 
 async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: usize) {
@@ -101,21 +109,17 @@ async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: us
         "SELECT * FROM connections WHERE workspace_id = $1 ORDER BY created_at DESC, id LIMIT $2";
     macro_rules! plain_p50 {
         ($pool:expr) => {{
-            let mut times = Vec::new();
-            for i in 0..requests + 10 {
-                let t = Instant::now();
-                let rows: Vec<keyport::store::ConnectionRow> = sqlx::query_as(sql)
+            let pool = $pool;
+            p50_of(requests, async || {
+                let rows: Vec<ConnectionRow> = sqlx::query_as(sql)
                     .bind("default")
                     .bind(PAGE)
-                    .fetch_all($pool)
+                    .fetch_all(pool)
                     .await
                     .unwrap();
                 assert_eq!(rows.len() as i64, PAGE);
-                if i >= 10 {
-                    times.push(t.elapsed().as_secs_f64() * 1e6);
-                }
-            }
-            p50(times)
+            })
+            .await
         }};
     }
     let typed = if db == "postgres" {
@@ -169,9 +173,7 @@ async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: us
         ]
     };
     for (what, sql, whole) in variants {
-        let mut times = Vec::new();
-        for i in 0..requests + 10 {
-            let t = Instant::now();
+        let us = p50_of(requests, async || {
             let texts: Vec<String> = sqlx::query_scalar(&sql)
                 .bind("default")
                 .bind(PAGE)
@@ -187,11 +189,8 @@ async fn run(db: &str, data: &std::path::Path, url: &str, n: usize, requests: us
                     .collect()
             };
             assert_eq!(rows.len() as i64, PAGE);
-            if i >= 10 {
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-        }
-        let us = p50(times);
+        })
+        .await;
         println!(
             "| {db} | {n} | diagnostic: {what} | {us:.0} | {:.2} |",
             us / PAGE as f64

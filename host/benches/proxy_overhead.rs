@@ -137,7 +137,6 @@ struct Stats {
 struct Target {
     name: &'static str,
     url: Arc<String>,
-    auth: bool,
     client: reqwest::Client,
     samples: Vec<Duration>,
     elapsed: Duration,
@@ -146,24 +145,28 @@ struct Target {
 
 impl Target {
     async fn new(name: &'static str, url: String, auth: bool, concurrency: usize) -> Target {
+        // keyport's targets take the admin token on every request.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if auth {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {ADMIN}").parse().unwrap(),
+            );
+        }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency)
+            .default_headers(headers)
             .build()
             .unwrap();
         // Warm up connections and caches.
         for _ in 0..200 {
-            let mut r = client.get(&url);
-            if auth {
-                r = r.bearer_auth(ADMIN);
-            }
-            let resp = r.send().await.unwrap();
+            let resp = client.get(&url).send().await.unwrap();
             assert_eq!(resp.status(), 200, "{url}: {}", resp.text().await.unwrap());
             resp.bytes().await.unwrap();
         }
         Target {
             name,
             url: Arc::new(url),
-            auth,
             client,
             samples: Vec::new(),
             elapsed: Duration::ZERO,
@@ -176,16 +179,12 @@ impl Target {
         let started = Instant::now();
         let until = started + slice;
         let workers = (0..concurrency).map(|_| {
-            let (client, url, auth) = (self.client.clone(), self.url.clone(), self.auth);
+            let (client, url) = (self.client.clone(), self.url.clone());
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 while Instant::now() < until {
                     let t = Instant::now();
-                    let mut r = client.get(url.as_str());
-                    if auth {
-                        r = r.bearer_auth(ADMIN);
-                    }
-                    let resp = r.send().await.unwrap();
+                    let resp = client.get(url.as_str()).send().await.unwrap();
                     assert_eq!(resp.status(), 200);
                     resp.bytes().await.unwrap();
                     samples.push(t.elapsed());

@@ -345,27 +345,13 @@ impl Service {
         refreshed: bool,
     ) {
         /// The audit detail of a proxied request, written straight into its row's JSON.
+        #[derive(serde::Serialize)]
         struct Detail<'a> {
             method: &'a str,
-            path: &'a str,
+            path: std::fmt::Arguments<'a>,
             status: u16,
             latency_ms: u64,
             refreshed: bool,
-        }
-        impl serde::Serialize for Detail<'_> {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                use serde::ser::SerializeStruct;
-                let mut m = s.serialize_struct("Detail", 5)?;
-                m.serialize_field("method", self.method)?;
-                m.serialize_field("path", &format_args!("/{}", self.path))?;
-                m.serialize_field("status", &self.status)?;
-                m.serialize_field("latency_ms", &self.latency_ms)?;
-                m.serialize_field("refreshed", &self.refreshed)?;
-                m.end()
-            }
         }
         self.record_use(
             c,
@@ -373,7 +359,7 @@ impl Service {
             "proxy.request",
             Detail {
                 method: req.method.as_str(),
-                path: &req.raw_path,
+                path: format_args!("/{}", req.raw_path),
                 status,
                 latency_ms: started.elapsed().as_millis() as u64,
                 refreshed,
