@@ -10,7 +10,10 @@ use std::path::Path;
 fn main() {
     // `sqlx::migrate!` embeds the migrations: rebuild when they change.
     println!("cargo:rerun-if-changed=../migrations");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read when the script runs, not baked in when it is compiled: cargo reuses a compiled build
+    // script for another checkout of the same package that shares the target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir)
         .parent()
         .expect("host/ has a parent");
     let guests = wasm_build::build(

@@ -9,7 +9,10 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Read when the script runs (see host/build.rs): a compiled build script is reused for
+    // another checkout that shares the target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).join("../..");
     let root = root.canonicalize().expect("repository root");
     let guests = wasm_build::build(
         &root.join("tests/guests"),
