@@ -8,9 +8,14 @@
 //!   turns, one slice each per round, in an order that rotates from round to round, so a slow
 //!   spell of the machine falls on all of them alike rather than on whichever ran then.
 //! - `KEYPORT_BENCH_CONCURRENCY`: comma-separated levels (default `1,64`).
+//! - `KEYPORT_BENCH_ONLY`: measure only the keyport targets whose name contains this text (the
+//!   direct and nginx rows stay), e.g. `API key` while profiling one of them.
 //!
 //! Each row sums its target's slices; the last column gives, besides the ratio of the sums, the
-//! lowest and highest ratio of single rounds.
+//! lowest and highest ratio of single rounds. The CPU column is the proxy's own CPU time (user and
+//! system, all threads; for nginx its master and workers) over its slices, per request served:
+//! the work a request costs the proxy, which the shared cores' contention moves far less than
+//! throughput.
 //!
 //! nginx must be installed (`apt-get install nginx-light`); without it that column is skipped
 //! with a message.
@@ -130,6 +135,27 @@ struct Stats {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU µs per request, for targets whose process is known.
+    cpu_us: Option<f64>,
+}
+
+/// CPU time (user + system, all threads) of `pid` and its child processes, from `/proc`.
+fn cpu_of(pid: u32) -> Duration {
+    let ticks = |pid: &str| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th
+        // of the whole line.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let pid = pid.to_string();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let total: u64 = ticks(&pid) + children.split_whitespace().map(ticks).sum::<u64>();
+    // Linux reports these in USER_HZ, 100 per second on every architecture keyport builds for.
+    Duration::from_millis(total * 10)
 }
 
 /// One target of a concurrency level: its clients (kept from slice to slice, so their
@@ -141,10 +167,14 @@ struct Target {
     samples: Vec<Duration>,
     elapsed: Duration,
     per_round: Vec<f64>,
+    /// The proxy's process, whose CPU time is counted over the slices.
+    pid: Option<u32>,
+    cpu: Duration,
 }
 
 impl Target {
-    async fn new(name: &'static str, url: String, auth: bool, concurrency: usize) -> Target {
+    async fn new(name: &'static str, url: String, pid: Option<u32>, concurrency: usize) -> Target {
+        let auth = name.starts_with("keyport");
         // keyport's targets take the admin token on every request.
         let mut headers = reqwest::header::HeaderMap::new();
         if auth {
@@ -171,11 +201,14 @@ impl Target {
             samples: Vec::new(),
             elapsed: Duration::ZERO,
             per_round: Vec::new(),
+            pid,
+            cpu: Duration::ZERO,
         }
     }
 
     /// One slice: `concurrency` callers for `slice`.
     async fn slice(&mut self, concurrency: usize, slice: Duration) {
+        let cpu_before = self.pid.map(cpu_of);
         let started = Instant::now();
         let until = started + slice;
         let workers = (0..concurrency).map(|_| {
@@ -199,6 +232,9 @@ impl Target {
             self.samples.extend(s);
         }
         let took = started.elapsed();
+        if let (Some(pid), Some(before)) = (self.pid, cpu_before) {
+            self.cpu += cpu_of(pid).saturating_sub(before);
+        }
         self.elapsed += took;
         self.per_round.push(n as f64 / took.as_secs_f64());
     }
@@ -211,6 +247,9 @@ impl Target {
             rps: all.len() as f64 / self.elapsed.as_secs_f64(),
             p50_us: at(0.5),
             p99_us: at(0.99),
+            cpu_us: self
+                .pid
+                .map(|_| self.cpu.as_secs_f64() * 1e6 / all.len() as f64),
         }
     }
 }
@@ -241,7 +280,8 @@ fn main() {
     rt.block_on(async {
         let up = upstream().await;
         let data = tempfile::tempdir().unwrap();
-        let (_kp, kp_url) = start_keyport(data.path());
+        let (kp, kp_url) = start_keyport(data.path());
+        let kp_pid = Some(kp.child.id());
         let r = reqwest::Client::new()
             .put(format!("{kp_url}/api/v1/provider-apps/oidc-test"))
             .bearer_auth(ADMIN)
@@ -291,37 +331,41 @@ fn main() {
         let nginx_dir = tempfile::tempdir().unwrap();
         let nginx = start_nginx(nginx_dir.path(), &up);
         let path = "api/v1/items?limit=3";
-        println!("| concurrency | target | requests/s | p50 (µs) | p99 (µs) | added p50 vs direct (µs) | throughput vs nginx |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| concurrency | target | requests/s | p50 (µs) | p99 (µs) | added p50 vs direct (µs) | proxy CPU per request (µs) | throughput vs nginx |");
+        println!("|---|---|---|---|---|---|---|---|");
         for &c in &levels {
             let mut targets = vec![
-                Target::new("direct", format!("{up}/{path}"), false, c).await,
+                Target::new("direct", format!("{up}/{path}"), None, c).await,
                 Target::new(
                     "keyport proxy, OAuth, answer classified by the test guest (opt-level 1)",
                     format!("{kp_url}/api/v1/connections/bench-proxy-0/proxy/{path}"),
-                    true,
+                    kp_pid,
                     c,
                 )
                 .await,
                 Target::new(
                     "keyport proxy, Slack (built-in), answer classified",
                     format!("{kp_url}/api/v1/connections/bench-slack-0/proxy/users.list?limit=3"),
-                    true,
+                    kp_pid,
                     c,
                 )
                 .await,
                 Target::new(
                     "keyport proxy, API key, no classification",
                     format!("{kp_url}/api/v1/connections/{key_conn}/proxy/items?limit=3"),
-                    true,
+                    kp_pid,
                     c,
                 )
                 .await,
             ];
-            if let Some((_, n)) = &nginx {
+            if let Ok(only) = std::env::var("KEYPORT_BENCH_ONLY") {
+                targets.retain(|t| !t.name.starts_with("keyport") || t.name.contains(&only));
+            }
+            if let Some((proc, n)) = &nginx {
+                let pid = Some(proc.0.id());
                 targets.insert(
                     1,
-                    Target::new("nginx proxy_pass", format!("{n}/{path}"), false, c).await,
+                    Target::new("nginx proxy_pass", format!("{n}/{path}"), pid, c).await,
                 );
             }
             let slice = Duration::from_secs_f64(secs as f64 / rounds as f64);
@@ -352,8 +396,9 @@ fn main() {
                     }
                     None => "–".into(),
                 };
+                let cpu = s.cpu_us.map_or("–".into(), |us| format!("{us:.0}"));
                 println!(
-                    "| {c} | {} | {:.0} | {:.0} | {:.0} | {:+.0} | {vs_nginx} |",
+                    "| {c} | {} | {:.0} | {:.0} | {:.0} | {:+.0} | {cpu} | {vs_nginx} |",
                     t.name,
                     s.rps,
                     s.p50_us,
