@@ -142,8 +142,9 @@ impl Service {
                 .expires_at
                 .is_some_and(|e| e <= now_ms() + on_demand_margin(&cached.0))
         {
-            self.refresh_as(ws, actor, id, RefreshMode::IfExpiring)
-                .await?;
+            // Boxed, as the other rare steps below: inline, their futures (about 8 KiB each)
+            // would make every proxied call's future that large, and it is moved on every call.
+            Box::pin(self.refresh_as(ws, actor, id, RefreshMode::IfExpiring)).await?;
             cached = self.cached_conn(ws, id, true).await?;
         }
         let mut refreshed = false;
@@ -157,10 +158,7 @@ impl Service {
             // 401: refresh once (single flight) and retry once.
             if status == http::StatusCode::UNAUTHORIZED && oauth && !refreshed {
                 refreshed = true;
-                if self
-                    .refresh_after_rejection(ws, actor, sent_at, &mut cached)
-                    .await?
-                {
+                if Box::pin(self.refresh_after_rejection(ws, actor, sent_at, &mut cached)).await? {
                     continue;
                 }
             }
@@ -183,7 +181,9 @@ impl Service {
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|t| t.contains("json"))
-                && resp.content_length().is_some_and(|n| n <= CLASSIFY_MAX);
+                && http_body::Body::size_hint(resp.body())
+                    .exact()
+                    .is_some_and(|n| n <= CLASSIFY_MAX);
             // The answer's headers are moved out, not copied; its body is read (to classify it)
             // or streamed as it is, keeping its length.
             let mut headers = std::mem::take(resp.headers_mut());
@@ -191,19 +191,19 @@ impl Service {
                 headers.remove(*h);
             }
             let body = if classify {
-                let bytes = resp.bytes().await.map_err(|e| {
-                    Error::Upstream(format!(
-                        "The provider's answer broke off: {}",
-                        e.without_url()
-                    ))
-                })?;
+                use http_body_util::BodyExt;
+                let bytes = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| Error::Upstream(format!("The provider's answer broke off: {e}")))?
+                    .to_bytes();
                 let kind = self
                     .classify(&entry.connector, c, status, &bytes, actor)
                     .await?;
                 if kind == Some(ErrorKind::Unauthorized) && oauth && !refreshed {
                     refreshed = true;
-                    if self
-                        .refresh_after_rejection(ws, actor, sent_at, &mut cached)
+                    if Box::pin(self.refresh_after_rejection(ws, actor, sent_at, &mut cached))
                         .await?
                     {
                         continue;
@@ -211,15 +211,13 @@ impl Service {
                 }
                 Body::from(bytes)
             } else {
-                // Errors without the URL: it may carry a credential as a query parameter.
-                use http_body_util::BodyExt;
-                Body::new(
-                    reqwest::Body::from(resp).map_err(|e| std::io::Error::other(e.without_url())),
-                )
+                // Streamed as it comes; its errors never name the URL (which may carry a
+                // credential as a query parameter).
+                Body::new(resp.into_body())
             };
             if status.is_success() && c.status == Status::Error {
                 // A success after failures: "recovered".
-                self.transition(c, Status::Active, "", actor).await?;
+                Box::pin(self.transition(c, Status::Active, "", actor)).await?;
             }
             self.record_use_of(c, actor, &req, status.as_u16(), started, refreshed);
             let mut out = Response::new(body);
@@ -236,7 +234,7 @@ impl Service {
         m: &crate::runtime::Manifest,
         env: &crate::runtime::CallEnv,
         req: &ProxyRequest,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<http::Response<crate::runtime::DeadlineBody>> {
         let base = env.api_base_url.clone().ok_or_else(|| {
             Error::BadRequest(format!(
                 "the {} connector declares no API base URL to proxy to",
@@ -261,26 +259,21 @@ impl Service {
         })?;
         crate::runtime::add_credential(&m.credential, credential, env, &mut headers, &mut url)
             .map_err(Error::Internal)?;
+        use crate::runtime::UpstreamError;
         self.proxy_http
             .get()
-            .request(req.method.clone(), url)
-            .map_err(|why| Error::BadRequest(format!("refused proxy target: {why}")))?
-            .headers(headers)
-            .body(req.body.clone())
-            .send()
+            .send(req.method.clone(), &url, headers, req.body.clone())
             .await
-            .map_err(|e| {
-                let e = e.without_url();
-                let mut why = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(inner) = src {
-                    why.push_str(": ");
-                    why.push_str(&inner.to_string());
-                    src = inner.source();
+            .map_err(|e| match e {
+                UpstreamError::Denied(why) => {
+                    Error::BadRequest(format!("refused proxy target: {why}"))
                 }
-                Error::Upstream(format!(
+                UpstreamError::BadTarget(why) => {
+                    Error::BadRequest(format!("refused proxy target: {why}"))
+                }
+                UpstreamError::Failed(why) => Error::Upstream(format!(
                     "Could not reach the provider: {why}. Try again later."
-                ))
+                )),
             })
     }
 
@@ -484,7 +477,11 @@ pub(crate) fn target(
     let under = path
         .strip_prefix(base_path)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if url.origin() != base_url.origin() || !under {
+    // The same origin, compared without building `Origin`s (which copy the host).
+    let same_origin = url.scheme() == base_url.scheme()
+        && url.host() == base_url.host()
+        && url.port_or_known_default() == base_url.port_or_known_default();
+    if !same_origin || !under {
         return Err(Error::BadRequest(
             "refused proxy path: it leaves the connector's API base URL".into(),
         ));

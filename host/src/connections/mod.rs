@@ -219,8 +219,8 @@ pub struct Service {
     /// Client for webhook deliveries.
     pub(crate) webhook_http: crate::runtime::Outbound,
     /// Client for proxied API calls.
-    /// The proxy's client, one per thread (see [`crate::runtime::LocalOutbound`]).
-    pub(crate) proxy_http: crate::runtime::LocalOutbound,
+    /// The proxy's client, one per thread (see [`crate::runtime::LocalUpstream`]).
+    pub(crate) proxy_http: crate::runtime::LocalUpstream,
     /// Proxy use not yet written: audit rows and last-used times (flushed in batches).
     pub(crate) usage: Mutex<usage::Usage>,
     /// Provider apps recently read.
@@ -427,7 +427,7 @@ impl Service {
             std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(15),
         )?;
-        let proxy_http = crate::runtime::LocalOutbound::new(
+        let proxy_http = crate::runtime::LocalUpstream::new(
             config.allow_loopback,
             std::time::Duration::from_secs(10),
             std::time::Duration::from_secs(300),

@@ -51,62 +51,6 @@ pub fn outbound_client(
     })
 }
 
-/// An [`outbound_client`] per thread. Each HTTP serving thread runs its own event loop; with its
-/// own client, the pooled upstream connections a proxied call uses are driven by the same thread
-/// as the call, instead of handing every request and answer to another thread.
-pub struct LocalOutbound {
-    /// Tells this client's per-thread instances from other `LocalOutbound`s' in the thread.
-    id: u64,
-    allow_loopback: bool,
-    connect_timeout: std::time::Duration,
-    total_timeout: std::time::Duration,
-    /// Used if a thread's own client cannot be built (it was built once at start, so in practice
-    /// never).
-    shared: Outbound,
-}
-
-impl LocalOutbound {
-    /// Clients with these settings, one per thread that uses them.
-    pub fn new(
-        allow_loopback: bool,
-        connect_timeout: std::time::Duration,
-        total_timeout: std::time::Duration,
-    ) -> anyhow::Result<Self> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        Ok(LocalOutbound {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            allow_loopback,
-            connect_timeout,
-            total_timeout,
-            shared: outbound_client(allow_loopback, connect_timeout, total_timeout)?,
-        })
-    }
-
-    /// This thread's client.
-    pub fn get(&self) -> Outbound {
-        thread_local! {
-            static CLIENTS: std::cell::RefCell<Vec<(u64, Outbound)>> =
-                const { std::cell::RefCell::new(Vec::new()) };
-        }
-        CLIENTS.with_borrow_mut(|clients| {
-            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return c.clone();
-            }
-            match outbound_client(
-                self.allow_loopback,
-                self.connect_timeout,
-                self.total_timeout,
-            ) {
-                Ok(c) => {
-                    clients.push((self.id, c.clone()));
-                    c
-                }
-                Err(_) => self.shared.clone(),
-            }
-        })
-    }
-}
-
 /// The HTTP client every request keyport sends out goes through: token, refresh, revocation and
 /// discovery requests, webhook deliveries, proxied calls and connectors' `http.send`.
 ///
@@ -166,32 +110,38 @@ impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_loopback = self.allow_loopback;
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match egress::check_addr(a.ip(), allow_loopback) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        refusal.get_or_insert(e);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let why = refusal
-                    .map(|d| d.0)
-                    .unwrap_or_else(|| "no addresses".into());
-                return Err(Box::new(Denied(format!(
-                    "{host} resolves to a refused address: {why}"
-                )))
-                    as Box<dyn std::error::Error + Send + Sync>);
-            }
+            let allowed = checked_lookup(name.as_str(), allow_loopback).await?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
+}
+
+/// The addresses `host` resolves to that the egress rules allow; an error when there are none.
+pub(super) async fn checked_lookup(
+    host: &str,
+    allow_loopback: bool,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match egress::check_addr(a.ip(), allow_loopback) {
+            Ok(()) => true,
+            Err(e) => {
+                refusal.get_or_insert(e);
+                false
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        let why = refusal
+            .map(|d| d.0)
+            .unwrap_or_else(|| "no addresses".into());
+        return Err(Box::new(Denied(format!(
+            "{host} resolves to a refused address: {why}"
+        ))));
+    }
+    Ok(allowed)
 }
 
 const FORBIDDEN_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "host"];

@@ -20,11 +20,13 @@
 pub mod egress;
 mod http;
 mod legacy;
+mod upstream;
 
 pub use http::{
-    BodyError, LocalOutbound, Outbound, add_credential, api_headers, body_capped, check_literal,
-    checked_target, checked_url, outbound_client,
+    BodyError, Outbound, add_credential, api_headers, body_capped, check_literal, checked_target,
+    checked_url, outbound_client,
 };
+pub use upstream::{DeadlineBody, LocalUpstream, Upstream, UpstreamError};
 mod manifest;
 mod stdio;
 pub mod template;
