@@ -479,15 +479,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
     let flush = service.clone();
-    let mut state = crate::web::AppState::new(
+    let mailer = match &args.smtp_url {
+        Some(url) => Some(Arc::new(crate::mail::Mailer::new(url, &args.mail_from)?)),
+        None => None,
+    };
+    let state = crate::web::AppState::new(
         registry.clone(),
         service,
         metrics,
         args.trusted_proxies.clone(),
+        mailer,
     );
-    if let Some(url) = &args.smtp_url {
-        state.mailer = Some(Arc::new(crate::mail::Mailer::new(url, &args.mail_from)?));
-    }
     let app = crate::web::app(crate::api::routes().merge(crate::ui::routes()), state);
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     tracing::info!(

@@ -40,14 +40,24 @@ pub fn valid_pattern(pattern: &str) -> bool {
 }
 
 /// Whether `host` matches one of `patterns`.
-pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+pub fn host_allowed(host: &str, patterns: &[impl AsRef<str>]) -> bool {
+    let host = host.trim_end_matches('.');
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .as_bytes();
     patterns.iter().any(|p| {
-        let p = p.trim_end_matches('.').to_ascii_lowercase();
+        let p = p.as_ref().trim_end_matches('.');
         match p.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
-            None => host == p,
+            // At least one label, a dot, then the suffix (compared as bytes: no allocation and
+            // no char boundary to respect).
+            Some(suffix) => {
+                let suffix = suffix.as_bytes();
+                host.len() > suffix.len() + 1
+                    && host[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+            None => host.eq_ignore_ascii_case(p.as_bytes()),
         }
     })
 }
@@ -134,7 +144,11 @@ pub fn check_addr(ip: IpAddr, allow_loopback: bool) -> Result<(), Denied> {
 }
 
 /// The scheme, user-info and host rules, on a parsed URL.
-pub fn check_url(url: &url::Url, patterns: &[String], allow_loopback: bool) -> Result<(), Denied> {
+pub fn check_url(
+    url: &url::Url,
+    patterns: &[impl AsRef<str>],
+    allow_loopback: bool,
+) -> Result<(), Denied> {
     match url.scheme() {
         "https" => {}
         "http" if allow_loopback => {}
@@ -154,7 +168,11 @@ pub fn check_url(url: &url::Url, patterns: &[String], allow_loopback: bool) -> R
             if patterns.is_empty() {
                 "none".to_string()
             } else {
-                patterns.join(", ")
+                patterns
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<&str>>()
+                    .join(", ")
             }
         )));
     }
@@ -253,6 +271,11 @@ mod tests {
             ("evilslack.com", false),
             ("api.hubapi.com", true),
             ("a.b.hubapi.com", true),
+            ("API.HubAPI.COM.", true),
+            // Non-ASCII bytes where the suffix starts: compared as bytes, never split in a char.
+            ("ü.hubapi.com", true),
+            ("éhubapi.com", false),
+            ("ééééééééééé", false),
             ("hubapi.com", false),
             ("xhubapi.com", false),
             ("hubapi.com.evil.net", false),
@@ -260,7 +283,7 @@ mod tests {
             assert_eq!(host_allowed(host, &pats), ok, "{host}");
         }
         assert!(
-            !host_allowed("slack.com", &[]),
+            !host_allowed("slack.com", &[] as &[&str]),
             "an empty list denies everything"
         );
     }

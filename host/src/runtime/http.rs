@@ -371,15 +371,17 @@ pub fn checked_url(
 ) -> Result<url::Url, String> {
     // Patterns with placeholders count as the hosts they filled to for this connection
     // (`resolved_hosts`, already limited to what the admin granted).
-    let fixed = egress_hosts.iter().filter(|h| !h.contains('{'));
-    let mut granted: Vec<String> = match &env.granted_hosts {
+    let fixed = egress_hosts
+        .iter()
+        .map(String::as_str)
+        .filter(|h| !h.contains('{'));
+    let mut granted: Vec<&str> = match &env.granted_hosts {
         Some(g) => fixed
             .filter(|h| g.iter().any(|x| x.eq_ignore_ascii_case(h)))
-            .cloned()
             .collect(),
-        None => fixed.cloned().collect(),
+        None => fixed.collect(),
     };
-    granted.extend(env.resolved_hosts.iter().cloned());
+    granted.extend(env.resolved_hosts.iter().map(String::as_str));
     egress::check_url(&url, &granted, allow_loopback).map_err(|d| d.0)?;
     let Some((from, to)) = env
         .endpoint_overrides

@@ -22,9 +22,13 @@ use crate::auth::{AuthError, Caller, CallerCache};
 use crate::connections::{Error as ServiceError, Service};
 use crate::registry::Registry;
 
-/// What handlers share.
+/// What handlers share: one allocation, so the clone each request's extractors take is one
+/// reference count (its fields are [`Shared`]'s, reached through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// Loaded connectors.
     pub registry: Arc<Registry>,
     /// The connection lifecycle.
@@ -39,6 +43,14 @@ pub struct AppState {
     pub mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// The state over its parts.
     pub fn new(
@@ -46,15 +58,16 @@ impl AppState {
         service: Arc<Service>,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
         trusted_proxies: Vec<ipnet::IpNet>,
+        mailer: Option<Arc<crate::mail::Mailer>>,
     ) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             registry,
             service,
             metrics,
             callers: Arc::default(),
-            mailer: None,
+            mailer,
             trusted_proxies: Arc::new(trusted_proxies),
-        }
+        }))
     }
 
     /// The address a request's failed attempts count against (see [`crate::auth::limiter`]).
