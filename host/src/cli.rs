@@ -574,6 +574,7 @@ impl ServingThreads {
                 .name(format!("keyport-http-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
+                        tokio::spawn(standing_timer());
                         let served = async {
                             // Connections are spread evenly over the threads, and answers go
                             // out as soon as they are written (TCP_NODELAY: no Nagle delay on a
@@ -633,6 +634,20 @@ impl ServingThreads {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Keeps a timer due within a second on a serving thread's event loop, for as long as the loop
+/// runs. tokio wakes the loop through its eventfd whenever a timer is registered that is due
+/// before every timer the loop knows of, even from the loop's own thread, which is already awake.
+/// With no timer pending between calls, every proxied call's timeout did that: a `write`, then a
+/// needless turn of the loop to read it back, per request (BENCHMARKS.md, fifth pass). With
+/// this one standing, timeouts of a second or more register without waking anything.
+async fn standing_timer() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 
