@@ -21,8 +21,8 @@ use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::runtime::template;
 use crate::runtime::{ClientAuth, ConnectorError, ErrorKind, Oauth2, Secret, TokenSet};
+use crate::runtime::{error_chain, template};
 
 /// A failed OAuth exchange. Messages never contain secrets.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -427,17 +427,6 @@ impl TokenCall<'_> {
         }
         Ok(())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 /// Follows a dotted path (`authed_user.access_token`) in a JSON value.

@@ -29,6 +29,7 @@ use sha2::Sha256;
 
 use crate::connections::{Error, Principal, Result, Service, rfc3339};
 use crate::events::EVENT_TYPES;
+use crate::runtime::error_chain;
 use crate::store::{DeliveryRow, Journal, WebhookRow, now_ms};
 
 /// How long a claim on deliveries lasts without renewal: the longest a crashed process delays
@@ -386,17 +387,6 @@ impl Service {
             .await?;
         Ok(())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

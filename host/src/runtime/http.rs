@@ -522,15 +522,19 @@ fn transport_error(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         return HttpError::Timeout;
     }
-    let e = e.without_url();
+    HttpError::Transport(error_chain(&e.without_url()))
+}
+
+/// An error and its causes, `: `-separated (the messages of client errors keyport reports).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         source = s.source();
     }
-    HttpError::Transport(msg)
+    msg
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod upstream;
 
 pub use http::{
     BodyError, Outbound, add_credential, api_headers, body_capped, check_literal, checked_target,
-    checked_url, outbound_client,
+    checked_url, error_chain, outbound_client,
 };
 pub use upstream::{DeadlineBody, LocalUpstream, Upstream, UpstreamError};
 mod manifest;

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
 use super::egress::Denied;
+use super::http::error_chain;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<CheckedDns>>;
@@ -106,7 +107,7 @@ impl Upstream {
         let deadline = tokio::time::Instant::now() + self.total_timeout;
         let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(UpstreamError::Failed(with_causes(&e))),
+            Ok(Err(e)) => return Err(UpstreamError::Failed(error_chain(&e))),
             Err(_) => {
                 return Err(UpstreamError::Failed(format!(
                     "no answer within {}",
@@ -120,18 +121,6 @@ impl Upstream {
             total: self.total_timeout,
         }))
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut why = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        why.push_str(": ");
-        why.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    why
 }
 
 /// An answer's body that fails once the call's total time is up.
@@ -159,7 +148,7 @@ impl http_body::Body for DeadlineBody {
         }
         Pin::new(&mut self.body)
             .poll_frame(cx)
-            .map_err(|e| with_causes(&e).into())
+            .map_err(|e| error_chain(&e).into())
     }
 
     fn is_end_stream(&self) -> bool {
