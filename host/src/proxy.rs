@@ -265,10 +265,8 @@ impl Service {
             .send(req.method.clone(), &url, headers, req.body.clone())
             .await
             .map_err(|e| match e {
-                UpstreamError::Denied(why) => {
-                    Error::BadRequest(format!("refused proxy target: {why}"))
-                }
-                UpstreamError::BadTarget(why) => {
+                UpstreamError::Denied(crate::runtime::egress::Denied(why))
+                | UpstreamError::BadTarget(why) => {
                     Error::BadRequest(format!("refused proxy target: {why}"))
                 }
                 UpstreamError::Failed(why) => Error::Upstream(format!(

@@ -104,11 +104,13 @@ impl Upstream {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let deadline = tokio::time::Instant::now() + self.total_timeout;
-        let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(UpstreamError::Failed(error_chain(&e))),
-            Err(_) => {
+        // One timer for the whole call: it bounds the answer's head here, then its body.
+        let mut sleep = Box::pin(tokio::time::sleep(self.total_timeout));
+        use futures::future::Either;
+        let resp = match futures::future::select(self.client.request(req), sleep.as_mut()).await {
+            Either::Left((Ok(resp), _)) => resp,
+            Either::Left((Err(e), _)) => return Err(UpstreamError::Failed(error_chain(&e))),
+            Either::Right(_) => {
                 return Err(UpstreamError::Failed(format!(
                     "no answer within {}",
                     humantime::format_duration(self.total_timeout)
@@ -117,7 +119,7 @@ impl Upstream {
         };
         Ok(resp.map(|body| DeadlineBody {
             body,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            sleep,
             total: self.total_timeout,
         }))
     }
@@ -285,6 +287,15 @@ mod tests {
         url::Url::parse(s).unwrap()
     }
 
+    /// A GET of `target` without headers or body.
+    async fn get(
+        up: &Upstream,
+        target: &str,
+    ) -> Result<http::Response<DeadlineBody>, UpstreamError> {
+        up.send(Method::GET, &url(target), HeaderMap::new(), Bytes::new())
+            .await
+    }
+
     #[tokio::test]
     async fn loopback_is_refused_before_connecting_unless_allowed() {
         let (port, accepted) = server(false).await;
@@ -295,20 +306,11 @@ mod tests {
             format!("http://[::ffff:127.0.0.1]:{port}/x"),
             format!("http://2130706433:{port}/x"),
         ] {
-            let e = refusing
-                .send(Method::GET, &url(&target), HeaderMap::new(), Bytes::new())
-                .await
-                .unwrap_err();
+            let e = get(&refusing, &target).await.unwrap_err();
             assert!(matches!(e, UpstreamError::Denied(_)), "{target}: {e:?}");
         }
         // A name is checked after it resolves, before the connection is made.
-        let e = refusing
-            .send(
-                Method::GET,
-                &url(&format!("http://localhost:{port}/x")),
-                HeaderMap::new(),
-                Bytes::new(),
-            )
+        let e = get(&refusing, &format!("http://localhost:{port}/x"))
             .await
             .unwrap_err();
         let UpstreamError::Failed(why) = e else {
@@ -317,13 +319,7 @@ mod tests {
         assert!(why.contains("resolves to a refused address"), "{why}");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
         let allowing = Upstream::new(true, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
-        let resp = allowing
-            .send(
-                Method::GET,
-                &url(&format!("http://127.0.0.1:{port}/x")),
-                HeaderMap::new(),
-                Bytes::new(),
-            )
+        let resp = get(&allowing, &format!("http://127.0.0.1:{port}/x"))
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
@@ -373,13 +369,7 @@ mod tests {
         use http_body_util::BodyExt;
         let (port, _) = server(true).await;
         let up = Upstream::new(true, Duration::from_secs(5), Duration::from_millis(300)).unwrap();
-        let resp = up
-            .send(
-                Method::GET,
-                &url(&format!("http://127.0.0.1:{port}/slow")),
-                HeaderMap::new(),
-                Bytes::new(),
-            )
+        let resp = get(&up, &format!("http://127.0.0.1:{port}/slow"))
             .await
             .expect("the head arrives in time");
         let e = resp.into_body().collect().await.unwrap_err();
