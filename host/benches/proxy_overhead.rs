@@ -334,32 +334,26 @@ fn main() {
         println!("| concurrency | target | requests/s | p50 (µs) | p99 (µs) | added p50 vs direct (µs) | proxy CPU per request (µs) | throughput vs nginx |");
         println!("|---|---|---|---|---|---|---|---|");
         for &c in &levels {
-            let mut targets = vec![
-                Target::new("direct", format!("{up}/{path}"), None, c).await,
-                Target::new(
+            let mut targets = vec![Target::new("direct", format!("{up}/{path}"), None, c).await];
+            let only = std::env::var("KEYPORT_BENCH_ONLY").unwrap_or_default();
+            for (name, proxied) in [
+                (
                     "keyport proxy, OAuth, answer classified by the test guest (opt-level 1)",
-                    format!("{kp_url}/api/v1/connections/bench-proxy-0/proxy/{path}"),
-                    kp_pid,
-                    c,
-                )
-                .await,
-                Target::new(
+                    format!("bench-proxy-0/proxy/{path}"),
+                ),
+                (
                     "keyport proxy, Slack (built-in), answer classified",
-                    format!("{kp_url}/api/v1/connections/bench-slack-0/proxy/users.list?limit=3"),
-                    kp_pid,
-                    c,
-                )
-                .await,
-                Target::new(
+                    "bench-slack-0/proxy/users.list?limit=3".to_string(),
+                ),
+                (
                     "keyport proxy, API key, no classification",
-                    format!("{kp_url}/api/v1/connections/{key_conn}/proxy/items?limit=3"),
-                    kp_pid,
-                    c,
-                )
-                .await,
-            ];
-            if let Ok(only) = std::env::var("KEYPORT_BENCH_ONLY") {
-                targets.retain(|t| !t.name.starts_with("keyport") || t.name.contains(&only));
+                    format!("{key_conn}/proxy/items?limit=3"),
+                ),
+            ] {
+                if name.contains(&only) {
+                    let url = format!("{kp_url}/api/v1/connections/{proxied}");
+                    targets.push(Target::new(name, url, kp_pid, c).await);
+                }
             }
             if let Some((proc, n)) = &nginx {
                 let pid = Some(proc.0.id());
